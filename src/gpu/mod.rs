@@ -1,0 +1,502 @@
+//! The GPU context: adapter and device, pipeline cache, buffer pool, uniform arena and
+//! readback.
+//!
+//! A [`Context`] either owns a device it created ([`Context::new`]) or runs on a host
+//! application's device and queue ([`Context::from_wgpu`]); nothing below assumes which.
+//! Launchers encode into an encoder the caller passes and never submit or wait; the
+//! only blocking calls are the convenience constructors and the `*_blocking` helpers.
+
+mod adapter;
+mod pipeline;
+mod pool;
+
+use std::future::Future;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
+pub use pipeline::{shader_families, ShaderFamily};
+pub(crate) use pipeline::{Access, KernelSpec, MATMUL};
+pub(crate) use pool::{BufferKind, PooledBuffer};
+pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};
+
+use crate::{Error, Result};
+
+/// Polls a future once. wgpu-core resolves error scopes immediately, so on native this
+/// gives the answer without blocking; on the web it may be `None` (errors then surface
+/// through the device's uncaptured-error handler).
+pub(crate) fn poll_ready<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A handle to a device and everything tsumugi keeps per device. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pipelines: pipeline::PipelineCache,
+    pool: pool::BufferPool,
+    uniforms: Mutex<pool::UniformArena>,
+    /// Bound where a kernel's optional input is absent (no bias, say).
+    placeholder: wgpu::Buffer,
+    /// Set by the device-lost callback of a device tsumugi created.
+    lost: Arc<Mutex<Option<String>>>,
+    /// The first error wgpu raised outside an error scope, on a device tsumugi created
+    /// (wgpu's default handler would panic); reported once by the next call.
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.inner.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Chooses an adapter (discrete GPU, then integrated, virtual, CPU; Vulkan before GL,
+    /// so GL is the fallback where no Vulkan driver is installed), honouring
+    /// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`, and creates a device with the adapter's
+    /// real limits. Blocks; use [`Context::new_async`] inside an async host.
+    pub fn new() -> Result<Self> {
+        Self::with_options(&AdapterOptions::default())
+    }
+
+    /// [`Context::new`] with explicit options instead of the environment.
+    pub fn with_options(options: &AdapterOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// The asynchronous constructor behind [`Context::new`].
+    pub async fn new_async(options: &AdapterOptions) -> Result<Self> {
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+        descriptor.backends = options.backends;
+        let instance = wgpu::Instance::new(descriptor);
+        let adapter = adapter::choose_adapter(&instance, options).await?;
+        // Only the optional features a kernel has a use for; the rest stay off.
+        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tsumugi"),
+                required_features: adapter.features() & wanted,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| Error::RequestDevice {
+                reason: err.to_string(),
+            })?;
+        let lost = Arc::new(Mutex::new(None));
+        let lost_in_callback = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lock(&lost_in_callback) = Some(format!("{reason:?}: {message}"));
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let uncaptured_in_handler = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            lock(&uncaptured_in_handler).get_or_insert_with(|| error.to_string());
+        }));
+        Ok(Self::build(device, queue, lost, uncaptured))
+    }
+
+    /// Runs on a host application's device and queue. tsumugi installs no callbacks on
+    /// them and creates no other device; it uses whatever limits and features the host
+    /// requested (a kernel that needs more returns [`Error::DeviceLimit`]).
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self::build(device, queue, Arc::default(), Arc::default())
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        lost: Arc<Mutex<Option<String>>>,
+        uncaptured: Arc<Mutex<Option<String>>>,
+    ) -> Self {
+        let limits = device.limits();
+        let features = device.features();
+        let adapter = AdapterSummary::from_info(&device.adapter_info());
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tsumugi placeholder"),
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Context {
+            inner: Arc::new(Inner {
+                uniforms: Mutex::new(pool::UniformArena::new(&limits)),
+                device,
+                queue,
+                adapter,
+                limits,
+                features,
+                pipelines: pipeline::PipelineCache::default(),
+                pool: pool::BufferPool::new(),
+                placeholder,
+                lost,
+                uncaptured,
+            }),
+        }
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.inner.adapter
+    }
+
+    /// The wgpu device (the host's, for a context made by [`Context::from_wgpu`]).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The device's limits, as granted.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The device's features, as granted.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+
+    /// A new command encoder on this device, counted as open until it is submitted with
+    /// [`Context::submit`] or dropped. Launchers take `&mut wgpu::CommandEncoder`, which
+    /// an [`Encoder`] derefs to.
+    pub fn create_encoder(&self) -> Encoder {
+        self.inner.pool.open_encoder();
+        Encoder {
+            encoder: Some(
+                self.inner
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tsumugi") }),
+            ),
+            ctx: self.clone(),
+        }
+    }
+
+    /// Submits `encoder`. When no other [`Encoder`] of this context is open, the buffers
+    /// and uniform space released meanwhile are recycled.
+    pub fn submit(&self, mut encoder: Encoder) -> wgpu::SubmissionIndex {
+        let commands = encoder.encoder.take().map(wgpu::CommandEncoder::finish);
+        let index = self.inner.queue.submit(commands);
+        drop(encoder);
+        index
+    }
+
+    /// Tells the context that every command encoded so far has been submitted, so the
+    /// uniform space of their parameters (and buffers retired meanwhile) can be reused.
+    /// A host that encodes tsumugi's work into its own `wgpu::CommandEncoder`s calls this
+    /// after submitting them (once a frame, say); until then parameter space grows. Called
+    /// while such an encoder is still unsubmitted, a later dispatch's parameters could
+    /// overwrite its own before it runs. (A host also keeps the tensors its encoders use
+    /// alive until they are submitted, as with any wgpu resource it binds.)
+    pub fn recycle_after_submit(&self) {
+        self.inner.pool.recycle();
+        lock(&self.inner.uniforms).recycle();
+    }
+
+    /// Blocks until the GPU has finished everything submitted. For tests, benches and
+    /// examples; never called on the library's own paths.
+    pub fn wait_idle_blocking(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|err| Error::Gpu {
+                message: format!("waiting for the GPU: {err}"),
+            })?;
+        self.check_device()
+    }
+
+    /// `Err(DeviceLost)` once the device is gone, and `Err(Gpu)` once for the first
+    /// error wgpu raised outside an error scope. Only a device tsumugi created reports
+    /// these here; a host's device reports them to the host's own callbacks.
+    pub fn check_device(&self) -> Result<()> {
+        if let Some(reason) = lock(&self.inner.lost).as_ref() {
+            return Err(Error::DeviceLost { reason: reason.clone() });
+        }
+        if let Some(message) = lock(&self.inner.uncaptured).take() {
+            return Err(Error::Gpu { message });
+        }
+        Ok(())
+    }
+
+    /// Counters of the buffer pool.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Releases the memory of pooled buffers that no tensor holds.
+    pub fn trim_pool(&self) {
+        self.inner.pool.trim();
+    }
+
+    /// How many pipelines have been built.
+    pub fn pipeline_count(&self) -> usize {
+        self.inner.pipelines.len()
+    }
+
+    pub(crate) fn take_buffer(&self, kind: BufferKind, bytes: u64, label: &str) -> Result<PooledBuffer> {
+        self.check_device()?;
+        self.inner
+            .pool
+            .take(&self.inner.device, &self.inner.limits, kind, bytes, label)
+    }
+
+    /// True when both contexts run on the same wgpu device (buffers can be shared).
+    pub(crate) fn same_device(&self, other: &Context) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.device == other.inner.device
+    }
+
+    pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
+        &self.inner.placeholder
+    }
+
+    /// Checks that a buffer of `bytes` may be bound as a storage buffer.
+    pub(crate) fn check_binding_size(&self, tensor: &str, bytes: u64) -> Result<()> {
+        let allowed = self.inner.limits.max_storage_buffer_binding_size;
+        if bytes > allowed {
+            return Err(Error::DeviceLimit {
+                tensor: tensor.to_string(),
+                limit: "max_storage_buffer_binding_size",
+                needed: bytes,
+                allowed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes one dispatch of `kernel`: the four steps every launcher shares after its
+    /// shape checks (cached pipeline -> params into the arena -> bind group -> dispatch).
+    pub(crate) fn encode_dispatch<P: bytemuck::Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatch: Dispatch<'_, P>,
+    ) -> Result<()> {
+        self.check_device()?;
+        let max = self.inner.limits.max_compute_workgroups_per_dimension;
+        for (axis, &count) in ["x", "y", "z"].iter().zip(dispatch.workgroups.iter()) {
+            if count > max {
+                return Err(Error::DeviceLimit {
+                    tensor: format!("{} dispatch ({axis} workgroups)", dispatch.kernel.entry_point),
+                    limit: "max_compute_workgroups_per_dimension",
+                    needed: u64::from(count),
+                    allowed: u64::from(max),
+                });
+            }
+        }
+        for (_, buffer, name) in dispatch.buffers {
+            self.check_binding_size(name, buffer.size())?;
+        }
+        let pipeline = self
+            .inner
+            .pipelines
+            .get(&self.inner.device, dispatch.kernel, dispatch.overrides)?;
+        let params = bytemuck::bytes_of(dispatch.params);
+        let slot = lock(&self.inner.uniforms).push(&self.inner.device, &self.inner.queue, &self.inner.pool, params);
+        let params_binding = dispatch
+            .kernel
+            .bindings
+            .iter()
+            .find(|(_, access)| *access == Access::Params)
+            .map(|&(binding, _)| binding);
+        let mut entries: Vec<wgpu::BindGroupEntry> = dispatch
+            .buffers
+            .iter()
+            .map(|&(binding, buffer, _)| wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
+        if let Some(binding) = params_binding {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &slot.buffer,
+                    offset: 0,
+                    size: NonZeroU64::new(params.len() as u64),
+                }),
+            });
+        }
+        let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(dispatch.kernel.entry_point),
+            layout: &pipeline.bind_group_layout,
+            entries: &entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(dispatch.kernel.entry_point),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline.pipeline);
+        let offsets: &[u32] = if params_binding.is_some() { &[slot.offset] } else { &[] };
+        pass.set_bind_group(0, &bind_group, offsets);
+        let [x, y, z] = dispatch.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+        Ok(())
+    }
+}
+
+/// A command encoder of a [`Context`]; derefs to `wgpu::CommandEncoder`.
+///
+/// While any is open (neither submitted with [`Context::submit`] nor dropped), released
+/// buffers and uniform space are not reused, because commands already encoded into it may
+/// still read them; this is what makes it safe to encode from several threads at once.
+/// A host that encodes into its own `wgpu::CommandEncoder` instead passes that to the
+/// launchers and calls [`Context::recycle_after_submit`] after submitting it.
+pub struct Encoder {
+    encoder: Option<wgpu::CommandEncoder>,
+    ctx: Context,
+}
+
+impl std::ops::Deref for Encoder {
+    type Target = wgpu::CommandEncoder;
+    fn deref(&self) -> &wgpu::CommandEncoder {
+        self.encoder
+            .as_ref()
+            .expect("an Encoder holds its encoder until it is consumed")
+    }
+}
+
+impl std::ops::DerefMut for Encoder {
+    fn deref_mut(&mut self) -> &mut wgpu::CommandEncoder {
+        self.encoder
+            .as_mut()
+            .expect("an Encoder holds its encoder until it is consumed")
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // Submitted (or abandoned, so it will never run): nothing encoded so far can
+        // read a released buffer any more once no other encoder is open.
+        if self.ctx.inner.pool.close_encoder() {
+            self.ctx.recycle_after_submit();
+        }
+    }
+}
+
+/// What a launcher hands to [`Context::encode_dispatch`].
+pub(crate) struct Dispatch<'a, P> {
+    pub(crate) kernel: &'a KernelSpec,
+    pub(crate) overrides: &'a [(&'static str, u32)],
+    /// (binding number, buffer, tensor name for errors); the params binding is added.
+    pub(crate) buffers: &'a [(u32, &'a wgpu::Buffer, &'a str)],
+    pub(crate) params: &'a P,
+    pub(crate) workgroups: [u32; 3],
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads `bytes` bytes from the start of `source` back to the CPU.
+///
+/// Encodes and submits a copy into a pooled staging buffer, then waits for the map
+/// through a futures-intrusive channel. On native, the future completes when somebody
+/// polls the device (a host's frame loop, or [`read_buffer_blocking`]); on the web the
+/// browser drives it.
+pub(crate) async fn read_buffer(ctx: &Context, source: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let (staging, receiver) = start_readback(ctx, source, bytes)?;
+    let outcome = receiver.receive().await;
+    finish_readback(staging, bytes, outcome)
+}
+
+/// [`read_buffer`], blocking until the GPU has finished.
+pub(crate) fn read_buffer_blocking(ctx: &Context, source: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let (staging, receiver) = start_readback(ctx, source, bytes)?;
+    // Another thread's poll may be the one that runs our map callback, a moment after our
+    // own wait returns, so wait until the channel has the answer.
+    let outcome = loop {
+        ctx.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|err| Error::Gpu {
+                message: format!("waiting for a readback: {err}"),
+            })?;
+        ctx.check_device()?;
+        if let Some(outcome) = poll_ready(receiver.receive()) {
+            break outcome;
+        }
+        std::thread::yield_now();
+    };
+    finish_readback(staging, bytes, outcome)
+}
+
+type MapOutcome = std::result::Result<(), wgpu::BufferAsyncError>;
+type MapReceiver = futures_intrusive::channel::shared::OneshotReceiver<MapOutcome>;
+
+fn start_readback(ctx: &Context, source: &wgpu::Buffer, bytes: u64) -> Result<(PooledBuffer, MapReceiver)> {
+    // Copies and maps work in multiples of 4 bytes.
+    let padded = bytes.max(4).div_ceil(4) * 4;
+    let mut staging = ctx.take_buffer(BufferKind::Readback, padded, "readback staging")?;
+    // Until its map has completed and it is unmapped, a staging buffer dropped (say, with
+    // an abandoned future) must not go back to the pool.
+    staging.mark_discarded();
+    // A plain encoder, submitted at once: the copy must not wait for (or hold back) the
+    // recycling of the caller's open encoders.
+    let mut encoder = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("tsumugi readback"),
+    });
+    encoder.copy_buffer_to_buffer(source, 0, staging.buffer(), 0, padded);
+    ctx.inner.queue.submit([encoder.finish()]);
+    let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+    staging
+        .buffer()
+        .map_async(wgpu::MapMode::Read, 0..padded, move |outcome| {
+            // The receiver may be gone if the caller dropped the future; nothing to do then.
+            let _ = sender.send(outcome);
+        });
+    Ok((staging, receiver))
+}
+
+fn finish_readback(mut staging: PooledBuffer, bytes: u64, outcome: Option<MapOutcome>) -> Result<Vec<u8>> {
+    let padded = bytes.max(4).div_ceil(4) * 4;
+    let data = match outcome {
+        Some(Ok(())) => {
+            let data = staging
+                .buffer()
+                .get_mapped_range(0..padded)
+                .map(|view| view[..bytes as usize].to_vec())
+                .map_err(|err| Error::Gpu {
+                    message: format!("reading a mapped buffer: {err}"),
+                });
+            staging.buffer().unmap();
+            // The copy and the map are done, so the staging buffer can go straight back.
+            staging.mark_completed();
+            data
+        }
+        // The map failed or never answered: the buffer's state is unknown, so it must
+        // not be pooled again.
+        Some(Err(err)) => {
+            staging.mark_discarded();
+            Err(Error::Gpu {
+                message: format!("mapping a readback buffer: {err}"),
+            })
+        }
+        None => {
+            staging.mark_discarded();
+            Err(Error::Gpu {
+                message: "a readback was dropped before its buffer was mapped (device lost?)".into(),
+            })
+        }
+    };
+    drop(staging);
+    data
+}

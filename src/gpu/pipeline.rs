@@ -1,0 +1,185 @@
+//! Shader families and the pipeline cache.
+//!
+//! A *family* is one file of `shaders/`, compiled once per context with
+//! `shaders/common.wgsl` prepended. A *kernel* is one entry point of a family with its
+//! explicit bind group layout; a *pipeline* is a kernel with a set of `override`
+//! constants (tile and workgroup sizes). Pipelines are built on first use and cached by
+//! (family, entry point, overrides).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::{Error, Result};
+
+/// Helpers every family may use (stable sigmoid/tanh, ...), prepended from this one place.
+const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
+
+/// One WGSL file of `shaders/`.
+#[derive(Debug)]
+pub struct ShaderFamily {
+    /// The file name without `.wgsl`.
+    pub name: &'static str,
+    source: &'static str,
+}
+
+impl ShaderFamily {
+    /// The WGSL that is compiled: `common.wgsl` followed by the family's file.
+    pub fn composed_source(&self) -> String {
+        format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{}", self.name, self.source)
+    }
+}
+
+/// Batched matmul and its backward.
+pub(crate) const MATMUL: ShaderFamily = ShaderFamily {
+    name: "matmul",
+    source: include_str!("../../shaders/matmul.wgsl"),
+};
+
+/// Every family, so a test can validate them all without an adapter.
+pub fn shader_families() -> &'static [ShaderFamily] {
+    &[MATMUL]
+}
+
+/// How a kernel sees one binding of group 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Access {
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    ReadWrite,
+    /// `var<uniform>` with a dynamic offset into the uniform arena; always the params.
+    Params,
+}
+
+/// One entry point and the bindings it uses, as (binding number, access).
+pub(crate) struct KernelSpec {
+    pub(crate) family: &'static ShaderFamily,
+    pub(crate) entry_point: &'static str,
+    pub(crate) bindings: &'static [(u32, Access)],
+}
+
+/// A built pipeline and the layout its bind groups must follow.
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
+}
+
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u32)>);
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+}
+
+impl PipelineCache {
+    /// The pipeline for `kernel` with `overrides`, built on first use.
+    pub(crate) fn get(
+        &self,
+        device: &wgpu::Device,
+        kernel: &KernelSpec,
+        overrides: &[(&'static str, u32)],
+    ) -> Result<Arc<Pipeline>> {
+        let key = (kernel.family.name, kernel.entry_point, overrides.to_vec());
+        if let Some(found) = lock(&self.pipelines).get(&key) {
+            return Ok(found.clone());
+        }
+        let module = self.module(device, kernel)?;
+        let built = Arc::new(build_pipeline(device, &module, kernel, overrides)?);
+        lock(&self.pipelines).insert(key, built.clone());
+        Ok(built)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.pipelines).len()
+    }
+
+    fn module(&self, device: &wgpu::Device, kernel: &KernelSpec) -> Result<wgpu::ShaderModule> {
+        if let Some(module) = lock(&self.modules).get(kernel.family.name) {
+            return Ok(module.clone());
+        }
+        let source = kernel.family.composed_source();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.family.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        if let Some(Some(error)) = super::poll_ready(scope.pop()) {
+            return Err(Error::Shader {
+                family: kernel.family.name,
+                entry_point: kernel.entry_point,
+                message: error.to_string(),
+            });
+        }
+        lock(&self.modules).insert(kernel.family.name, module.clone());
+        Ok(module)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn build_pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    kernel: &KernelSpec,
+    overrides: &[(&'static str, u32)],
+) -> Result<Pipeline> {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+        .bindings
+        .iter()
+        .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match access {
+                    Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    Access::Params => wgpu::BufferBindingType::Uniform,
+                },
+                has_dynamic_offset: access == Access::Params,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let constants: Vec<(&str, f64)> = overrides
+        .iter()
+        .map(|&(name, value)| (name, f64::from(value)))
+        .collect();
+
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(kernel.entry_point),
+        entries: &entries,
+    });
+    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(kernel.entry_point),
+        bind_group_layouts: &[Some(&bind_group_layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(kernel.entry_point),
+        layout: Some(&layout),
+        module,
+        entry_point: Some(kernel.entry_point),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            // Kernels initialise whatever workgroup memory they read.
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    });
+    if let Some(Some(error)) = super::poll_ready(scope.pop()) {
+        return Err(Error::Shader {
+            family: kernel.family.name,
+            entry_point: kernel.entry_point,
+            message: error.to_string(),
+        });
+    }
+    Ok(Pipeline {
+        pipeline,
+        bind_group_layout,
+    })
+}

@@ -1,0 +1,488 @@
+//! Launchers of `shaders/matmul.wgsl`: `C[b] = op(A[b]) op(B[b]) (+ bias) (+ beta C[b])`
+//! and its backward (dA, dB, dbias).
+//!
+//! Shapes (M, N, K as usual; a leading batch dimension is optional):
+//! - `a`: `[M, K]`, or `[K, M]` with `trans_a`; `[batch, .., ..]` or 2-D (shared by every batch)
+//! - `b`: `[K, N]`, or `[N, K]` with `trans_b`; likewise
+//! - `bias`: `[N]`, added to every row
+//! - `c`: `[batch, M, N]` if `a` or `b` has a batch dimension, else `[M, N]`
+//!
+//! `y = x W^T + b` of a PyTorch `Linear` is `a = x`, `b = W` with `trans_b`.
+
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, MATMUL};
+use crate::{DType, Error, Result, Tensor};
+
+/// The operation: which operands are transposed, and how much of the old `C` to keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Matmul {
+    /// Use `A^T` (`a` is stored `[K, M]`).
+    pub trans_a: bool,
+    /// Use `B^T` (`b` is stored `[N, K]`).
+    pub trans_b: bool,
+    /// `C = product + beta * C`; 0 overwrites `C` without reading it (NaN included).
+    pub beta: f32,
+}
+
+/// The sizes of one matmul, as worked out from the operands' shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Number of products (1 when neither operand has a batch dimension).
+    pub batch: usize,
+    /// Rows of `op(A)` and `C`.
+    pub m: usize,
+    /// Columns of `op(B)` and `C`.
+    pub n: usize,
+    /// Columns of `op(A)`, rows of `op(B)`.
+    pub k: usize,
+    /// `a` is 2-D: one matrix shared by every batch.
+    pub a_shared: bool,
+    /// `b` is 2-D: one matrix shared by every batch.
+    pub b_shared: bool,
+    /// `c` has a batch dimension.
+    pub c_batched: bool,
+}
+
+impl MatmulDims {
+    /// Works out the sizes from the shapes of `a` and `b`, or says which shape is wrong.
+    pub fn new(op: &Matmul, a_shape: &[usize], b_shape: &[usize]) -> Result<MatmulDims> {
+        let split =
+            |name: &str, shape: &[usize], trans: bool, letters: &str| -> Result<(Option<usize>, usize, usize)> {
+                let (batch, rows, cols) = match *shape {
+                    [rows, cols] => (None, rows, cols),
+                    [batch, rows, cols] => (Some(batch), rows, cols),
+                    _ => return Err(Error::shape(name, format!("[{letters}] or [batch, {letters}]"), shape)),
+                };
+                if rows == 0 || cols == 0 || batch == Some(0) {
+                    return Err(Error::shape(name, "every dimension >= 1", shape));
+                }
+                Ok(if trans {
+                    (batch, cols, rows)
+                } else {
+                    (batch, rows, cols)
+                })
+            };
+        let a_letters = if op.trans_a { "K, M" } else { "M, K" };
+        let b_letters = if op.trans_b { "N, K" } else { "K, N" };
+        let (a_batch, m, k) = split("matmul: a", a_shape, op.trans_a, a_letters)?;
+        let (b_batch, b_k, n) = split("matmul: b", b_shape, op.trans_b, b_letters)?;
+        if b_k != k {
+            let expected = if op.trans_b {
+                format!("[.., N, {k}]")
+            } else {
+                format!("[.., {k}, N]")
+            };
+            return Err(Error::shape("matmul: b (K must match a)", expected, b_shape));
+        }
+        let batch = match (a_batch, b_batch) {
+            (Some(x), Some(y)) if x != y => {
+                return Err(Error::shape(
+                    "matmul: b (batch must match a)",
+                    format!("[{x}, .., ..] or a 2-D shared matrix"),
+                    b_shape,
+                ))
+            }
+            (Some(x), _) | (None, Some(x)) => x,
+            (None, None) => 1,
+        };
+        Ok(MatmulDims {
+            batch,
+            m,
+            n,
+            k,
+            a_shared: a_batch.is_none(),
+            b_shared: b_batch.is_none(),
+            c_batched: a_batch.is_some() || b_batch.is_some(),
+        })
+    }
+
+    /// The shape `c` (and `dC`) must have.
+    pub fn c_shape(&self) -> Vec<usize> {
+        if self.c_batched {
+            vec![self.batch, self.m, self.n]
+        } else {
+            vec![self.m, self.n]
+        }
+    }
+
+    /// Multiply-adds of the product: `batch * M * N * K`; FLOPs are twice this.
+    pub fn multiply_adds(&self) -> u64 {
+        (self.batch * self.m * self.n * self.k) as u64
+    }
+}
+
+// ---- the shader's parameter block ----
+
+/// Mirror of `View` in matmul.wgsl: element (r, c) of batch b is at
+/// `offset + b * batch_stride + r * row_stride + c * col_stride`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct View {
+    offset: u32,
+    batch_stride: u32,
+    row_stride: u32,
+    col_stride: u32,
+}
+
+impl View {
+    /// A row-major `[rows, cols]` matrix per batch (batch stride 0 if shared).
+    fn row_major(rows: usize, cols: usize, shared: bool) -> View {
+        View {
+            offset: 0,
+            batch_stride: if shared { 0 } else { (rows * cols) as u32 },
+            row_stride: cols as u32,
+            col_stride: 1,
+        }
+    }
+
+    fn transposed(self) -> View {
+        View {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn aligned(self) -> bool {
+        self.offset.is_multiple_of(4) && self.batch_stride.is_multiple_of(4)
+    }
+
+    /// How the kernel may load this view as its left operand `[rows, inner]`.
+    fn lhs_load(self, rows: usize) -> u32 {
+        if self.col_stride == 1 && self.row_stride.is_multiple_of(4) && self.aligned() {
+            1
+        } else if self.row_stride == 1 && rows.is_multiple_of(4) && self.col_stride.is_multiple_of(4) && self.aligned()
+        {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// How the kernel may load this view as its right operand `[inner, cols]`.
+    fn rhs_load(self, cols: usize) -> u32 {
+        if self.row_stride == 1 && self.col_stride.is_multiple_of(4) && self.aligned() {
+            1
+        } else if self.col_stride == 1 && cols.is_multiple_of(4) && self.row_stride.is_multiple_of(4) && self.aligned()
+        {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// Mirror of `Params` in matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    lhs: View,
+    rhs: View,
+    out: View,
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    batch: u32,
+    sum_batches: u32,
+    has_bias: u32,
+    beta: f32,
+    _pad: u32,
+}
+
+const MATMUL_FORWARD: KernelSpec = KernelSpec {
+    family: &MATMUL,
+    entry_point: "matmul_forward",
+    bindings: &[
+        (0, Access::Read),
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (4, Access::Read),
+        (5, Access::ReadWrite),
+        (6, Access::Params),
+    ],
+};
+
+const MATMUL_BACKWARD_BIAS: KernelSpec = KernelSpec {
+    family: &MATMUL,
+    entry_point: "matmul_backward_bias",
+    bindings: &[(0, Access::Read), (5, Access::ReadWrite), (6, Access::Params)],
+};
+
+/// Workgroup shape: 8 x 8 invocations (a multiple of 8 lanes on lavapipe; 64 fits
+/// every adapter's default), each owning 4 x 4 outputs, so a workgroup covers 32 x 32.
+const WG_X: u32 = 8;
+const WG_Y: u32 = 8;
+const BLOCK: u32 = 4;
+const BIAS_WG: u32 = 64;
+
+/// The views of one product the kernel computes: `out = lhs * rhs`.
+struct Product<'a> {
+    lhs: (View, &'a Tensor),
+    rhs: (View, &'a Tensor),
+    out: (View, &'a Tensor),
+    bias: Option<&'a Tensor>,
+    rows: usize,
+    cols: usize,
+    inner: usize,
+    batch: usize,
+    sum_batches: bool,
+    beta: f32,
+    names: [&'a str; 3],
+}
+
+fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Product<'_>) -> Result<()> {
+    let (lhs_view, lhs) = product.lhs;
+    let (rhs_view, rhs) = product.rhs;
+    let (out_view, out) = product.out;
+    let params = Params {
+        lhs: lhs_view,
+        rhs: rhs_view,
+        out: out_view,
+        rows: product.rows as u32,
+        cols: product.cols as u32,
+        inner: product.inner as u32,
+        batch: product.batch as u32,
+        sum_batches: u32::from(product.sum_batches),
+        has_bias: u32::from(product.bias.is_some()),
+        beta: product.beta,
+        _pad: 0,
+    };
+    let overrides = [
+        ("WG_X", WG_X),
+        ("WG_Y", WG_Y),
+        ("LHS_LOAD", lhs_view.lhs_load(product.rows)),
+        ("RHS_LOAD", rhs_view.rhs_load(product.cols)),
+    ];
+    let bias = product.bias.map_or(ctx.placeholder(), Tensor::buffer);
+    let [lhs_name, rhs_name, out_name] = product.names;
+    ctx.encode_dispatch(
+        encoder,
+        Dispatch {
+            kernel: &MATMUL_FORWARD,
+            overrides: &overrides,
+            buffers: &[
+                (0, lhs.buffer(), lhs_name),
+                (1, lhs.buffer(), lhs_name),
+                (2, rhs.buffer(), rhs_name),
+                (3, rhs.buffer(), rhs_name),
+                (4, bias, "matmul: bias"),
+                (5, out.buffer(), out_name),
+            ],
+            params: &params,
+            workgroups: [
+                (product.cols as u32).div_ceil(WG_X * BLOCK),
+                (product.rows as u32).div_ceil(WG_Y * BLOCK),
+                if product.sum_batches { 1 } else { product.batch as u32 },
+            ],
+        },
+    )
+}
+
+/// Common checks: same context, f32, no output aliasing an input, indices fit u32.
+fn check_operands(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: &[(&str, &Tensor)]) -> Result<()> {
+    for (name, tensor) in inputs.iter().chain(outputs) {
+        if !tensor.context().same_device(ctx) {
+            return Err(Error::invalid(format!("{name} lives on another context's device")));
+        }
+        tensor.check_dtype(name, DType::F32)?;
+        if tensor.len() > u32::MAX as usize / 2 {
+            return Err(Error::DeviceLimit {
+                tensor: name.to_string(),
+                limit: "u32 element indices",
+                needed: tensor.len() as u64,
+                allowed: u64::from(u32::MAX / 2),
+            });
+        }
+    }
+    for (i, (out_name, out)) in outputs.iter().enumerate() {
+        let others = inputs.iter().chain(outputs.iter().skip(i + 1));
+        for (other_name, other) in others {
+            if out.shares_buffer_with(other) {
+                return Err(Error::invalid(format!(
+                    "{out_name} shares its buffer with {other_name}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_beta(beta: f32) -> Result<()> {
+    if !beta.is_finite() {
+        return Err(Error::invalid(format!("matmul beta must be finite, got {beta}")));
+    }
+    Ok(())
+}
+
+/// Encodes `c = op(a) op(b) (+ bias) (+ beta c)` into `encoder`. Checks every shape
+/// first; never submits or waits.
+pub fn matmul_forward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+) -> Result<()> {
+    check_beta(op.beta)?;
+    let dims = MatmulDims::new(op, a.shape(), b.shape())?;
+    c.check_shape("matmul: c", &dims.c_shape())?;
+    let mut inputs = vec![("matmul: a", a), ("matmul: b", b)];
+    if let Some(bias) = bias {
+        bias.check_shape("matmul: bias", &[dims.n])?;
+        inputs.push(("matmul: bias", bias));
+    }
+    check_operands(ctx, &inputs, &[("matmul: c", c)])?;
+    let a_view = operand_view(dims.m, dims.k, op.trans_a, dims.a_shared);
+    let b_view = operand_view(dims.k, dims.n, op.trans_b, dims.b_shared);
+    encode_product(
+        ctx,
+        encoder,
+        Product {
+            lhs: (a_view, a),
+            rhs: (b_view, b),
+            out: (View::row_major(dims.m, dims.n, false), c),
+            bias,
+            rows: dims.m,
+            cols: dims.n,
+            inner: dims.k,
+            batch: dims.batch,
+            sum_batches: false,
+            beta: op.beta,
+            names: ["matmul: a", "matmul: b", "matmul: c"],
+        },
+    )
+}
+
+/// The view of `op(X)` as a `[rows, cols]` matrix, for `X` stored `[rows, cols]`, or
+/// `[cols, rows]` when transposed.
+fn operand_view(rows: usize, cols: usize, trans: bool, shared: bool) -> View {
+    if trans {
+        View::row_major(cols, rows, shared).transposed()
+    } else {
+        View::row_major(rows, cols, shared)
+    }
+}
+
+/// Where [`matmul_backward`] writes; `None` skips that gradient.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatmulGrads<'a> {
+    /// `dA`, the shape of `a`.
+    pub a: Option<&'a Tensor>,
+    /// `dB`, the shape of `b`.
+    pub b: Option<&'a Tensor>,
+    /// `dbias`, `[N]`.
+    pub bias: Option<&'a Tensor>,
+    /// Add to what the outputs hold (a tensor used twice) instead of overwriting them.
+    pub accumulate: bool,
+}
+
+/// Encodes the gradients of `c = op(a) op(b) + bias` given `grad_c`:
+/// `d op(A) = dC op(B)^T`, `d op(B) = op(A)^T dC`, `dbias = sum of dC over rows`;
+/// a shared (2-D) operand's gradient is summed over the batch. With `grads.accumulate`
+/// the gradients are added to what the outputs hold (a tensor used twice), else overwritten.
+pub fn matmul_backward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    grad_c: &Tensor,
+    grads: MatmulGrads<'_>,
+) -> Result<()> {
+    let dims = MatmulDims::new(op, a.shape(), b.shape())?;
+    grad_c.check_shape("matmul: grad_c", &dims.c_shape())?;
+    let mut outputs = Vec::new();
+    if let Some(grad_a) = grads.a {
+        grad_a.check_shape("matmul: grad_a", a.shape())?;
+        outputs.push(("matmul: grad_a", grad_a));
+    }
+    if let Some(grad_b) = grads.b {
+        grad_b.check_shape("matmul: grad_b", b.shape())?;
+        outputs.push(("matmul: grad_b", grad_b));
+    }
+    if let Some(grad_bias) = grads.bias {
+        grad_bias.check_shape("matmul: grad_bias", &[dims.n])?;
+        outputs.push(("matmul: grad_bias", grad_bias));
+    }
+    check_operands(
+        ctx,
+        &[("matmul: a", a), ("matmul: b", b), ("matmul: grad_c", grad_c)],
+        &outputs,
+    )?;
+    let beta = if grads.accumulate { 1.0 } else { 0.0 };
+    let a_view = operand_view(dims.m, dims.k, op.trans_a, dims.a_shared);
+    let b_view = operand_view(dims.k, dims.n, op.trans_b, dims.b_shared);
+    let c_view = View::row_major(dims.m, dims.n, false);
+
+    if let Some(grad_a) = grads.a {
+        // d op(A) [M, K] = dC [M, N] * op(B)^T [N, K], written through A's own view.
+        encode_product(
+            ctx,
+            encoder,
+            Product {
+                lhs: (c_view, grad_c),
+                rhs: (b_view.transposed(), b),
+                out: (a_view, grad_a),
+                bias: None,
+                rows: dims.m,
+                cols: dims.k,
+                inner: dims.n,
+                batch: dims.batch,
+                sum_batches: dims.a_shared,
+                beta,
+                names: ["matmul: grad_c", "matmul: b", "matmul: grad_a"],
+            },
+        )?;
+    }
+    if let Some(grad_b) = grads.b {
+        // d op(B) [K, N] = op(A)^T [K, M] * dC [M, N], written through B's own view.
+        encode_product(
+            ctx,
+            encoder,
+            Product {
+                lhs: (a_view.transposed(), a),
+                rhs: (c_view, grad_c),
+                out: (b_view, grad_b),
+                bias: None,
+                rows: dims.k,
+                cols: dims.n,
+                inner: dims.m,
+                batch: dims.batch,
+                sum_batches: dims.b_shared,
+                beta,
+                names: ["matmul: a", "matmul: grad_c", "matmul: grad_b"],
+            },
+        )?;
+    }
+    if let Some(grad_bias) = grads.bias {
+        let params = Params {
+            lhs: c_view,
+            rhs: c_view,
+            out: View::row_major(1, dims.n, true),
+            rows: dims.m as u32,
+            cols: dims.n as u32,
+            inner: 0,
+            batch: dims.batch as u32,
+            sum_batches: 1,
+            has_bias: 0,
+            beta,
+            _pad: 0,
+        };
+        ctx.encode_dispatch(
+            encoder,
+            Dispatch {
+                kernel: &MATMUL_BACKWARD_BIAS,
+                overrides: &[("BIAS_WG", BIAS_WG)],
+                buffers: &[
+                    (0, grad_c.buffer(), "matmul: grad_c"),
+                    (5, grad_bias.buffer(), "matmul: grad_bias"),
+                ],
+                params: &params,
+                workgroups: [(dims.n as u32).div_ceil(BIAS_WG), 1, 1],
+            },
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The GPU context: adapter choice, a host's device, tensors, the pool, errors.
+
+mod common;
+
+use std::future::Future;
+
+use common::ctx;
+use tsumugi::kernels::matmul::{matmul_forward, Matmul};
+use tsumugi::{AdapterOptions, Context, DType, Error, Tensor};
+
+#[test]
+fn context_reports_the_adapter_it_chose() {
+    let ctx = ctx();
+    let adapter = ctx.adapter();
+    assert!(!adapter.name.is_empty());
+    let line = adapter.to_string();
+    assert!(line.contains(&format!("{:?}", adapter.backend)), "{line}");
+    // The real limits, not wgpu's defaults: lavapipe and llvmpipe grant 128 MiB bindings.
+    assert!(
+        ctx.limits().max_storage_buffer_binding_size >= 128 << 20,
+        "{:?}",
+        ctx.limits()
+    );
+}
+
+#[test]
+fn context_with_an_unknown_adapter_name_is_a_clear_error() {
+    let options = AdapterOptions {
+        name_contains: Some("no-such-adapter-anywhere".into()),
+        ..AdapterOptions::default()
+    };
+    match Context::with_options(&options) {
+        Err(Error::NoAdapter { reason }) => assert!(reason.contains("no-such-adapter-anywhere"), "{reason}"),
+        other => panic!("expected NoAdapter, got {other:?}"),
+    }
+}
+
+#[test]
+fn tensors_round_trip_f32_and_u32() {
+    let ctx = ctx();
+    let values: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let t = Tensor::from_slice(ctx, &values, &[37]).unwrap();
+    assert_eq!(t.to_vec::<f32>().unwrap(), values);
+    let ids: Vec<u32> = (0..12).map(|i| i * 1000 + 7).collect();
+    let t = Tensor::from_slice(ctx, &ids, &[3, 4]).unwrap();
+    assert_eq!(t.shape(), &[3, 4]);
+    assert_eq!(t.dtype(), DType::U32);
+    assert_eq!(t.to_vec::<u32>().unwrap(), ids);
+    let zeros = Tensor::zeros(ctx, &[2, 3], DType::F32).unwrap();
+    assert_eq!(zeros.to_vec::<f32>().unwrap(), vec![0.0; 6]);
+    t.write(&[1u32; 12]).unwrap();
+    assert_eq!(t.to_vec::<u32>().unwrap(), vec![1; 12]);
+}
+
+#[test]
+fn tensor_errors_name_the_tensor_and_both_shapes() {
+    let ctx = ctx();
+    let err = Tensor::from_slice(ctx, &[1.0f32, 2.0, 3.0], &[2, 2]).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains("[2, 2]") && err.to_string().contains("[3]"),
+        "{err}"
+    );
+
+    let t = Tensor::zeros(ctx, &[2, 2], DType::F32).unwrap();
+    assert!(matches!(t.to_vec::<u32>().unwrap_err(), Error::DType { .. }));
+    let err = t.check_shape("hidden state h0", &[1, 2, 2]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "shape mismatch for hidden state h0: expected [1, 2, 2], found [2, 2]"
+    );
+    assert!(t.reshape(&[4]).is_ok());
+    assert!(matches!(t.reshape(&[5]).unwrap_err(), Error::ShapeMismatch { .. }));
+    assert!(matches!(
+        t.write(&[0.0f32; 3]).unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
+}
+
+#[test]
+fn a_tensor_larger_than_the_device_allows_is_a_device_limit_error() {
+    let ctx = ctx();
+    let too_many = (ctx.limits().max_buffer_size / 4) as usize + 1024;
+    match Tensor::zeros(ctx, &[too_many], DType::F32) {
+        Err(Error::DeviceLimit { limit, .. }) => assert_eq!(limit, "max_buffer_size"),
+        other => panic!("expected DeviceLimit, got {other:?}"),
+    }
+    let overflow = Tensor::zeros(ctx, &[usize::MAX, 2], DType::F32).unwrap_err();
+    assert!(matches!(overflow, Error::InvalidArgument { .. }), "{overflow}");
+}
+
+#[test]
+fn repeating_a_step_with_the_same_shapes_creates_no_buffers() {
+    // Its own context, so other tests' allocations do not interfere.
+    let ctx = Context::new().unwrap();
+    let step = |ctx: &Context| {
+        let a = Tensor::from_slice(ctx, &[1.0f32; 6 * 5], &[6, 5]).unwrap();
+        let b = Tensor::from_slice(ctx, &[2.0f32; 5 * 7], &[5, 7]).unwrap();
+        let c = Tensor::zeros(ctx, &[6, 7], DType::F32).unwrap();
+        let mut encoder = ctx.create_encoder();
+        matmul_forward(ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c).unwrap();
+        ctx.submit(encoder);
+        c.to_vec::<f32>().unwrap()
+    };
+    assert_eq!(step(&ctx), vec![10.0; 42]);
+    let after_first = ctx.pool_stats();
+    let pipelines = ctx.pipeline_count();
+    for _ in 0..3 {
+        assert_eq!(step(&ctx), vec![10.0; 42]);
+    }
+    let after = ctx.pool_stats();
+    assert_eq!(after.buffers_created, after_first.buffers_created, "{after:?}");
+    assert_eq!(after.uniform_chunks_created, after_first.uniform_chunks_created);
+    assert_eq!(ctx.pipeline_count(), pipelines);
+    assert_eq!(after.buffers_in_use, 0, "every tensor was dropped: {after:?}");
+}
+
+#[test]
+fn from_wgpu_runs_on_the_hosts_device_and_queue() {
+    // A host creates its own device; tsumugi must use it rather than make another.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = pollster::block_on(tsumugi::gpu::enumerate_adapters(&instance, wgpu::Backends::all()))
+        .into_iter()
+        .next()
+        .expect("an adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let ctx = Context::from_wgpu(device.clone(), queue.clone());
+    assert!(ctx.device() == &device && ctx.queue() == &queue);
+
+    let a = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    let b = Tensor::from_slice(&ctx, &[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]).unwrap();
+    let c = Tensor::full(&ctx, &[2, 2], f32::NAN).unwrap();
+    // Encode into the host's own encoder, submit it as the host would.
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c).unwrap();
+    queue.submit([encoder.finish()]);
+    ctx.recycle_after_submit();
+    assert_eq!(c.to_vec::<f32>().unwrap(), vec![4.0, 5.0, 10.0, 11.0]);
+    // The output is a plain wgpu buffer a render pipeline could bind.
+    assert!(c.buffer().usage().contains(wgpu::BufferUsages::STORAGE));
+}
+
+#[test]
+fn tensor_read_is_asynchronous_and_completes_when_the_device_is_polled() {
+    let ctx = ctx();
+    let t = Tensor::from_slice(ctx, &[3.0f32, 1.0, 4.0, 1.0, 5.0], &[5]).unwrap();
+    let mut future = std::pin::pin!(t.read::<f32>());
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    // The first poll starts the copy and the map; the host's frame loop would then poll.
+    let mut value = None;
+    for _ in 0..1000 {
+        if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            value = Some(result.unwrap());
+            break;
+        }
+        ctx.wait_idle_blocking().unwrap();
+    }
+    assert_eq!(value.expect("the read completed"), vec![3.0, 1.0, 4.0, 1.0, 5.0]);
+}

@@ -1,0 +1,37 @@
+//! Every shader parses and validates with naga, with no adapter needed.
+
+use std::collections::BTreeSet;
+
+#[test]
+fn every_shader_family_parses_and_validates_with_naga() {
+    for family in tsumugi::gpu::shader_families() {
+        let source = family.composed_source();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|err| panic!("{}.wgsl does not parse:\n{}", family.name, err.emit_to_string(&source)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|err| {
+                panic!(
+                    "{}.wgsl does not validate:\n{}",
+                    family.name,
+                    err.emit_to_string(&source)
+                )
+            });
+    }
+}
+
+#[test]
+fn every_wgsl_file_is_a_registered_family() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+        .expect("shaders/")
+        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".wgsl") && name != "common.wgsl")
+        .map(|name| name.trim_end_matches(".wgsl").to_string())
+        .collect();
+    let registered: BTreeSet<String> = tsumugi::gpu::shader_families()
+        .iter()
+        .map(|family| family.name.to_string())
+        .collect();
+    assert_eq!(on_disk, registered, "every shaders/*.wgsl must be in shader_families()");
+}
