@@ -94,7 +94,10 @@ fn verify(shape: &Shape, dims: &MatmulDims, a: &[f32], b: &[f32], c: &[f32]) {
         );
         worst = worst.max(err);
     }
-    eprintln!("{}: verified against the CPU reference (max abs error {worst:.2e})", shape.name);
+    eprintln!(
+        "{}: verified against the CPU reference (max abs error {worst:.2e})",
+        shape.name
+    );
 }
 
 fn matmul_benches(criterion: &mut Criterion) {
@@ -132,7 +135,9 @@ fn matmul_benches(criterion: &mut Criterion) {
                     run();
                 }
                 let elapsed = start.elapsed();
-                per_iteration.borrow_mut().push(elapsed.as_secs_f64() / iterations as f64);
+                per_iteration
+                    .borrow_mut()
+                    .push(elapsed.as_secs_f64() / iterations as f64);
                 elapsed
             })
         });

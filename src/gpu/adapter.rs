@@ -16,8 +16,8 @@ pub struct AdapterSummary {
     pub driver: String,
 }
 
-impl AdapterSummary {
-    pub(crate) fn from_info(info: &wgpu::AdapterInfo) -> Self {
+impl From<&wgpu::AdapterInfo> for AdapterSummary {
+    fn from(info: &wgpu::AdapterInfo) -> Self {
         let driver = match (info.driver.is_empty(), info.driver_info.is_empty()) {
             (false, false) => format!("{} {}", info.driver, info.driver_info),
             (false, true) => info.driver.clone(),
@@ -56,7 +56,7 @@ pub struct AdapterOptions {
 impl Default for AdapterOptions {
     fn default() -> Self {
         AdapterOptions {
-            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
             name_contains: std::env::var("WGPU_ADAPTER_NAME")
                 .ok()
                 .filter(|name| !name.trim().is_empty()),
@@ -103,7 +103,7 @@ pub(crate) async fn choose_adapter(instance: &wgpu::Instance, options: &AdapterO
     let adapters = enumerate_adapters(instance, options.backends).await;
     let seen: Vec<String> = adapters
         .iter()
-        .map(|adapter| AdapterSummary::from_info(&adapter.get_info()).to_string())
+        .map(|adapter| AdapterSummary::from(&adapter.get_info()).to_string())
         .collect();
     let wanted = options.name_contains.as_ref().map(|name| name.to_lowercase());
     let chosen = adapters.into_iter().find(|adapter| match &wanted {

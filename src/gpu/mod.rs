@@ -127,7 +127,7 @@ impl Context {
     ) -> Self {
         let limits = device.limits();
         let features = device.features();
-        let adapter = AdapterSummary::from_info(&device.adapter_info());
+        let adapter = AdapterSummary::from(&device.adapter_info());
         let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tsumugi placeholder"),
             size: 256,
