@@ -15,12 +15,15 @@
 //     d op(B) = op(A)^T dC   written through B's view (summed over b if B is shared)
 // Nothing is saved by the forward: the backward reads the forward's inputs.
 //
-// Tiling: no workgroup memory. Each invocation owns a 4x4 block of out and keeps it in
-// registers (a mat4x4); per step of 4 along K it loads a 4x4 block of L and of R and does
-// one mat4x4 product, 64 FMAs for 8 vec4 loads where the operands are aligned (LHS_LOAD,
-// RHS_LOAD), 16 scalar loads otherwise. Software rasterisers (lavapipe) load buffers lane
-// by lane and pay for every barrier, so registers beat shared tiles there. Edges: loads
-// clamp their row/column into the matrix (always in bounds), stores are masked.
+// Tiling: no workgroup memory. Each invocation owns an 8x8 block of out, kept in
+// registers as four mat4x4; per step of 4 along K it loads two 4x4 blocks of L and two
+// of R and does four mat4x4 products: 256 FMAs for 16 vec4 loads where the operands are
+// aligned (LHS_LOAD, RHS_LOAD), 64 scalar loads otherwise. Software rasterisers
+// (lavapipe) load buffers lane by lane and pay for every barrier, so registers beat
+// shared tiles there; 8x8 measured 1.8x faster than 4x4 on lavapipe at 1024^3. Blocks
+// are whole mat4x4 values, never arrays indexed in loops, which the driver would put in
+// memory. Edges: loads clamp their row/column into the matrix (always in bounds),
+// stores are masked.
 
 struct View {
     offset: u32,
@@ -149,36 +152,65 @@ fn rhs_row(base: u32, k: u32, c0: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c0 = gid.x * 4u;
-    let r0 = gid.y * 4u;
+    // This invocation's 8x8 block of out, as four 4x4 blocks: acc_ij covers rows
+    // r0 + 4i .. +4 and columns c0 + 4j .. +4, with acc_ij[c][r] = out[row r, col c].
+    let c0 = gid.x * 8u;
+    let r0 = gid.y * 8u;
     let sum = params.sum_batches != 0u;
     let b_first = select(gid.z, 0u, sum);
     let b_end = select(gid.z + 1u, params.batch, sum);
     let k4 = params.inner & ~3u;
 
-    // acc[c][i] = out[r0 + i, c0 + c]
-    var acc = mat4x4<f32>();
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
     for (var b = b_first; b < b_end; b++) {
         let lhs_base = params.lhs.offset + b * params.lhs.batch_stride;
         let rhs_base = params.rhs.offset + b * params.rhs.batch_stride;
         for (var k = 0u; k < k4; k += 4u) {
-            acc += lhs_block(lhs_base, r0, k) * rhs_block(rhs_base, k, c0);
+            let l0 = lhs_block(lhs_base, r0, k);
+            let l1 = lhs_block(lhs_base, r0 + 4u, k);
+            let q0 = rhs_block(rhs_base, k, c0);
+            let q1 = rhs_block(rhs_base, k, c0 + 4u);
+            acc00 += l0 * q0;
+            acc01 += l0 * q1;
+            acc10 += l1 * q0;
+            acc11 += l1 * q1;
         }
         for (var k = k4; k < params.inner; k++) {
-            let l = lhs_column(lhs_base, r0, k);
-            let r = rhs_row(rhs_base, k, c0);
-            acc += mat4x4<f32>(l * r.x, l * r.y, l * r.z, l * r.w);
+            let l0 = lhs_column(lhs_base, r0, k);
+            let l1 = lhs_column(lhs_base, r0 + 4u, k);
+            let q0 = rhs_row(rhs_base, k, c0);
+            let q1 = rhs_row(rhs_base, k, c0 + 4u);
+            acc00 += outer(l0, q0);
+            acc01 += outer(l0, q1);
+            acc10 += outer(l1, q0);
+            acc11 += outer(l1, q1);
         }
     }
 
     let out_base = params.out.offset + select(gid.z, 0u, sum) * params.out.batch_stride;
+    store_block(out_base, r0, c0, acc00);
+    store_block(out_base, r0, c0 + 4u, acc01);
+    store_block(out_base, r0 + 4u, c0, acc10);
+    store_block(out_base, r0 + 4u, c0 + 4u, acc11);
+}
+
+// The 4x4 outer product l r^T as a matrix whose column c is l * r[c].
+fn outer(l: vec4<f32>, r: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(l * r.x, l * r.y, l * r.z, l * r.w);
+}
+
+// Writes block[c][i] to out[r0 + i, c0 + c] inside the matrix, with the epilogue.
+fn store_block(out_base: u32, r0: u32, c0: u32, block: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         let col = c0 + c;
         for (var i = 0u; i < 4u; i++) {
             let row = r0 + i;
             if (row < params.rows && col < params.cols) {
                 let index = out_base + row * params.out.row_stride + col * params.out.col_stride;
-                var value = acc[c][i];
+                var value = block[c][i];
                 if (params.has_bias != 0u) {
                     value += bias[col];
                 }

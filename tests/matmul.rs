@@ -73,18 +73,20 @@ impl Case {
     }
 }
 
-/// 1, primes, the 32-wide workgroup tile -1/0/+1, the 4-wide register block, a
-/// realistic recurrent-step size; batch 1 and 3.
+/// (batch, M, N, K): 1, primes, the 64-wide workgroup tile -1/0/+1, the 8-wide
+/// invocation block and its 4-wide halves (vec4 loads), a realistic recurrent-step
+/// size; batch 1 and 3.
 const SIZES: &[(usize, usize, usize, usize)] = &[
     (1, 1, 1, 1),
     (1, 23, 1, 17),
     (3, 1, 7, 5),
     (1, 100, 99, 100),
     (3, 65, 63, 129),
-    (1, 31, 32, 33),
-    (3, 32, 33, 31),
+    (1, 63, 64, 65),
+    (3, 64, 65, 63),
     (1, 4, 4, 4),
     (3, 8, 12, 16),
+    (1, 12, 20, 8),
     (2, 64, 128, 64),
     (1, 3, 1024, 256),
 ];

@@ -209,10 +209,10 @@ const MATMUL_BACKWARD_BIAS: KernelSpec = KernelSpec {
 };
 
 /// Workgroup shape: 8 x 8 invocations (a multiple of 8 lanes on lavapipe; 64 fits
-/// every adapter's default), each owning 4 x 4 outputs, so a workgroup covers 32 x 32.
+/// every adapter's default), each owning 8 x 8 outputs, so a workgroup covers 64 x 64.
 const WG_X: u32 = 8;
 const WG_Y: u32 = 8;
-const BLOCK: u32 = 4;
+const BLOCK: u32 = 8;
 const BIAS_WG: u32 = 64;
 
 /// The views of one product the kernel computes: `out = lhs * rhs`.
