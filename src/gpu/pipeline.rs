@@ -183,3 +183,31 @@ fn build_pipeline(
         bind_group_layout,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BROKEN: ShaderFamily = ShaderFamily {
+        name: "broken",
+        source: "@compute @workgroup_size(1) fn broken_entry() { let x: u32 = 1.5; }",
+    };
+
+    #[test]
+    fn a_shader_that_does_not_compile_is_an_error_naming_the_entry_point() {
+        let ctx = crate::Context::new().expect("an adapter");
+        let kernel = KernelSpec {
+            family: &BROKEN,
+            entry_point: "broken_entry",
+            bindings: &[],
+        };
+        let cache = PipelineCache::default();
+        match cache.get(ctx.device(), &kernel, &[]) {
+            Err(Error::Shader {
+                family, entry_point, ..
+            }) => assert_eq!((family, entry_point), ("broken", "broken_entry")),
+            Err(other) => panic!("expected Error::Shader, got {other}"),
+            Ok(_) => panic!("a broken shader compiled"),
+        }
+    }
+}
