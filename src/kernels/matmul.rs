@@ -208,11 +208,18 @@ const MATMUL_BACKWARD_BIAS: KernelSpec = KernelSpec {
     bindings: &[(0, Access::Read), (5, Access::ReadWrite), (6, Access::Params)],
 };
 
-/// Workgroup shape: 8 x 8 invocations (a multiple of 8 lanes on lavapipe; 64 fits
-/// every adapter's default), each owning 8 x 8 outputs, so a workgroup covers 64 x 64.
-const WG_X: u32 = 8;
-const WG_Y: u32 = 8;
+/// Invocations per workgroup: 64 fits every adapter's default and is a multiple of
+/// lavapipe's 8 lanes. Each invocation owns BLOCK x BLOCK outputs.
+const WG_INVOCATIONS: u32 = 64;
 const BLOCK: u32 = 8;
+
+/// Workgroup shape (x over columns, y over rows): 8 x 8 for tall products, flatter for
+/// few rows, so a recurrent step with B = 1 does not leave 7 of 8 invocations idle.
+fn workgroup_shape(rows: usize) -> (u32, u32) {
+    let row_blocks = (rows as u32).div_ceil(BLOCK);
+    let wg_y = row_blocks.next_power_of_two().min(8);
+    (WG_INVOCATIONS / wg_y, wg_y)
+}
 const BIAS_WG: u32 = 64;
 
 /// The views of one product the kernel computes: `out = lhs * rhs`.
@@ -247,9 +254,10 @@ fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Pr
         beta: product.beta,
         _pad: 0,
     };
+    let (wg_x, wg_y) = workgroup_shape(product.rows);
     let overrides = [
-        ("WG_X", WG_X),
-        ("WG_Y", WG_Y),
+        ("WG_X", wg_x),
+        ("WG_Y", wg_y),
         ("LHS_LOAD", lhs_view.lhs_load(product.rows)),
         ("RHS_LOAD", rhs_view.rhs_load(product.cols)),
     ];
@@ -270,8 +278,8 @@ fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Pr
             ],
             params: &params,
             workgroups: [
-                (product.cols as u32).div_ceil(WG_X * BLOCK),
-                (product.rows as u32).div_ceil(WG_Y * BLOCK),
+                (product.cols as u32).div_ceil(wg_x * BLOCK),
+                (product.rows as u32).div_ceil(wg_y * BLOCK),
                 if product.sum_batches { 1 } else { product.batch as u32 },
             ],
         },
