@@ -9,6 +9,7 @@
 //!
 //! `y = x W^T + b` of a PyTorch `Linear` is `a = x`, `b = W` with `trans_b`.
 
+use super::check_tensors;
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, MATMUL};
 use crate::{DType, Error, Result, Tensor};
 
@@ -286,33 +287,12 @@ fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Pr
     )
 }
 
-/// Common checks: same context, f32, no output aliasing an input, indices fit u32.
+/// The launchers' common checks, plus f32 for every operand of a matmul.
 fn check_operands(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: &[(&str, &Tensor)]) -> Result<()> {
     for (name, tensor) in inputs.iter().chain(outputs) {
-        if !tensor.context().same_device(ctx) {
-            return Err(Error::invalid(format!("{name} lives on another context's device")));
-        }
         tensor.check_dtype(name, DType::F32)?;
-        if tensor.len() > u32::MAX as usize / 2 {
-            return Err(Error::DeviceLimit {
-                tensor: name.to_string(),
-                limit: "u32 element indices",
-                needed: tensor.len() as u64,
-                allowed: u64::from(u32::MAX / 2),
-            });
-        }
     }
-    for (i, (out_name, out)) in outputs.iter().enumerate() {
-        let others = inputs.iter().chain(outputs.iter().skip(i + 1));
-        for (other_name, other) in others {
-            if out.shares_buffer_with(other) {
-                return Err(Error::invalid(format!(
-                    "{out_name} shares its buffer with {other_name}"
-                )));
-            }
-        }
-    }
-    Ok(())
+    check_tensors(ctx, inputs, outputs)
 }
 
 fn check_beta(beta: f32) -> Result<()> {

@@ -5,3 +5,38 @@
 //! waits.
 
 pub mod matmul;
+
+use crate::gpu::Context;
+use crate::{Error, Result, Tensor};
+
+/// Checks every launcher makes before encoding: each tensor lives on `ctx`'s device,
+/// its element indices fit the shaders' u32 arithmetic, and no output shares a buffer
+/// with another operand (wgpu forbids a writable binding aliasing another binding, and
+/// the result would depend on the order of the invocations). Shapes and dtypes are
+/// the launcher's own checks.
+pub(crate) fn check_tensors(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: &[(&str, &Tensor)]) -> Result<()> {
+    for (name, tensor) in inputs.iter().chain(outputs) {
+        if !tensor.context().same_device(ctx) {
+            return Err(Error::invalid(format!("{name} lives on another context's device")));
+        }
+        if tensor.len() > u32::MAX as usize / 2 {
+            return Err(Error::DeviceLimit {
+                tensor: name.to_string(),
+                limit: "u32 element indices",
+                needed: tensor.len() as u64,
+                allowed: u64::from(u32::MAX / 2),
+            });
+        }
+    }
+    for (i, (out_name, out)) in outputs.iter().enumerate() {
+        let others = inputs.iter().chain(outputs.iter().skip(i + 1));
+        for (other_name, other) in others {
+            if out.shares_buffer_with(other) {
+                return Err(Error::invalid(format!(
+                    "{out_name} shares its buffer with {other_name}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
