@@ -35,9 +35,15 @@ pub(crate) const MATMUL: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/matmul.wgsl"),
 };
 
+/// LSTM step forward/backward and the whole-sequence kernel.
+pub(crate) const LSTM_CELL: ShaderFamily = ShaderFamily {
+    name: "lstm_cell",
+    source: include_str!("../../shaders/lstm_cell.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL]
+    &[MATMUL, LSTM_CELL]
 }
 
 /// How a kernel sees one binding of group 0.

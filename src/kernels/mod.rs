@@ -4,10 +4,69 @@
 //! the cached pipeline, binds and dispatches into the caller's encoder. None submits or
 //! waits.
 
+pub mod lstm_cell;
 pub mod matmul;
 
 use crate::gpu::Context;
 use crate::{Error, Result, Tensor};
+
+/// Per-row sequence lengths `[B]` on the GPU, validated on the way up: every length is
+/// in `1..=steps`, as `pack_padded_sequence` requires. A recurrent kernel treats step
+/// `t >= len[b]` of row b as padding: the state is carried, the output is zero.
+#[derive(Clone, Debug)]
+pub struct Lengths {
+    tensor: Tensor,
+    steps: usize,
+}
+
+impl Lengths {
+    /// Uploads `lengths` (one per batch row) after checking `0 < len <= steps`.
+    pub fn new(ctx: &Context, lengths: &[u32], steps: usize) -> Result<Lengths> {
+        if lengths.is_empty() {
+            return Err(Error::invalid("lengths: empty batch"));
+        }
+        if let Some((row, &len)) = lengths
+            .iter()
+            .enumerate()
+            .find(|&(_, &len)| len == 0 || len as usize > steps)
+        {
+            return Err(Error::invalid(format!(
+                "lengths[{row}] = {len} is outside 1..={steps} (the sequence has {steps} steps)"
+            )));
+        }
+        Ok(Lengths {
+            tensor: Tensor::from_slice(ctx, lengths, &[lengths.len()])?,
+            steps,
+        })
+    }
+
+    /// The `[B]` u32 tensor.
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    /// Number of rows.
+    pub fn batch(&self) -> usize {
+        self.tensor.len()
+    }
+
+    /// The sequence length the lengths were checked against.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Checks the lengths belong to a `[batch, steps, ..]` sequence.
+    pub(crate) fn check(&self, name: &str, batch: usize, steps: usize) -> Result<()> {
+        if self.batch() != batch || self.steps != steps {
+            return Err(Error::shape(
+                name,
+                format!("{batch} lengths checked against {steps} steps"),
+                &[self.batch(), self.steps],
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Checks every launcher makes before encoding: each tensor lives on `ctx`'s device,
 /// its element indices fit the shaders' u32 arithmetic, and no output shares a buffer
