@@ -41,9 +41,15 @@ pub(crate) const LSTM_CELL: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/lstm_cell.wgsl"),
 };
 
+/// GRU step forward/backward and the whole-sequence kernel.
+pub(crate) const GRU_CELL: ShaderFamily = ShaderFamily {
+    name: "gru_cell",
+    source: include_str!("../../shaders/gru_cell.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, LSTM_CELL]
+    &[MATMUL, LSTM_CELL, GRU_CELL]
 }
 
 /// How a kernel sees one binding of group 0.

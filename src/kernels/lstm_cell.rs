@@ -14,25 +14,12 @@
 //! `[2, B, H]` holding (dh, dc): the final state's gradient on the way in, the initial
 //! state's on the way out.
 
+use super::recurrent::{backward_sequence, encode_step, forward_sequence, Step, StepDispatch};
 use super::{check_tensors, Lengths};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, LSTM_CELL};
-use crate::{DType, Error, Result, Tensor};
+use crate::gpu::{Access, Context, KernelSpec, LSTM_CELL};
+use crate::{DType, Result, Tensor};
 
-/// Mirror of `Params` in lstm_cell.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    steps: u32,
-    hidden: u32,
-    t: u32,
-    has_lengths: u32,
-    has_dy: u32,
-    has_next: u32,
-    next: u32,
-    pointwise: u32,
-    _pad: [u32; 3],
-}
+pub use super::recurrent::{RecurrentDims as LstmDims, SEQUENCE_MAX_BLOCKS};
 
 const FORWARD_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
@@ -74,82 +61,6 @@ const LSTM_CELL_BACKWARD: KernelSpec = KernelSpec {
     ],
 };
 
-/// Invocations per workgroup of the step kernels (a multiple of lavapipe's 8 lanes).
-const WG_X: u32 = 32;
-/// Invocations of the single workgroup that runs a whole sequence.
-const SEQ_WG: u32 = 64;
-/// [`lstm_forward`] runs the whole sequence in one workgroup when the step has at most
-/// this many 4x4 (batch x unit) blocks, i.e. each of the 64 invocations loops over at
-/// most 4 blocks per step instead of paying a dispatch per step.
-pub const SEQUENCE_MAX_BLOCKS: usize = 4 * SEQ_WG as usize;
-
-/// The sizes of one LSTM layer-direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LstmDims {
-    /// B
-    pub batch: usize,
-    /// T
-    pub steps: usize,
-    /// H
-    pub hidden: usize,
-}
-
-impl LstmDims {
-    /// Reads B, T, H from `xproj` `[B, T, 4H]`.
-    fn from_xproj(name: &str, xproj: &Tensor) -> Result<LstmDims> {
-        match *xproj.shape() {
-            [batch, steps, width] if batch > 0 && steps > 0 && width > 0 && width % 4 == 0 => Ok(LstmDims {
-                batch,
-                steps,
-                hidden: width / 4,
-            }),
-            _ => Err(Error::shape(name, "[B, T, 4H] with B, T, H >= 1", xproj.shape())),
-        }
-    }
-
-    fn states(&self) -> [usize; 3] {
-        [self.batch, self.steps + 1, self.hidden]
-    }
-
-    fn gates(&self) -> [usize; 3] {
-        [self.batch, self.steps, 4 * self.hidden]
-    }
-
-    fn sequence(&self) -> [usize; 3] {
-        [self.batch, self.steps, self.hidden]
-    }
-
-    fn blocks(&self) -> usize {
-        self.batch.div_ceil(4) * self.hidden.div_ceil(4)
-    }
-
-    fn params(&self, lengths: Option<&Lengths>) -> Params {
-        Params {
-            batch: self.batch as u32,
-            steps: self.steps as u32,
-            hidden: self.hidden as u32,
-            has_lengths: u32::from(lengths.is_some()),
-            ..Params::default()
-        }
-    }
-
-    fn overrides(&self) -> [(&'static str, u32); 3] {
-        [
-            ("WG_X", WG_X),
-            ("W_VEC4", u32::from(self.hidden.is_multiple_of(4))),
-            ("SEQ_WG", SEQ_WG),
-        ]
-    }
-
-    fn step_workgroups(&self) -> [u32; 3] {
-        [
-            (self.hidden.div_ceil(4) as u32).div_ceil(WG_X),
-            self.batch.div_ceil(4) as u32,
-            1,
-        ]
-    }
-}
-
 /// The tensors of an LSTM layer-direction's forward (see the module docs for shapes).
 #[derive(Clone, Copy, Debug)]
 pub struct LstmForward<'a> {
@@ -170,15 +81,16 @@ pub struct LstmForward<'a> {
 }
 
 impl LstmForward<'_> {
-    fn check(&self, ctx: &Context) -> Result<LstmDims> {
-        let dims = LstmDims::from_xproj("lstm: xproj", self.xproj)?;
+    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+        let dims = LstmDims::from_tensor("lstm: xproj", self.xproj, 4, "4H")?;
         self.w_hh.check_shape("lstm: w_hh", &[4 * dims.hidden, dims.hidden])?;
         self.h_states.check_shape("lstm: h_states", &dims.states())?;
         self.c_states.check_shape("lstm: c_states", &dims.states())?;
-        self.gates.check_shape("lstm: gates", &dims.gates())?;
-        self.output.check_shape("lstm: output", &dims.sequence())?;
-        if let Some(lengths) = self.lengths {
-            lengths.check("lstm: lengths", dims.batch, dims.steps)?;
+        self.gates.check_shape("lstm: gates", &dims.per_step(4))?;
+        self.output.check_shape("lstm: output", &dims.per_step(1))?;
+        dims.check_lengths("lstm: lengths", self.lengths)?;
+        if let Step::Forward(t) = step {
+            dims.check_step(t)?;
         }
         let inputs = [("lstm: xproj", self.xproj), ("lstm: w_hh", self.w_hh)];
         let outputs = [
@@ -191,39 +103,34 @@ impl LstmForward<'_> {
             tensor.check_dtype(name, DType::F32)?;
         }
         check_tensors(ctx, &inputs, &outputs)?;
-        Ok(dims)
-    }
-
-    fn encode(
-        &self,
-        ctx: &Context,
-        encoder: &mut wgpu::CommandEncoder,
-        kernel: &KernelSpec,
-        params: Params,
-        workgroups: [u32; 3],
-        dims: &LstmDims,
-    ) -> Result<()> {
         let lengths = self
             .lengths
             .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
-        ctx.encode_dispatch(
+        let kernel = match step {
+            Step::Sequence => &LSTM_SEQUENCE_FORWARD,
+            _ => &LSTM_CELL_FORWARD,
+        };
+        let dispatch = StepDispatch {
+            kernel,
+            dims,
+            step,
+            lengths: self.lengths,
+            has_dy: false,
+        };
+        encode_step(
+            ctx,
             encoder,
-            Dispatch {
-                kernel,
-                overrides: &dims.overrides(),
-                buffers: &[
-                    (0, self.xproj.buffer(), "lstm: xproj"),
-                    (1, self.w_hh.buffer(), "lstm: w_hh"),
-                    (2, self.w_hh.buffer(), "lstm: w_hh"),
-                    (3, lengths, "lstm: lengths"),
-                    (4, self.h_states.buffer(), "lstm: h_states"),
-                    (5, self.c_states.buffer(), "lstm: c_states"),
-                    (6, self.gates.buffer(), "lstm: gates"),
-                    (7, self.output.buffer(), "lstm: output"),
-                ],
-                params: &params,
-                workgroups,
-            },
+            dispatch,
+            &[
+                (0, self.xproj.buffer(), "lstm: xproj"),
+                (1, self.w_hh.buffer(), "lstm: w_hh"),
+                (2, self.w_hh.buffer(), "lstm: w_hh"),
+                (3, lengths, "lstm: lengths"),
+                (4, self.h_states.buffer(), "lstm: h_states"),
+                (5, self.c_states.buffer(), "lstm: c_states"),
+                (6, self.gates.buffer(), "lstm: gates"),
+                (7, self.output.buffer(), "lstm: output"),
+            ],
         )
     }
 }
@@ -236,15 +143,7 @@ pub fn lstm_cell_forward(
     forward: &LstmForward<'_>,
     t: usize,
 ) -> Result<()> {
-    let dims = forward.check(ctx)?;
-    if t >= dims.steps {
-        return Err(Error::invalid(format!("lstm step {t} is outside 0..{}", dims.steps)));
-    }
-    let params = Params {
-        t: t as u32,
-        ..dims.params(forward.lengths)
-    };
-    forward.encode(ctx, encoder, &LSTM_CELL_FORWARD, params, dims.step_workgroups(), &dims)
+    forward.encode(ctx, encoder, Step::Forward(t))
 }
 
 /// Encodes every step in one dispatch of a single workgroup (same results as
@@ -254,28 +153,14 @@ pub fn lstm_sequence_forward(
     encoder: &mut wgpu::CommandEncoder,
     forward: &LstmForward<'_>,
 ) -> Result<()> {
-    let dims = forward.check(ctx)?;
-    forward.encode(
-        ctx,
-        encoder,
-        &LSTM_SEQUENCE_FORWARD,
-        dims.params(forward.lengths),
-        [1, 1, 1],
-        &dims,
-    )
+    forward.encode(ctx, encoder, Step::Sequence)
 }
 
-/// Encodes the whole forward: one workgroup for the whole sequence when the step has at
+/// Encodes the whole forward: one workgroup for the whole sequence when a step has at
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
 pub fn lstm_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &LstmForward<'_>) -> Result<()> {
-    let dims = forward.check(ctx)?;
-    if dims.blocks() <= SEQUENCE_MAX_BLOCKS {
-        return lstm_sequence_forward(ctx, encoder, forward);
-    }
-    for t in 0..dims.steps {
-        lstm_cell_forward(ctx, encoder, forward, t)?;
-    }
-    Ok(())
+    let dims = LstmDims::from_tensor("lstm: xproj", forward.xproj, 4, "4H")?;
+    forward_sequence(&dims, |step| forward.encode(ctx, encoder, step))
 }
 
 /// The tensors of an LSTM layer-direction's backward (see the module docs for shapes).
@@ -298,27 +183,26 @@ pub struct LstmBackward<'a> {
 }
 
 impl LstmBackward<'_> {
-    fn check(&self, ctx: &Context) -> Result<LstmDims> {
-        let dims = LstmDims::from_xproj("lstm: gates", self.gates)?;
+    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+        let dims = LstmDims::from_tensor("lstm: gates", self.gates, 4, "4H")?;
         self.w_hh.check_shape("lstm: w_hh", &[4 * dims.hidden, dims.hidden])?;
         self.c_states.check_shape("lstm: c_states", &dims.states())?;
-        self.grad_gates.check_shape("lstm: grad_gates", &dims.gates())?;
+        self.grad_gates.check_shape("lstm: grad_gates", &dims.per_step(4))?;
         self.grad_state
             .check_shape("lstm: grad_state", &[2, dims.batch, dims.hidden])?;
         if let Some(grad_output) = self.grad_output {
-            grad_output.check_shape("lstm: grad_output", &dims.sequence())?;
+            grad_output.check_shape("lstm: grad_output", &dims.per_step(1))?;
         }
-        if let Some(lengths) = self.lengths {
-            lengths.check("lstm: lengths", dims.batch, dims.steps)?;
+        dims.check_lengths("lstm: lengths", self.lengths)?;
+        if let Step::Backward(t) = step {
+            dims.check_step(t)?;
         }
         let mut inputs = vec![
             ("lstm: w_hh", self.w_hh),
             ("lstm: gates", self.gates),
             ("lstm: c_states", self.c_states),
         ];
-        if let Some(grad_output) = self.grad_output {
-            inputs.push(("lstm: grad_output", grad_output));
-        }
+        inputs.extend(self.grad_output.map(|grad_output| ("lstm: grad_output", grad_output)));
         let outputs = [
             ("lstm: grad_gates", self.grad_gates),
             ("lstm: grad_state", self.grad_state),
@@ -327,36 +211,31 @@ impl LstmBackward<'_> {
             tensor.check_dtype(name, DType::F32)?;
         }
         check_tensors(ctx, &inputs, &outputs)?;
-        Ok(dims)
-    }
-
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, params: Params, dims: &LstmDims) -> Result<()> {
         let lengths = self
             .lengths
             .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
         let grad_output = self.grad_output.map_or(ctx.placeholder(), Tensor::buffer);
-        let params = Params {
-            has_dy: u32::from(self.grad_output.is_some()),
-            ..params
+        let dispatch = StepDispatch {
+            kernel: &LSTM_CELL_BACKWARD,
+            dims,
+            step,
+            lengths: self.lengths,
+            has_dy: self.grad_output.is_some(),
         };
-        ctx.encode_dispatch(
+        encode_step(
+            ctx,
             encoder,
-            Dispatch {
-                kernel: &LSTM_CELL_BACKWARD,
-                overrides: &dims.overrides(),
-                buffers: &[
-                    (1, self.w_hh.buffer(), "lstm: w_hh"),
-                    (2, self.w_hh.buffer(), "lstm: w_hh"),
-                    (3, lengths, "lstm: lengths"),
-                    (9, self.grad_gates.buffer(), "lstm: grad_gates"),
-                    (10, grad_output, "lstm: grad_output"),
-                    (11, self.gates.buffer(), "lstm: gates"),
-                    (12, self.c_states.buffer(), "lstm: c_states"),
-                    (13, self.grad_state.buffer(), "lstm: grad_state"),
-                ],
-                params: &params,
-                workgroups: dims.step_workgroups(),
-            },
+            dispatch,
+            &[
+                (1, self.w_hh.buffer(), "lstm: w_hh"),
+                (2, self.w_hh.buffer(), "lstm: w_hh"),
+                (3, lengths, "lstm: lengths"),
+                (9, self.grad_gates.buffer(), "lstm: grad_gates"),
+                (10, grad_output, "lstm: grad_output"),
+                (11, self.gates.buffer(), "lstm: gates"),
+                (12, self.c_states.buffer(), "lstm: c_states"),
+                (13, self.grad_state.buffer(), "lstm: grad_state"),
+            ],
         )
     }
 }
@@ -369,18 +248,7 @@ pub fn lstm_cell_backward(
     backward: &LstmBackward<'_>,
     t: usize,
 ) -> Result<()> {
-    let dims = backward.check(ctx)?;
-    if t >= dims.steps {
-        return Err(Error::invalid(format!("lstm step {t} is outside 0..{}", dims.steps)));
-    }
-    let params = Params {
-        t: t as u32,
-        has_next: u32::from(t + 1 < dims.steps),
-        next: (t + 1) as u32,
-        pointwise: 1,
-        ..dims.params(backward.lengths)
-    };
-    backward.encode(ctx, encoder, params, &dims)
+    backward.encode(ctx, encoder, Step::Backward(t))
 }
 
 /// Encodes the last dispatch of the backward, after step 0: adds `(dgates_0 W_hh)` to the
@@ -390,21 +258,11 @@ pub fn lstm_initial_state_backward(
     encoder: &mut wgpu::CommandEncoder,
     backward: &LstmBackward<'_>,
 ) -> Result<()> {
-    let dims = backward.check(ctx)?;
-    let params = Params {
-        has_next: 1,
-        next: 0,
-        pointwise: 0,
-        ..dims.params(backward.lengths)
-    };
-    backward.encode(ctx, encoder, params, &dims)
+    backward.encode(ctx, encoder, Step::InitialState)
 }
 
 /// Encodes the whole backward through time: steps T-1..0, then the initial state.
 pub fn lstm_backward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, backward: &LstmBackward<'_>) -> Result<()> {
-    let dims = backward.check(ctx)?;
-    for t in (0..dims.steps).rev() {
-        lstm_cell_backward(ctx, encoder, backward, t)?;
-    }
-    lstm_initial_state_backward(ctx, encoder, backward)
+    let dims = LstmDims::from_tensor("lstm: gates", backward.gates, 4, "4H")?;
+    backward_sequence(&dims, |step| backward.encode(ctx, encoder, step))
 }

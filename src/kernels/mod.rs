@@ -4,8 +4,10 @@
 //! the cached pipeline, binds and dispatches into the caller's encoder. None submits or
 //! waits.
 
+pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
+pub mod recurrent;
 
 use crate::gpu::Context;
 use crate::{Error, Result, Tensor};

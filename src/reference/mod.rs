@@ -3,5 +3,6 @@
 //! against these, and the references' backward passes are checked against finite
 //! differences.
 
+pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;

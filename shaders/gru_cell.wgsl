@@ -1,0 +1,274 @@
+// gru_cell.wgsl: one GRU time step in PyTorch's form (nn.GRU, gate order r, z, n)
+// forward and backward, and the same step looped over a whole sequence in one workgroup.
+//
+// Letters: B batch, T time, H hidden. Gate q of unit u is row q * H + u of W_hh and
+// column q * H + u of xproj.
+//
+// gru_cell_forward      at step t, for each (b, u) with t < len[b]:
+//     (hr, hz, hn) = h_{t-1}[b] W_hh^T + b_hh           (xproj = x W_ih^T + b_ih, hoisted)
+//     r = sigmoid(x_r + hr);  z = sigmoid(x_z + hz);  n = tanh(x_n + r * hn)
+//     h_t = (1 - z) * n + z * h_{t-1};  output[b, t] = h_t
+//   (PyTorch's n puts r inside, on (W_hn h + b_hn); the chapter's textbook formula
+//   differs, nn.GRU is the contract.) A padded step carries h and writes output 0.
+//   Saves gates [B, T, 4H] = (r, z, n, hn) and h_states [B, T+1, H] (slot 0 = h0).
+// gru_sequence_forward  every step in one dispatch of one workgroup (small B * H).
+// gru_cell_backward     at step t (t = T-1 .. 0), for each (b, u) with t < len[b]:
+//     dh = dstate[b, u] + (dgh[b, t+1] W_hh)[u] + dy[b, t, u]
+//     dn = dh (1 - z);  dz = dh (h_{t-1} - n);  dn_pre = dn (1 - n^2)
+//     dgates[b, t] = (dr_pre, dz_pre, dn_pre, dhn)
+//       with dr_pre = dn_pre hn r (1 - r), dz_pre = dz z (1 - z), dhn = dn_pre r
+//     dstate[b, u] = dh z      (the direct path h_{t-1} -> h_t)
+//   so d xproj = (dr_pre, dz_pre, dn_pre) and the gradient of h W_hh^T + b_hh is
+//   dgh = (dr_pre, dz_pre, dhn): columns 0..2H and 3H..4H of dgates. A padded step
+//   writes 0 and carries dstate; a last dispatch with pointwise = 0 forms dh0.
+//
+// An invocation owns 4 batch rows x 4 units; the three gate rows of a unit are one
+// mat4x4 (fourth row zero), as in lstm_cell.wgsl.
+
+struct Params {
+    batch: u32,
+    steps: u32,
+    hidden: u32,
+    t: u32,
+    has_lengths: u32,
+    has_dy: u32,
+    has_next: u32,
+    next: u32,
+    pointwise: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> xproj: array<f32>;            // [B, T, 3H]
+@group(0) @binding(1) var<storage, read> w_hh: array<f32>;             // [3H, H]
+@group(0) @binding(2) var<storage, read> w_hh4: array<vec4<f32>>;      // the same, as vec4
+@group(0) @binding(3) var<storage, read> lengths: array<u32>;          // [B]
+@group(0) @binding(4) var<storage, read_write> h_states: array<f32>;   // [B, T+1, H]
+@group(0) @binding(5) var<storage, read> b_hh: array<f32>;             // [3H]
+@group(0) @binding(6) var<storage, read_write> gates: array<f32>;      // [B, T, 4H]
+@group(0) @binding(7) var<storage, read_write> output: array<f32>;     // [B, T, H]
+@group(0) @binding(8) var<uniform> params: Params;
+
+// Backward bindings (their own entry point layout).
+@group(0) @binding(9) var<storage, read_write> dgates: array<f32>;     // [B, T, 4H]
+@group(0) @binding(10) var<storage, read> dy: array<f32>;              // [B, T, H]
+@group(0) @binding(11) var<storage, read> saved_gates: array<f32>;     // [B, T, 4H]
+@group(0) @binding(12) var<storage, read> saved_h: array<f32>;         // [B, T+1, H]
+@group(0) @binding(13) var<storage, read_write> dstate: array<f32>;    // [B, H]
+
+override WG_X: u32 = 32u;
+override W_VEC4: bool = false;
+override SEQ_WG: u32 = 64u;
+
+fn step_len(b: u32) -> u32 {
+    if (params.has_lengths != 0u) {
+        return min(lengths[b], params.steps);
+    }
+    return params.steps;
+}
+
+fn h_chunk(b: u32, t: u32, k: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let base = (b * (params.steps + 1u) + t) * hidden;
+    let last = hidden - 1u;
+    // Elements past H are zeroed so a partial last chunk adds nothing.
+    let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
+    return keep * vec4<f32>(
+        h_states[base + min(k, last)],
+        h_states[base + min(k + 1u, last)],
+        h_states[base + min(k + 2u, last)],
+        h_states[base + min(k + 3u, last)],
+    );
+}
+
+fn w_chunk(row: u32, k: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    if (W_VEC4) {
+        return w_hh4[(row * hidden + k) / 4u];
+    }
+    let last = hidden - 1u;
+    let at = row * hidden;
+    return vec4<f32>(w_hh[at + min(k, last)], w_hh[at + min(k + 1u, last)], w_hh[at + min(k + 2u, last)], w_hh[at + min(k + 3u, last)]);
+}
+
+// Rows r, z, n of unit u at columns k .. k+4: column j = (W_r, W_z, W_n, 0)[u, k + j].
+fn w_block(u: u32, k: u32) -> mat4x4<f32> {
+    let hidden = params.hidden;
+    return transpose(mat4x4<f32>(w_chunk(u, k), w_chunk(hidden + u, k), w_chunk(2u * hidden + u, k), vec4<f32>()));
+}
+
+fn gru_step(t: u32, b0: u32, u0: u32) {
+    let b_last = params.batch - 1u;
+    let u_last = params.hidden - 1u;
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    for (var k = 0u; k < params.hidden; k += 4u) {
+        let h_block = mat4x4<f32>(
+            h_chunk(min(b0, b_last), t, k),
+            h_chunk(min(b0 + 1u, b_last), t, k),
+            h_chunk(min(b0 + 2u, b_last), t, k),
+            h_chunk(min(b0 + 3u, b_last), t, k),
+        );
+        acc0 += w_block(min(u0, u_last), k) * h_block;
+        acc1 += w_block(min(u0 + 1u, u_last), k) * h_block;
+        acc2 += w_block(min(u0 + 2u, u_last), k) * h_block;
+        acc3 += w_block(min(u0 + 3u, u_last), k) * h_block;
+    }
+    for (var bi = 0u; bi < 4u; bi++) {
+        gru_pointwise(t, b0 + bi, u0, acc0[bi]);
+        gru_pointwise(t, b0 + bi, u0 + 1u, acc1[bi]);
+        gru_pointwise(t, b0 + bi, u0 + 2u, acc2[bi]);
+        gru_pointwise(t, b0 + bi, u0 + 3u, acc3[bi]);
+    }
+}
+
+fn gru_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    if (b >= params.batch || u >= hidden) {
+        return;
+    }
+    let state_prev = (b * (steps + 1u) + t) * hidden + u;
+    let x_base = (b * steps + t) * 3u * hidden + u;
+    let gate_base = (b * steps + t) * 4u * hidden + u;
+    let out_index = (b * steps + t) * hidden + u;
+    let h_prev = h_states[state_prev];
+    if (t >= step_len(b)) {
+        h_states[state_prev + hidden] = h_prev;
+        output[out_index] = 0.0;
+        for (var q = 0u; q < 4u; q++) {
+            gates[gate_base + q * hidden] = 0.0;
+        }
+        return;
+    }
+    let r = sigmoid_stable(xproj[x_base] + recurrent.x + b_hh[u]);
+    let z = sigmoid_stable(xproj[x_base + hidden] + recurrent.y + b_hh[hidden + u]);
+    let hn = recurrent.z + b_hh[2u * hidden + u];
+    let n = tanh_stable(xproj[x_base + 2u * hidden] + r * hn);
+    let h = (1.0 - z) * n + z * h_prev;
+    gates[gate_base] = r;
+    gates[gate_base + hidden] = z;
+    gates[gate_base + 2u * hidden] = n;
+    gates[gate_base + 3u * hidden] = hn;
+    h_states[state_prev + hidden] = h;
+    output[out_index] = h;
+}
+
+@compute @workgroup_size(WG_X, 1, 1)
+fn gru_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    gru_step(params.t, gid.y * 4u, gid.x * 4u);
+}
+
+@compute @workgroup_size(SEQ_WG, 1, 1)
+fn gru_sequence_forward(@builtin(local_invocation_index) lid: u32) {
+    let unit_blocks = div_ceil_u32(params.hidden, 4u);
+    let blocks = unit_blocks * div_ceil_u32(params.batch, 4u);
+    for (var t = 0u; t < params.steps; t++) {
+        for (var block = lid; block < blocks; block += SEQ_WG) {
+            gru_step(t, (block / unit_blocks) * 4u, (block % unit_blocks) * 4u);
+        }
+        // Step t+1 reads h_t written by other invocations.
+        storageBarrier();
+    }
+}
+
+// dgh[b, next, j .. j+4] for rows j of W_hh (0 <= j < 3H): dgh is dgates without its
+// third quarter (dn_pre), i.e. row j >= 2H reads column j + H. Rows past 3H read 0.
+fn dgh_chunk(b: u32, j: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let base = (b * params.steps + params.next) * 4u * hidden;
+    var chunk = vec4<f32>();
+    for (var i = 0u; i < 4u; i++) {
+        let row = j + i;
+        if (row < 3u * hidden) {
+            chunk[i] = dgates[base + select(row, row + hidden, row >= 2u * hidden)];
+        }
+    }
+    return chunk;
+}
+
+// W_hh[j, u0 .. u0+4] (rows clamped to 3H; those rows meet a zero dgh).
+fn w_row_units(j: u32, u0: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let row = min(j, 3u * hidden - 1u);
+    if (W_VEC4) {
+        return w_hh4[(row * hidden + u0) / 4u];
+    }
+    let last = hidden - 1u;
+    let at = row * hidden;
+    return vec4<f32>(w_hh[at + min(u0, last)], w_hh[at + min(u0 + 1u, last)], w_hh[at + min(u0 + 2u, last)], w_hh[at + min(u0 + 3u, last)]);
+}
+
+@compute @workgroup_size(WG_X, 1, 1)
+fn gru_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let batch = params.batch;
+    let hidden = params.hidden;
+    let u0 = gid.x * 4u;
+    let b0 = gid.y * 4u;
+    let b_last = batch - 1u;
+    // carried[bi] = (dgh[b0 + bi, next] W_hh)[u0 .. u0+4]
+    var carried = mat4x4<f32>();
+    if (params.has_next != 0u) {
+        for (var j = 0u; j < 3u * hidden; j += 4u) {
+            let dg = mat4x4<f32>(
+                dgh_chunk(min(b0, b_last), j),
+                dgh_chunk(min(b0 + 1u, b_last), j),
+                dgh_chunk(min(b0 + 2u, b_last), j),
+                dgh_chunk(min(b0 + 3u, b_last), j),
+            );
+            let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
+            carried += w * dg;
+        }
+    }
+    for (var bi = 0u; bi < 4u; bi++) {
+        let b = b0 + bi;
+        if (b >= batch) {
+            break;
+        }
+        let next_ran = params.has_next != 0u && params.next < step_len(b);
+        for (var q = 0u; q < 4u; q++) {
+            let u = u0 + q;
+            if (u < hidden) {
+                gru_pointwise_backward(params.t, b, u, select(0.0, carried[bi][q], next_ran));
+            }
+        }
+    }
+}
+
+fn gru_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    let dh_index = b * hidden + u;
+    let dh_carry = dstate[dh_index] + carried;
+    if (params.pointwise == 0u) {
+        dstate[dh_index] = dh_carry;
+        return;
+    }
+    let gate_base = (b * steps + t) * 4u * hidden + u;
+    if (t >= step_len(b)) {
+        dstate[dh_index] = dh_carry;
+        for (var q = 0u; q < 4u; q++) {
+            dgates[gate_base + q * hidden] = 0.0;
+        }
+        return;
+    }
+    var dh = dh_carry;
+    if (params.has_dy != 0u) {
+        dh += dy[(b * steps + t) * hidden + u];
+    }
+    let r = saved_gates[gate_base];
+    let z = saved_gates[gate_base + hidden];
+    let n = saved_gates[gate_base + 2u * hidden];
+    let hn = saved_gates[gate_base + 3u * hidden];
+    let h_prev = saved_h[(b * (steps + 1u) + t) * hidden + u];
+    // h = (1 - z) n + z h_prev;  n = tanh(x_n + r hn)
+    let dn_pre = dh * (1.0 - z) * (1.0 - n * n);
+    dgates[gate_base] = dn_pre * hn * r * (1.0 - r);
+    dgates[gate_base + hidden] = dh * (h_prev - n) * z * (1.0 - z);
+    dgates[gate_base + 2u * hidden] = dn_pre;
+    dgates[gate_base + 3u * hidden] = dn_pre * r;
+    dstate[dh_index] = dh * z;
+}

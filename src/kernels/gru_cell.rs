@@ -1,0 +1,267 @@
+//! Launchers of `shaders/gru_cell.wgsl`: one GRU step forward (or a whole sequence in
+//! one workgroup) and one step backward, in PyTorch's form (gate order r, z, n,
+//! `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`, `h' = (1 - z) n + z h`).
+//!
+//! A layer runs them as: `xproj = x W_ih^T + b_ih` as one matmul over all `B * T` rows
+//! (b_hh stays in the step: b_hn sits inside `r * (..)`), then [`gru_forward`], and in
+//! the backward [`gru_backward`] followed by matmuls over the two gradient views of
+//! `grad_gates` `[B, T, 4H]` = (dr, dz, dn, dhn) (pre-activation gradients, dhn that of
+//! `W_hn h + b_hn`): `d xproj` is its columns 0..3H, the gradient of `h W_hh^T + b_hh` is
+//! columns 0..2H and 3H..4H. So `dW_ih = dxproj^T x`, `db_ih = sum dxproj`,
+//! `dW_hh = sum_t dgh_t^T h_{t-1}`, `db_hh = sum dgh`.
+//!
+//! Shapes: `xproj` `[B, T, 3H]`; `w_hh` `[3H, H]`; `b_hh` `[3H]`; `gates` and
+//! `grad_gates` `[B, T, 4H]`; `h_states` `[B, T+1, H]` with h0 in slot 0 and the final
+//! state in slot T; `output` `[B, T, H]`; `grad_state` `[B, H]`: dh_n in, dh0 out.
+
+use super::recurrent::{backward_sequence, encode_step, forward_sequence, Step, StepDispatch};
+use super::{check_tensors, Lengths};
+use crate::gpu::{Access, Context, KernelSpec, GRU_CELL};
+use crate::{DType, Result, Tensor};
+
+pub use super::recurrent::{RecurrentDims as GruDims, SEQUENCE_MAX_BLOCKS};
+
+const FORWARD_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (1, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (5, Access::Read),
+    (6, Access::ReadWrite),
+    (7, Access::ReadWrite),
+    (8, Access::Params),
+];
+
+const GRU_CELL_FORWARD: KernelSpec = KernelSpec {
+    family: &GRU_CELL,
+    entry_point: "gru_cell_forward",
+    bindings: FORWARD_BINDINGS,
+};
+
+const GRU_SEQUENCE_FORWARD: KernelSpec = KernelSpec {
+    family: &GRU_CELL,
+    entry_point: "gru_sequence_forward",
+    bindings: FORWARD_BINDINGS,
+};
+
+const GRU_CELL_BACKWARD: KernelSpec = KernelSpec {
+    family: &GRU_CELL,
+    entry_point: "gru_cell_backward",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (9, Access::ReadWrite),
+        (10, Access::Read),
+        (11, Access::Read),
+        (12, Access::Read),
+        (13, Access::ReadWrite),
+    ],
+};
+
+/// The tensors of a GRU layer-direction's forward (see the module docs for shapes).
+#[derive(Clone, Copy, Debug)]
+pub struct GruForward<'a> {
+    /// `x W_ih^T + b_ih`, `[B, T, 3H]`.
+    pub xproj: &'a Tensor,
+    /// `W_hh`, `[3H, H]`.
+    pub w_hh: &'a Tensor,
+    /// `b_hh`, `[3H]`.
+    pub b_hh: &'a Tensor,
+    /// Optional per-row lengths.
+    pub lengths: Option<&'a Lengths>,
+    /// `[B, T+1, H]`: slot 0 holds h0 (written by the caller), slot t+1 gets h_t.
+    pub h_states: &'a Tensor,
+    /// `[B, T, 4H]`: r, z, n and `W_hn h + b_hn`, saved for the backward.
+    pub gates: &'a Tensor,
+    /// `[B, T, H]`: h_t at real steps, 0 at padded steps.
+    pub output: &'a Tensor,
+}
+
+impl GruForward<'_> {
+    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+        let dims = GruDims::from_tensor("gru: xproj", self.xproj, 3, "3H")?;
+        self.w_hh.check_shape("gru: w_hh", &[3 * dims.hidden, dims.hidden])?;
+        self.b_hh.check_shape("gru: b_hh", &[3 * dims.hidden])?;
+        self.h_states.check_shape("gru: h_states", &dims.states())?;
+        self.gates.check_shape("gru: gates", &dims.per_step(4))?;
+        self.output.check_shape("gru: output", &dims.per_step(1))?;
+        dims.check_lengths("gru: lengths", self.lengths)?;
+        if let Step::Forward(t) = step {
+            dims.check_step(t)?;
+        }
+        let inputs = [
+            ("gru: xproj", self.xproj),
+            ("gru: w_hh", self.w_hh),
+            ("gru: b_hh", self.b_hh),
+        ];
+        let outputs = [
+            ("gru: h_states", self.h_states),
+            ("gru: gates", self.gates),
+            ("gru: output", self.output),
+        ];
+        for (name, tensor) in inputs.iter().chain(&outputs) {
+            tensor.check_dtype(name, DType::F32)?;
+        }
+        check_tensors(ctx, &inputs, &outputs)?;
+        let lengths = self
+            .lengths
+            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+        let kernel = match step {
+            Step::Sequence => &GRU_SEQUENCE_FORWARD,
+            _ => &GRU_CELL_FORWARD,
+        };
+        let dispatch = StepDispatch {
+            kernel,
+            dims,
+            step,
+            lengths: self.lengths,
+            has_dy: false,
+        };
+        encode_step(
+            ctx,
+            encoder,
+            dispatch,
+            &[
+                (0, self.xproj.buffer(), "gru: xproj"),
+                (1, self.w_hh.buffer(), "gru: w_hh"),
+                (2, self.w_hh.buffer(), "gru: w_hh"),
+                (3, lengths, "gru: lengths"),
+                (4, self.h_states.buffer(), "gru: h_states"),
+                (5, self.b_hh.buffer(), "gru: b_hh"),
+                (6, self.gates.buffer(), "gru: gates"),
+                (7, self.output.buffer(), "gru: output"),
+            ],
+        )
+    }
+}
+
+/// Encodes step `t` of the forward: reads slot t of the states, writes slot t+1, the
+/// gates and the output at t.
+pub fn gru_cell_forward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    forward: &GruForward<'_>,
+    t: usize,
+) -> Result<()> {
+    forward.encode(ctx, encoder, Step::Forward(t))
+}
+
+/// Encodes every step in one dispatch of a single workgroup (same results as
+/// [`gru_cell_forward`] for t = 0..T). Best when B * H is small.
+pub fn gru_sequence_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &GruForward<'_>) -> Result<()> {
+    forward.encode(ctx, encoder, Step::Sequence)
+}
+
+/// Encodes the whole forward: one workgroup for the whole sequence when a step has at
+/// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
+pub fn gru_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &GruForward<'_>) -> Result<()> {
+    let dims = GruDims::from_tensor("gru: xproj", forward.xproj, 3, "3H")?;
+    forward_sequence(&dims, |step| forward.encode(ctx, encoder, step))
+}
+
+/// The tensors of a GRU layer-direction's backward (see the module docs for shapes).
+#[derive(Clone, Copy, Debug)]
+pub struct GruBackward<'a> {
+    /// `W_hh`, `[3H, H]`.
+    pub w_hh: &'a Tensor,
+    /// The lengths the forward used.
+    pub lengths: Option<&'a Lengths>,
+    /// Gradient of the output `[B, T, H]`, if the output was used.
+    pub grad_output: Option<&'a Tensor>,
+    /// Saved by the forward, `[B, T, 4H]`.
+    pub gates: &'a Tensor,
+    /// Saved by the forward, `[B, T+1, H]`.
+    pub h_states: &'a Tensor,
+    /// Written: (dr, dz, dn, dhn), `[B, T, 4H]` (see the module docs).
+    pub grad_gates: &'a Tensor,
+    /// `[B, H]`: dh_n of the final state in (zeros if unused), dh0 out.
+    pub grad_state: &'a Tensor,
+}
+
+impl GruBackward<'_> {
+    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+        let dims = GruDims::from_tensor("gru: gates", self.gates, 4, "4H")?;
+        self.w_hh.check_shape("gru: w_hh", &[3 * dims.hidden, dims.hidden])?;
+        self.h_states.check_shape("gru: h_states", &dims.states())?;
+        self.grad_gates.check_shape("gru: grad_gates", &dims.per_step(4))?;
+        self.grad_state
+            .check_shape("gru: grad_state", &[dims.batch, dims.hidden])?;
+        if let Some(grad_output) = self.grad_output {
+            grad_output.check_shape("gru: grad_output", &dims.per_step(1))?;
+        }
+        dims.check_lengths("gru: lengths", self.lengths)?;
+        if let Step::Backward(t) = step {
+            dims.check_step(t)?;
+        }
+        let mut inputs = vec![
+            ("gru: w_hh", self.w_hh),
+            ("gru: gates", self.gates),
+            ("gru: h_states", self.h_states),
+        ];
+        inputs.extend(self.grad_output.map(|grad_output| ("gru: grad_output", grad_output)));
+        let outputs = [
+            ("gru: grad_gates", self.grad_gates),
+            ("gru: grad_state", self.grad_state),
+        ];
+        for (name, tensor) in inputs.iter().chain(&outputs) {
+            tensor.check_dtype(name, DType::F32)?;
+        }
+        check_tensors(ctx, &inputs, &outputs)?;
+        let lengths = self
+            .lengths
+            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+        let grad_output = self.grad_output.map_or(ctx.placeholder(), Tensor::buffer);
+        let dispatch = StepDispatch {
+            kernel: &GRU_CELL_BACKWARD,
+            dims,
+            step,
+            lengths: self.lengths,
+            has_dy: self.grad_output.is_some(),
+        };
+        encode_step(
+            ctx,
+            encoder,
+            dispatch,
+            &[
+                (1, self.w_hh.buffer(), "gru: w_hh"),
+                (2, self.w_hh.buffer(), "gru: w_hh"),
+                (3, lengths, "gru: lengths"),
+                (9, self.grad_gates.buffer(), "gru: grad_gates"),
+                (10, grad_output, "gru: grad_output"),
+                (11, self.gates.buffer(), "gru: gates"),
+                (12, self.h_states.buffer(), "gru: h_states"),
+                (13, self.grad_state.buffer(), "gru: grad_state"),
+            ],
+        )
+    }
+}
+
+/// Encodes step `t` of the backward. Steps must run from T-1 down to 0; step t reads
+/// `grad_gates` at t+1 (written by the previous call) and `grad_state`.
+pub fn gru_cell_backward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    backward: &GruBackward<'_>,
+    t: usize,
+) -> Result<()> {
+    backward.encode(ctx, encoder, Step::Backward(t))
+}
+
+/// Encodes the last dispatch of the backward, after step 0: adds `(dgh_0 W_hh)` to the
+/// carried dh, leaving dh0 in `grad_state`.
+pub fn gru_initial_state_backward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    backward: &GruBackward<'_>,
+) -> Result<()> {
+    backward.encode(ctx, encoder, Step::InitialState)
+}
+
+/// Encodes the whole backward through time: steps T-1..0, then the initial state.
+pub fn gru_backward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, backward: &GruBackward<'_>) -> Result<()> {
+    let dims = GruDims::from_tensor("gru: gates", backward.gates, 4, "4H")?;
+    backward_sequence(&dims, |step| backward.encode(ctx, encoder, step))
+}

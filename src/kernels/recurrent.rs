@@ -1,0 +1,195 @@
+//! What the LSTM, GRU and RNN step launchers share: the sizes of a layer-direction, the
+//! step kernels' parameter block (the same `Params` in each cell shader), the workgroup
+//! shapes, and the loops that encode a whole sequence forward and backward.
+
+use crate::gpu::{Context, Dispatch, KernelSpec};
+use crate::{Error, Result, Tensor};
+
+use super::Lengths;
+
+/// The sizes of one recurrent layer-direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecurrentDims {
+    /// B
+    pub batch: usize,
+    /// T
+    pub steps: usize,
+    /// H
+    pub hidden: usize,
+}
+
+impl RecurrentDims {
+    /// Reads B, T, H from a `[B, T, width * H]` tensor.
+    pub(crate) fn from_tensor(name: &str, tensor: &Tensor, width: usize, letters: &str) -> Result<RecurrentDims> {
+        match *tensor.shape() {
+            [batch, steps, columns] if batch > 0 && steps > 0 && columns > 0 && columns % width == 0 => {
+                Ok(RecurrentDims {
+                    batch,
+                    steps,
+                    hidden: columns / width,
+                })
+            }
+            _ => Err(Error::shape(
+                name,
+                format!("[B, T, {letters}] with B, T, H >= 1"),
+                tensor.shape(),
+            )),
+        }
+    }
+
+    /// `[B, T+1, H]`: the states, slot 0 = initial.
+    pub(crate) fn states(&self) -> [usize; 3] {
+        [self.batch, self.steps + 1, self.hidden]
+    }
+
+    /// `[B, T, width * H]`
+    pub(crate) fn per_step(&self, width: usize) -> [usize; 3] {
+        [self.batch, self.steps, width * self.hidden]
+    }
+
+    /// Number of 4x4 (batch x unit) blocks of one step.
+    pub(crate) fn blocks(&self) -> usize {
+        self.batch.div_ceil(4) * self.hidden.div_ceil(4)
+    }
+
+    pub(crate) fn check_lengths(&self, name: &str, lengths: Option<&Lengths>) -> Result<()> {
+        match lengths {
+            Some(lengths) => lengths.check(name, self.batch, self.steps),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_step(&self, t: usize) -> Result<()> {
+        if t >= self.steps {
+            return Err(Error::invalid(format!("step {t} is outside 0..{}", self.steps)));
+        }
+        Ok(())
+    }
+}
+
+/// Mirror of `Params` in lstm_cell.wgsl, gru_cell.wgsl and rnn_cell.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct StepParams {
+    batch: u32,
+    steps: u32,
+    hidden: u32,
+    t: u32,
+    has_lengths: u32,
+    has_dy: u32,
+    has_next: u32,
+    next: u32,
+    pointwise: u32,
+    _pad: [u32; 3],
+}
+
+/// Invocations per workgroup of the step kernels (a multiple of lavapipe's 8 lanes).
+const WG_X: u32 = 32;
+/// Invocations of the single workgroup that runs a whole sequence.
+const SEQ_WG: u32 = 64;
+/// A whole sequence runs in one workgroup when a step has at most this many 4x4
+/// (batch x unit) blocks: each of the 64 invocations then loops over at most 4 blocks
+/// per step, cheaper than a dispatch per step.
+pub const SEQUENCE_MAX_BLOCKS: usize = 4 * SEQ_WG as usize;
+
+/// Which step of which pass a dispatch runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step {
+    /// Forward step t.
+    Forward(usize),
+    /// Every forward step in one workgroup.
+    Sequence,
+    /// Backward step t: pointwise at t, the recurrent product from t+1 if it exists.
+    Backward(usize),
+    /// After backward step 0: only the recurrent product from step 0, giving dh0.
+    InitialState,
+}
+
+/// One dispatch of a cell kernel, apart from its buffers.
+pub(crate) struct StepDispatch<'a> {
+    pub(crate) kernel: &'a KernelSpec,
+    pub(crate) dims: RecurrentDims,
+    pub(crate) step: Step,
+    pub(crate) lengths: Option<&'a Lengths>,
+    /// The backward has an output gradient to add.
+    pub(crate) has_dy: bool,
+}
+
+/// Encodes one dispatch of a cell kernel with the shared parameter block.
+pub(crate) fn encode_step(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    dispatch: StepDispatch<'_>,
+    buffers: &[(u32, &wgpu::Buffer, &str)],
+) -> Result<()> {
+    let StepDispatch {
+        kernel,
+        dims,
+        step,
+        lengths,
+        has_dy,
+    } = dispatch;
+    let mut params = StepParams {
+        batch: dims.batch as u32,
+        steps: dims.steps as u32,
+        hidden: dims.hidden as u32,
+        has_lengths: u32::from(lengths.is_some()),
+        has_dy: u32::from(has_dy),
+        ..StepParams::default()
+    };
+    let per_step = [
+        (dims.hidden.div_ceil(4) as u32).div_ceil(WG_X),
+        dims.batch.div_ceil(4) as u32,
+        1,
+    ];
+    let workgroups = match step {
+        Step::Forward(t) => {
+            params.t = t as u32;
+            per_step
+        }
+        Step::Sequence => [1, 1, 1],
+        Step::Backward(t) => {
+            params.t = t as u32;
+            params.has_next = u32::from(t + 1 < dims.steps);
+            params.next = (t + 1) as u32;
+            params.pointwise = 1;
+            per_step
+        }
+        Step::InitialState => {
+            params.has_next = 1;
+            params.next = 0;
+            per_step
+        }
+    };
+    let overrides = [
+        ("WG_X", WG_X),
+        ("W_VEC4", u32::from(dims.hidden.is_multiple_of(4))),
+        ("SEQ_WG", SEQ_WG),
+    ];
+    ctx.encode_dispatch(
+        encoder,
+        Dispatch {
+            kernel,
+            overrides: &overrides,
+            buffers,
+            params: &params,
+            workgroups,
+        },
+    )
+}
+
+/// The whole forward: one workgroup for the sequence when small, else a dispatch per step.
+pub(crate) fn forward_sequence(dims: &RecurrentDims, mut encode: impl FnMut(Step) -> Result<()>) -> Result<()> {
+    if dims.blocks() <= SEQUENCE_MAX_BLOCKS {
+        return encode(Step::Sequence);
+    }
+    (0..dims.steps).try_for_each(|t| encode(Step::Forward(t)))
+}
+
+/// The whole backward through time: steps T-1 .. 0, then the initial state.
+pub(crate) fn backward_sequence(dims: &RecurrentDims, mut encode: impl FnMut(Step) -> Result<()>) -> Result<()> {
+    for t in (0..dims.steps).rev() {
+        encode(Step::Backward(t))?;
+    }
+    encode(Step::InitialState)
+}
