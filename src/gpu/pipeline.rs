@@ -47,9 +47,15 @@ pub(crate) const GRU_CELL: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/gru_cell.wgsl"),
 };
 
+/// Elman RNN (tanh, relu) step forward/backward and the whole-sequence kernel.
+pub(crate) const RNN_CELL: ShaderFamily = ShaderFamily {
+    name: "rnn_cell",
+    source: include_str!("../../shaders/rnn_cell.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, LSTM_CELL, GRU_CELL]
+    &[MATMUL, LSTM_CELL, GRU_CELL, RNN_CELL]
 }
 
 /// How a kernel sees one binding of group 0.

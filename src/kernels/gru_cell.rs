@@ -119,6 +119,7 @@ impl GruForward<'_> {
             step,
             lengths: self.lengths,
             has_dy: false,
+            extra_overrides: &[],
         };
         encode_step(
             ctx,
@@ -220,6 +221,7 @@ impl GruBackward<'_> {
             step,
             lengths: self.lengths,
             has_dy: self.grad_output.is_some(),
+            extra_overrides: &[],
         };
         encode_step(
             ctx,

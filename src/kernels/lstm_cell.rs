@@ -116,6 +116,7 @@ impl LstmForward<'_> {
             step,
             lengths: self.lengths,
             has_dy: false,
+            extra_overrides: &[],
         };
         encode_step(
             ctx,
@@ -221,6 +222,7 @@ impl LstmBackward<'_> {
             step,
             lengths: self.lengths,
             has_dy: self.grad_output.is_some(),
+            extra_overrides: &[],
         };
         encode_step(
             ctx,

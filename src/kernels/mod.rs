@@ -8,6 +8,7 @@ pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
 pub mod recurrent;
+pub mod rnn_cell;
 
 use crate::gpu::Context;
 use crate::{Error, Result, Tensor};

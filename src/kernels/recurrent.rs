@@ -113,6 +113,8 @@ pub(crate) struct StepDispatch<'a> {
     pub(crate) lengths: Option<&'a Lengths>,
     /// The backward has an output gradient to add.
     pub(crate) has_dy: bool,
+    /// Overrides of this family beyond the shared ones (the RNN's nonlinearity).
+    pub(crate) extra_overrides: &'a [(&'static str, u32)],
 }
 
 /// Encodes one dispatch of a cell kernel with the shared parameter block.
@@ -128,6 +130,7 @@ pub(crate) fn encode_step(
         step,
         lengths,
         has_dy,
+        extra_overrides,
     } = dispatch;
     let mut params = StepParams {
         batch: dims.batch as u32,
@@ -161,11 +164,12 @@ pub(crate) fn encode_step(
             per_step
         }
     };
-    let overrides = [
+    let mut overrides = vec![
         ("WG_X", WG_X),
         ("W_VEC4", u32::from(dims.hidden.is_multiple_of(4))),
         ("SEQ_WG", SEQ_WG),
     ];
+    overrides.extend_from_slice(extra_overrides);
     ctx.encode_dispatch(
         encoder,
         Dispatch {

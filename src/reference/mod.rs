@@ -6,3 +6,4 @@
 pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
+pub mod rnn_cell;

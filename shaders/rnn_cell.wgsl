@@ -1,0 +1,242 @@
+// rnn_cell.wgsl: one Elman RNN time step (PyTorch's nn.RNN, nonlinearity tanh or relu)
+// forward and backward, and the same step looped over a whole sequence in one workgroup.
+//
+// Letters: B batch, T time, H hidden.
+//
+// rnn_cell_forward      at step t, for each (b, u) with t < len[b]:
+//     h_t = act(xproj[b, t] + h_{t-1}[b] W_hh^T)    (xproj = x W_ih^T + b_ih + b_hh, hoisted)
+//     output[b, t] = h_t;  a padded step carries h and writes output 0.
+//   Saves h_states [B, T+1, H] (slot 0 = h0): act' is a function of h_t for both
+//   nonlinearities (tanh: 1 - h^2; relu: h > 0), so nothing else is kept.
+// rnn_sequence_forward  every step in one dispatch of one workgroup (small B * H).
+// rnn_cell_backward     at step t (t = T-1 .. 0), for each (b, u) with t < len[b]:
+//     dh = dstate[b, u] + (dgates[b, t+1] W_hh)[u] + dy[b, t, u]
+//     dgates[b, t, u] = dh * act'(h_t);  dstate[b, u] = 0
+//   A padded step writes 0 and carries dstate; a last dispatch with pointwise = 0 forms
+//   dh0. After the loop: dW_hh = sum_t dgates_t^T h_{t-1}, dW_ih = dgates^T x,
+//   db_ih = db_hh = sum dgates, dx = dgates W_ih.
+//
+// An invocation owns 4 batch rows x 4 units: the recurrent product is one mat4x4 product
+// (units x k times k x batch) per 4 steps of k.
+
+struct Params {
+    batch: u32,
+    steps: u32,
+    hidden: u32,
+    t: u32,
+    has_lengths: u32,
+    has_dy: u32,
+    has_next: u32,
+    next: u32,
+    pointwise: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> xproj: array<f32>;            // [B, T, H]
+@group(0) @binding(1) var<storage, read> w_hh: array<f32>;             // [H, H]
+@group(0) @binding(2) var<storage, read> w_hh4: array<vec4<f32>>;      // the same, as vec4
+@group(0) @binding(3) var<storage, read> lengths: array<u32>;          // [B]
+@group(0) @binding(4) var<storage, read_write> h_states: array<f32>;   // [B, T+1, H]
+@group(0) @binding(7) var<storage, read_write> output: array<f32>;     // [B, T, H]
+@group(0) @binding(8) var<uniform> params: Params;
+
+// Backward bindings (their own entry point layout).
+@group(0) @binding(9) var<storage, read_write> dgates: array<f32>;     // [B, T, H]
+@group(0) @binding(10) var<storage, read> dy: array<f32>;              // [B, T, H]
+@group(0) @binding(12) var<storage, read> saved_h: array<f32>;         // [B, T+1, H]
+@group(0) @binding(13) var<storage, read_write> dstate: array<f32>;    // [B, H]
+
+override WG_X: u32 = 32u;
+override W_VEC4: bool = false;
+override SEQ_WG: u32 = 64u;
+// 0: tanh, 1: relu.
+override NONLINEARITY: u32 = 0u;
+
+fn step_len(b: u32) -> u32 {
+    if (params.has_lengths != 0u) {
+        return min(lengths[b], params.steps);
+    }
+    return params.steps;
+}
+
+fn h_chunk(b: u32, t: u32, k: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let base = (b * (params.steps + 1u) + t) * hidden;
+    let last = hidden - 1u;
+    // Elements past H are zeroed so a partial last chunk adds nothing.
+    let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
+    return keep * vec4<f32>(
+        h_states[base + min(k, last)],
+        h_states[base + min(k + 1u, last)],
+        h_states[base + min(k + 2u, last)],
+        h_states[base + min(k + 3u, last)],
+    );
+}
+
+fn w_chunk(row: u32, k: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let at = min(row, hidden - 1u) * hidden;
+    if (W_VEC4) {
+        return w_hh4[(at + k) / 4u];
+    }
+    let last = hidden - 1u;
+    return vec4<f32>(w_hh[at + min(k, last)], w_hh[at + min(k + 1u, last)], w_hh[at + min(k + 2u, last)], w_hh[at + min(k + 3u, last)]);
+}
+
+fn activate(x: f32) -> f32 {
+    if (NONLINEARITY == 1u) {
+        return max(x, 0.0);
+    }
+    return tanh_stable(x);
+}
+
+// d act / d pre-activation, from the activation's output h.
+fn activation_slope(h: f32) -> f32 {
+    if (NONLINEARITY == 1u) {
+        return select(0.0, 1.0, h > 0.0);
+    }
+    return 1.0 - h * h;
+}
+
+fn rnn_step(t: u32, b0: u32, u0: u32) {
+    let b_last = params.batch - 1u;
+    // acc[bi][q] = (h_{t-1}[b0 + bi] W_hh^T)[u0 + q]
+    var acc = mat4x4<f32>();
+    for (var k = 0u; k < params.hidden; k += 4u) {
+        let h_block = mat4x4<f32>(
+            h_chunk(min(b0, b_last), t, k),
+            h_chunk(min(b0 + 1u, b_last), t, k),
+            h_chunk(min(b0 + 2u, b_last), t, k),
+            h_chunk(min(b0 + 3u, b_last), t, k),
+        );
+        let w_block = transpose(mat4x4<f32>(w_chunk(u0, k), w_chunk(u0 + 1u, k), w_chunk(u0 + 2u, k), w_chunk(u0 + 3u, k)));
+        acc += w_block * h_block;
+    }
+    for (var bi = 0u; bi < 4u; bi++) {
+        for (var q = 0u; q < 4u; q++) {
+            rnn_pointwise(t, b0 + bi, u0 + q, acc[bi][q]);
+        }
+    }
+}
+
+fn rnn_pointwise(t: u32, b: u32, u: u32, recurrent: f32) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    if (b >= params.batch || u >= hidden) {
+        return;
+    }
+    let state_prev = (b * (steps + 1u) + t) * hidden + u;
+    let out_index = (b * steps + t) * hidden + u;
+    if (t >= step_len(b)) {
+        h_states[state_prev + hidden] = h_states[state_prev];
+        output[out_index] = 0.0;
+        return;
+    }
+    let h = activate(xproj[out_index] + recurrent);
+    h_states[state_prev + hidden] = h;
+    output[out_index] = h;
+}
+
+@compute @workgroup_size(WG_X, 1, 1)
+fn rnn_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    rnn_step(params.t, gid.y * 4u, gid.x * 4u);
+}
+
+@compute @workgroup_size(SEQ_WG, 1, 1)
+fn rnn_sequence_forward(@builtin(local_invocation_index) lid: u32) {
+    let unit_blocks = div_ceil_u32(params.hidden, 4u);
+    let blocks = unit_blocks * div_ceil_u32(params.batch, 4u);
+    for (var t = 0u; t < params.steps; t++) {
+        for (var block = lid; block < blocks; block += SEQ_WG) {
+            rnn_step(t, (block / unit_blocks) * 4u, (block % unit_blocks) * 4u);
+        }
+        // Step t+1 reads h_t written by other invocations.
+        storageBarrier();
+    }
+}
+
+// dgates[b, next, j .. j+4], zero past H.
+fn dgates_chunk(b: u32, j: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let base = (b * params.steps + params.next) * hidden;
+    var chunk = vec4<f32>();
+    for (var i = 0u; i < 4u; i++) {
+        if (j + i < hidden) {
+            chunk[i] = dgates[base + j + i];
+        }
+    }
+    return chunk;
+}
+
+// W_hh[j, u0 .. u0+4] (rows and units clamped; the clamped ones meet zeros or are not stored).
+fn w_row_units(j: u32, u0: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let last = hidden - 1u;
+    let at = min(j, last) * hidden;
+    if (W_VEC4) {
+        return w_hh4[(at + u0) / 4u];
+    }
+    return vec4<f32>(w_hh[at + min(u0, last)], w_hh[at + min(u0 + 1u, last)], w_hh[at + min(u0 + 2u, last)], w_hh[at + min(u0 + 3u, last)]);
+}
+
+@compute @workgroup_size(WG_X, 1, 1)
+fn rnn_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let batch = params.batch;
+    let hidden = params.hidden;
+    let u0 = gid.x * 4u;
+    let b0 = gid.y * 4u;
+    let b_last = batch - 1u;
+    // carried[bi] = (dgates[b0 + bi, next] W_hh)[u0 .. u0+4]
+    var carried = mat4x4<f32>();
+    if (params.has_next != 0u) {
+        for (var j = 0u; j < hidden; j += 4u) {
+            let dg = mat4x4<f32>(
+                dgates_chunk(min(b0, b_last), j),
+                dgates_chunk(min(b0 + 1u, b_last), j),
+                dgates_chunk(min(b0 + 2u, b_last), j),
+                dgates_chunk(min(b0 + 3u, b_last), j),
+            );
+            let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
+            carried += w * dg;
+        }
+    }
+    for (var bi = 0u; bi < 4u; bi++) {
+        let b = b0 + bi;
+        if (b >= batch) {
+            break;
+        }
+        let next_ran = params.has_next != 0u && params.next < step_len(b);
+        for (var q = 0u; q < 4u; q++) {
+            let u = u0 + q;
+            if (u < hidden) {
+                rnn_pointwise_backward(params.t, b, u, select(0.0, carried[bi][q], next_ran));
+            }
+        }
+    }
+}
+
+fn rnn_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    let dh_index = b * hidden + u;
+    let dh_carry = dstate[dh_index] + carried;
+    if (params.pointwise == 0u) {
+        dstate[dh_index] = dh_carry;
+        return;
+    }
+    let index = (b * steps + t) * hidden + u;
+    if (t >= step_len(b)) {
+        dstate[dh_index] = dh_carry;
+        dgates[index] = 0.0;
+        return;
+    }
+    var dh = dh_carry;
+    if (params.has_dy != 0u) {
+        dh += dy[index];
+    }
+    let h = saved_h[(b * (steps + 1u) + t + 1u) * hidden + u];
+    dgates[index] = dh * activation_slope(h);
+    dstate[dh_index] = 0.0;
+}

@@ -1,0 +1,257 @@
+//! Launchers of `shaders/rnn_cell.wgsl`: one Elman RNN step (`nn.RNN`, tanh or relu)
+//! forward (or a whole sequence in one workgroup) and one step backward.
+//!
+//! A layer runs them as: `xproj = x W_ih^T + (b_ih + b_hh)` as one matmul over all
+//! `B * T` rows, then [`rnn_forward`], and in the backward [`rnn_backward`] followed by
+//! one matmul each for `dW_hh = sum_t dgates_t^T h_{t-1}`, `dW_ih = dgates^T x`,
+//! `dx = dgates W_ih` and the bias sums (`db_ih = db_hh = sum of dgates`).
+//!
+//! Shapes: `xproj`, `output`, `grad_gates`, `grad_output` `[B, T, H]`; `w_hh` `[H, H]`;
+//! `h_states` `[B, T+1, H]` with h0 in slot 0 and the final state in slot T (padded steps
+//! carry it); `grad_state` `[B, H]`: dh_n in, dh0 out.
+
+use super::recurrent::{backward_sequence, encode_step, forward_sequence, Step, StepDispatch};
+use super::{check_tensors, Lengths};
+use crate::gpu::{Access, Context, KernelSpec, RNN_CELL};
+use crate::{DType, Result, Tensor};
+
+pub use super::recurrent::{RecurrentDims as RnnDims, SEQUENCE_MAX_BLOCKS};
+
+/// `nn.RNN`'s `nonlinearity`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
+    #[default]
+    Tanh,
+    /// `relu`.
+    Relu,
+}
+
+impl Nonlinearity {
+    fn overrides(self) -> [(&'static str, u32); 1] {
+        [("NONLINEARITY", u32::from(self == Nonlinearity::Relu))]
+    }
+}
+
+const FORWARD_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (1, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (7, Access::ReadWrite),
+    (8, Access::Params),
+];
+
+const RNN_CELL_FORWARD: KernelSpec = KernelSpec {
+    family: &RNN_CELL,
+    entry_point: "rnn_cell_forward",
+    bindings: FORWARD_BINDINGS,
+};
+
+const RNN_SEQUENCE_FORWARD: KernelSpec = KernelSpec {
+    family: &RNN_CELL,
+    entry_point: "rnn_sequence_forward",
+    bindings: FORWARD_BINDINGS,
+};
+
+const RNN_CELL_BACKWARD: KernelSpec = KernelSpec {
+    family: &RNN_CELL,
+    entry_point: "rnn_cell_backward",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (9, Access::ReadWrite),
+        (10, Access::Read),
+        (12, Access::Read),
+        (13, Access::ReadWrite),
+    ],
+};
+
+/// The tensors of an RNN layer-direction's forward (see the module docs for shapes).
+#[derive(Clone, Copy, Debug)]
+pub struct RnnForward<'a> {
+    /// `x W_ih^T + b_ih + b_hh`, `[B, T, H]`.
+    pub xproj: &'a Tensor,
+    /// `W_hh`, `[H, H]`.
+    pub w_hh: &'a Tensor,
+    /// Optional per-row lengths.
+    pub lengths: Option<&'a Lengths>,
+    /// `[B, T+1, H]`: slot 0 holds h0 (written by the caller), slot t+1 gets h_t.
+    pub h_states: &'a Tensor,
+    /// `[B, T, H]`: h_t at real steps, 0 at padded steps.
+    pub output: &'a Tensor,
+    /// tanh or relu.
+    pub nonlinearity: Nonlinearity,
+}
+
+impl RnnForward<'_> {
+    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+        let dims = RnnDims::from_tensor("rnn: xproj", self.xproj, 1, "H")?;
+        self.w_hh.check_shape("rnn: w_hh", &[dims.hidden, dims.hidden])?;
+        self.h_states.check_shape("rnn: h_states", &dims.states())?;
+        self.output.check_shape("rnn: output", &dims.per_step(1))?;
+        dims.check_lengths("rnn: lengths", self.lengths)?;
+        if let Step::Forward(t) = step {
+            dims.check_step(t)?;
+        }
+        let inputs = [("rnn: xproj", self.xproj), ("rnn: w_hh", self.w_hh)];
+        let outputs = [("rnn: h_states", self.h_states), ("rnn: output", self.output)];
+        for (name, tensor) in inputs.iter().chain(&outputs) {
+            tensor.check_dtype(name, DType::F32)?;
+        }
+        check_tensors(ctx, &inputs, &outputs)?;
+        let lengths = self
+            .lengths
+            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+        let kernel = match step {
+            Step::Sequence => &RNN_SEQUENCE_FORWARD,
+            _ => &RNN_CELL_FORWARD,
+        };
+        let dispatch = StepDispatch {
+            kernel,
+            dims,
+            step,
+            lengths: self.lengths,
+            has_dy: false,
+            extra_overrides: &self.nonlinearity.overrides(),
+        };
+        encode_step(
+            ctx,
+            encoder,
+            dispatch,
+            &[
+                (0, self.xproj.buffer(), "rnn: xproj"),
+                (1, self.w_hh.buffer(), "rnn: w_hh"),
+                (2, self.w_hh.buffer(), "rnn: w_hh"),
+                (3, lengths, "rnn: lengths"),
+                (4, self.h_states.buffer(), "rnn: h_states"),
+                (7, self.output.buffer(), "rnn: output"),
+            ],
+        )
+    }
+}
+
+/// Encodes step `t` of the forward: reads slot t of the states, writes slot t+1 and the
+/// output at t.
+pub fn rnn_cell_forward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    forward: &RnnForward<'_>,
+    t: usize,
+) -> Result<()> {
+    forward.encode(ctx, encoder, Step::Forward(t))
+}
+
+/// Encodes every step in one dispatch of a single workgroup (same results as
+/// [`rnn_cell_forward`] for t = 0..T). Best when B * H is small.
+pub fn rnn_sequence_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &RnnForward<'_>) -> Result<()> {
+    forward.encode(ctx, encoder, Step::Sequence)
+}
+
+/// Encodes the whole forward: one workgroup for the whole sequence when a step has at
+/// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
+pub fn rnn_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &RnnForward<'_>) -> Result<()> {
+    let dims = RnnDims::from_tensor("rnn: xproj", forward.xproj, 1, "H")?;
+    forward_sequence(&dims, |step| forward.encode(ctx, encoder, step))
+}
+
+/// The tensors of an RNN layer-direction's backward (see the module docs for shapes).
+#[derive(Clone, Copy, Debug)]
+pub struct RnnBackward<'a> {
+    /// `W_hh`, `[H, H]`.
+    pub w_hh: &'a Tensor,
+    /// The lengths the forward used.
+    pub lengths: Option<&'a Lengths>,
+    /// Gradient of the output `[B, T, H]`, if the output was used.
+    pub grad_output: Option<&'a Tensor>,
+    /// Saved by the forward, `[B, T+1, H]`.
+    pub h_states: &'a Tensor,
+    /// Written: gradient of the pre-activations, `[B, T, H]` (= d xproj).
+    pub grad_gates: &'a Tensor,
+    /// `[B, H]`: dh_n of the final state in (zeros if unused), dh0 out.
+    pub grad_state: &'a Tensor,
+    /// The forward's nonlinearity.
+    pub nonlinearity: Nonlinearity,
+}
+
+impl RnnBackward<'_> {
+    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+        let dims = RnnDims::from_tensor("rnn: grad_gates", self.grad_gates, 1, "H")?;
+        self.w_hh.check_shape("rnn: w_hh", &[dims.hidden, dims.hidden])?;
+        self.h_states.check_shape("rnn: h_states", &dims.states())?;
+        self.grad_state
+            .check_shape("rnn: grad_state", &[dims.batch, dims.hidden])?;
+        if let Some(grad_output) = self.grad_output {
+            grad_output.check_shape("rnn: grad_output", &dims.per_step(1))?;
+        }
+        dims.check_lengths("rnn: lengths", self.lengths)?;
+        if let Step::Backward(t) = step {
+            dims.check_step(t)?;
+        }
+        let mut inputs = vec![("rnn: w_hh", self.w_hh), ("rnn: h_states", self.h_states)];
+        inputs.extend(self.grad_output.map(|grad_output| ("rnn: grad_output", grad_output)));
+        let outputs = [
+            ("rnn: grad_gates", self.grad_gates),
+            ("rnn: grad_state", self.grad_state),
+        ];
+        for (name, tensor) in inputs.iter().chain(&outputs) {
+            tensor.check_dtype(name, DType::F32)?;
+        }
+        check_tensors(ctx, &inputs, &outputs)?;
+        let lengths = self
+            .lengths
+            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+        let grad_output = self.grad_output.map_or(ctx.placeholder(), Tensor::buffer);
+        let dispatch = StepDispatch {
+            kernel: &RNN_CELL_BACKWARD,
+            dims,
+            step,
+            lengths: self.lengths,
+            has_dy: self.grad_output.is_some(),
+            extra_overrides: &self.nonlinearity.overrides(),
+        };
+        encode_step(
+            ctx,
+            encoder,
+            dispatch,
+            &[
+                (1, self.w_hh.buffer(), "rnn: w_hh"),
+                (2, self.w_hh.buffer(), "rnn: w_hh"),
+                (3, lengths, "rnn: lengths"),
+                (9, self.grad_gates.buffer(), "rnn: grad_gates"),
+                (10, grad_output, "rnn: grad_output"),
+                (12, self.h_states.buffer(), "rnn: h_states"),
+                (13, self.grad_state.buffer(), "rnn: grad_state"),
+            ],
+        )
+    }
+}
+
+/// Encodes step `t` of the backward. Steps must run from T-1 down to 0.
+pub fn rnn_cell_backward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    backward: &RnnBackward<'_>,
+    t: usize,
+) -> Result<()> {
+    backward.encode(ctx, encoder, Step::Backward(t))
+}
+
+/// Encodes the last dispatch of the backward, after step 0: adds `(dgates_0 W_hh)` to the
+/// carried dh, leaving dh0 in `grad_state`.
+pub fn rnn_initial_state_backward(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    backward: &RnnBackward<'_>,
+) -> Result<()> {
+    backward.encode(ctx, encoder, Step::InitialState)
+}
+
+/// Encodes the whole backward through time: steps T-1..0, then the initial state.
+pub fn rnn_backward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, backward: &RnnBackward<'_>) -> Result<()> {
+    let dims = RnnDims::from_tensor("rnn: grad_gates", backward.grad_gates, 1, "H")?;
+    backward_sequence(&dims, |step| backward.encode(ctx, encoder, step))
+}
