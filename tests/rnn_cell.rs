@@ -11,7 +11,10 @@ use tsumugi::kernels::Lengths;
 use tsumugi::reference::rnn_cell as reference;
 use tsumugi::{Error, Tensor};
 
-fn cases() -> Vec<(usize, usize, usize, Option<Vec<u32>>, Nonlinearity)> {
+/// (B, T, H, lengths, nonlinearity)
+type Case = (usize, usize, usize, Option<Vec<u32>>, Nonlinearity);
+
+fn cases() -> Vec<Case> {
     vec![
         (1, 1, 1, None, Nonlinearity::Tanh),
         (3, 5, 7, Some(vec![5, 2, 1]), Nonlinearity::Relu),
