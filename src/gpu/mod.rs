@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
 pub use pipeline::{shader_families, ShaderFamily};
-pub(crate) use pipeline::{Access, KernelSpec, GRU_CELL, LSTM_CELL, MATMUL, RNN_CELL};
+pub(crate) use pipeline::{Access, KernelSpec, ATTENTION, GRU_CELL, LSTM_CELL, MATMUL, RNN_CELL};
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};
 
@@ -51,6 +51,9 @@ struct Inner {
     uniforms: Mutex<pool::UniformArena>,
     /// Bound where a kernel's optional input is absent (no bias, say).
     placeholder: wgpu::Buffer,
+    /// Bound where a kernel's optional *output* is absent; separate from `placeholder`
+    /// because one buffer may not be bound both read-only and writable in a dispatch.
+    scratch_placeholder: wgpu::Buffer,
     /// Set by the device-lost callback of a device tsumugi created.
     lost: Arc<Mutex<Option<String>>>,
     /// The first error wgpu raised outside an error scope, on a device tsumugi created
@@ -128,12 +131,16 @@ impl Context {
         let limits = device.limits();
         let features = device.features();
         let adapter = AdapterSummary::from(&device.adapter_info());
-        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tsumugi placeholder"),
-            size: 256,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let make_placeholder = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let placeholder = make_placeholder("tsumugi placeholder");
+        let scratch_placeholder = make_placeholder("tsumugi scratch placeholder");
         Context {
             inner: Arc::new(Inner {
                 uniforms: Mutex::new(pool::UniformArena::new(&limits)),
@@ -145,6 +152,7 @@ impl Context {
                 pipelines: pipeline::PipelineCache::default(),
                 pool: pool::BufferPool::new(),
                 placeholder,
+                scratch_placeholder,
                 lost,
                 uncaptured,
             }),
@@ -267,6 +275,10 @@ impl Context {
 
     pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
         &self.inner.placeholder
+    }
+
+    pub(crate) fn scratch_placeholder(&self) -> &wgpu::Buffer {
+        &self.inner.scratch_placeholder
     }
 
     /// Checks that a buffer of `bytes` may be bound as a storage buffer.

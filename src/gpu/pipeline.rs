@@ -53,9 +53,15 @@ pub(crate) const RNN_CELL: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/rnn_cell.wgsl"),
 };
 
+/// Additive (Bahdanau) and dot (Luong) attention for one decoder step, and its backward.
+pub(crate) const ATTENTION: ShaderFamily = ShaderFamily {
+    name: "attention",
+    source: include_str!("../../shaders/attention.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, LSTM_CELL, GRU_CELL, RNN_CELL]
+    &[MATMUL, LSTM_CELL, GRU_CELL, RNN_CELL, ATTENTION]
 }
 
 /// How a kernel sees one binding of group 0.

@@ -4,6 +4,7 @@
 //! the cached pipeline, binds and dispatches into the caller's encoder. None submits or
 //! waits.
 
+pub mod attention;
 pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;

@@ -3,6 +3,7 @@
 //! against these, and the references' backward passes are checked against finite
 //! differences.
 
+pub mod attention;
 pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
