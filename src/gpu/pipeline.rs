@@ -35,9 +35,15 @@ pub(crate) const MATMUL: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/matmul.wgsl"),
 };
 
+/// Fused softmax cross-entropy with its gradient, argmax and top-k.
+pub(crate) const CROSS_ENTROPY: ShaderFamily = ShaderFamily {
+    name: "cross_entropy",
+    source: include_str!("../../shaders/cross_entropy.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL]
+    &[MATMUL, CROSS_ENTROPY]
 }
 
 /// How a kernel sees one binding of group 0.

@@ -4,6 +4,7 @@
 //! the cached pipeline, binds and dispatches into the caller's encoder. None submits or
 //! waits.
 
+pub mod cross_entropy;
 pub mod matmul;
 
 use crate::gpu::Context;
@@ -39,4 +40,13 @@ pub(crate) fn check_tensors(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: 
         }
     }
     Ok(())
+}
+
+/// Workgroups of a dispatch with one workgroup per row: x up to the device's
+/// per-dimension limit, the rest in y (the shaders' `row_of_workgroup`). Extra
+/// workgroups in the last y line return at once.
+pub(crate) fn row_grid(ctx: &Context, rows: usize) -> [u32; 3] {
+    let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    let x = rows.clamp(1, max);
+    [x as u32, rows.div_ceil(x) as u32, 1]
 }
