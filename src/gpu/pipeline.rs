@@ -41,9 +41,15 @@ pub(crate) const CROSS_ENTROPY: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/cross_entropy.wgsl"),
 };
 
+/// Adam, SGD and global gradient-norm clipping.
+pub(crate) const OPTIM: ShaderFamily = ShaderFamily {
+    name: "optim",
+    source: include_str!("../../shaders/optim.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, CROSS_ENTROPY]
+    &[MATMUL, CROSS_ENTROPY, OPTIM]
 }
 
 /// How a kernel sees one binding of group 0.

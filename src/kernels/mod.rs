@@ -6,6 +6,7 @@
 
 pub mod cross_entropy;
 pub mod matmul;
+pub mod optim;
 
 use crate::gpu::Context;
 use crate::{Error, Result, Tensor};
@@ -49,4 +50,10 @@ pub(crate) fn row_grid(ctx: &Context, rows: usize) -> [u32; 3] {
     let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as usize;
     let x = rows.clamp(1, max);
     [x as u32, rows.div_ceil(x) as u32, 1]
+}
+
+/// Workgroups of an element-wise dispatch over `len` elements in workgroups of `wg`
+/// invocations, spilling into y like [`row_grid`] (the shaders' `flat_index`).
+pub(crate) fn element_grid(ctx: &Context, len: usize, wg: u32) -> [u32; 3] {
+    row_grid(ctx, len.div_ceil(wg as usize))
 }

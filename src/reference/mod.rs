@@ -5,3 +5,4 @@
 
 pub mod cross_entropy;
 pub mod matmul;
+pub mod optim;
