@@ -454,3 +454,20 @@ fn cross_entropy_forward_and_argmax_cover_more_rows_than_one_dispatch_dimension(
         "argmax n65537_v3"
     );
 }
+
+#[test]
+fn top_k_beyond_a_cpu_adapters_loop_budget_is_a_device_limit_error() {
+    // Mesa's software rasterisers stop an invocation's loops after ~65535 iterations in
+    // total; a k * V that needs more must be an error there, never a half-written result.
+    let ctx = ctx();
+    if ctx.adapter().device_type != wgpu::DeviceType::Cpu {
+        return;
+    }
+    let (v, k) = (20_000, 2_000);
+    let logits_t = Tensor::zeros(ctx, &[1, v], DType::F32).unwrap();
+    let values = Tensor::zeros(ctx, &[1, k], DType::F32).unwrap();
+    let indices = Tensor::zeros(ctx, &[1, k], DType::U32).unwrap();
+    let mut encoder = ctx.create_encoder();
+    let err = top_k(ctx, &mut encoder, &logits_t, k, &values, &indices).unwrap_err();
+    assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
+}
