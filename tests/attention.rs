@@ -128,16 +128,16 @@ impl Gpu {
     }
 }
 
-fn run_reference(
-    case: &Case,
-    data: &Data,
-) -> (
+/// The reference's forward, and the inputs as f64 (query, keys, v, values).
+type ReferenceRun = (
     reference::AttentionOutput,
     Vec<f64>,
     Vec<f64>,
     Option<Vec<f64>>,
     Vec<f64>,
-) {
+);
+
+fn run_reference(case: &Case, data: &Data) -> ReferenceRun {
     let (query, keys, v, values) = (
         to_f64(&data.query),
         to_f64(&data.keys),

@@ -59,9 +59,21 @@ pub(crate) const ATTENTION: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/attention.wgsl"),
 };
 
+/// Fused softmax cross-entropy with its gradient, argmax and top-k.
+pub(crate) const CROSS_ENTROPY: ShaderFamily = ShaderFamily {
+    name: "cross_entropy",
+    source: include_str!("../../shaders/cross_entropy.wgsl"),
+};
+
+/// Adam, SGD and global gradient-norm clipping.
+pub(crate) const OPTIM: ShaderFamily = ShaderFamily {
+    name: "optim",
+    source: include_str!("../../shaders/optim.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, LSTM_CELL, GRU_CELL, RNN_CELL, ATTENTION]
+    &[MATMUL, LSTM_CELL, GRU_CELL, RNN_CELL, ATTENTION, CROSS_ENTROPY, OPTIM]
 }
 
 /// How a kernel sees one binding of group 0.

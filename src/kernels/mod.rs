@@ -5,9 +5,11 @@
 //! waits.
 
 pub mod attention;
+pub mod cross_entropy;
 pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
+pub mod optim;
 pub mod recurrent;
 pub mod rnn_cell;
 
@@ -100,6 +102,42 @@ pub(crate) fn check_tensors(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: 
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Workgroups of a dispatch with one workgroup per row: x up to the device's
+/// per-dimension limit, the rest in y (the shaders' `row_of_workgroup`). Extra
+/// workgroups in the last y line return at once.
+pub(crate) fn row_grid(ctx: &Context, rows: usize) -> [u32; 3] {
+    let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    let x = rows.clamp(1, max);
+    [x as u32, rows.div_ceil(x) as u32, 1]
+}
+
+/// Workgroups of an element-wise dispatch over `len` elements in workgroups of `wg`
+/// invocations, spilling into y like [`row_grid`] (the shaders' `flat_index`).
+pub(crate) fn element_grid(ctx: &Context, len: usize, wg: u32) -> [u32; 3] {
+    row_grid(ctx, len.div_ceil(wg as usize))
+}
+
+/// Mesa's software rasterisers (lavapipe, llvmpipe: the CPU adapters) silently stop
+/// the loops of an invocation once it has run about 65535 loop iterations in total,
+/// over all its loops together (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS` budget): the
+/// rest of the kernel's work is skipped without an error. Found by top_k on lavapipe
+/// (Mesa 22.3), which stopped writing after ~501 of 1000 picks at 8 invocations per
+/// row. Launchers whose invocations loop over a dimension pass an upper bound of their
+/// iterations here; past the budget on a CPU adapter they return `Error::DeviceLimit`
+/// instead of a wrong answer.
+pub(crate) fn check_loop_budget(ctx: &Context, what: &str, iterations: u64) -> Result<()> {
+    const CPU_LOOP_BUDGET: u64 = 65_535;
+    if ctx.adapter().device_type == wgpu::DeviceType::Cpu && iterations > CPU_LOOP_BUDGET {
+        return Err(Error::DeviceLimit {
+            tensor: what.to_string(),
+            limit: "loop iterations per invocation on a CPU adapter (Mesa gallivm)",
+            needed: iterations,
+            allowed: CPU_LOOP_BUDGET,
+        });
     }
     Ok(())
 }

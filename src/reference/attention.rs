@@ -122,8 +122,8 @@ pub fn attention_backward(
         }
         // w = softmax(score)  =>  dscore[s] = w[s] (dw[s] - sum_s' w[s'] dw[s'])
         let dot: f64 = (0..len).map(|s| out.weights[b * source + s] * dw[s]).sum();
-        for s in 0..len {
-            let ds = out.weights[b * source + s] * (dw[s] - dot);
+        for (s, &dw) in dw.iter().enumerate() {
+            let ds = out.weights[b * source + s] * (dw - dot);
             grads.grad_score[b * source + s] = ds;
             for a in 0..width {
                 let q = x.query[b * width + a];

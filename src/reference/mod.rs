@@ -4,7 +4,9 @@
 //! differences.
 
 pub mod attention;
+pub mod cross_entropy;
 pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
+pub mod optim;
 pub mod rnn_cell;

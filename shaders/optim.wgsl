@@ -1,0 +1,182 @@
+// optim.wgsl: optimizer steps and global gradient-norm clipping, as torch.optim and
+// torch.nn.utils. Element-wise over one parameter tensor of L elements per dispatch.
+//
+// adam_step               g = grad + wd p;  m = lerp(m, g, 1 - b1);  v = b2 v + (1 - b2) g^2;
+//                         p -= step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps),
+//                         step_size = lr / (1 - b1^t)     (bias corrections from the host, in f64)
+// sgd_step                d = grad + wd p;  buf = d on the first step, else mu buf + (1 - dampening) d;
+//                         d = d + mu buf (nesterov) or buf;  p -= lr d    (mu = 0: p -= lr d)
+// clip_grad_norm_partial  partials[first + w] = sum of g_i^2 over chunk w of one gradient
+// clip_grad_norm_total    total_norm = sqrt(sum of every partial)                (one workgroup)
+// clip_grad_norm_scale    g *= min(1, max_norm / (total_norm + 1e-6))
+//
+// Nothing is saved for a backward: these are the ends of a training step. The state
+// tensors (exp_avg, exp_avg_sq, momentum_buffer) are updated in place beside the
+// parameter. Clipping never reads back: the norm is a [1] tensor that the scale pass
+// reads on the GPU, and the caller may read it later.
+//
+// Determinism: the norm is summed per chunk of CLIP_WG * CLIP_ITEMS elements by a fixed
+// tree, the chunks' partials in a fixed order by one workgroup; no atomics, so the norm
+// depends only on the gradients and the list's order.
+
+struct Params {
+    len: u32,
+    // clip_grad_norm_partial: index of this tensor's first partial.
+    first_partial: u32,
+    // clip_grad_norm_total: number of partials.
+    partials: u32,
+    // sgd_step: FLAG_* bits.
+    flags: u32,
+    lr: f32,
+    // adam: beta1; sgd: momentum.
+    beta1: f32,
+    beta2: f32,
+    // adam: the lerp weight 1 - beta1; sgd: 1 - dampening. From the host in f64.
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    step_size: f32,
+    bias_correction2_sqrt: f32,
+    max_norm: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const FLAG_MOMENTUM: u32 = 1u;
+const FLAG_FIRST_STEP: u32 = 2u;
+const FLAG_NESTEROV: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read_write> param: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+// adam: exp_avg; sgd: momentum_buffer (a placeholder without momentum).
+@group(0) @binding(2) var<storage, read_write> state0: array<f32>;
+// adam: exp_avg_sq.
+@group(0) @binding(3) var<storage, read_write> state1: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+// clip: the gradient being measured, then scaled in place.
+@group(0) @binding(5) var<storage, read_write> clip_grad: array<f32>;
+@group(0) @binding(6) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(7) var<storage, read_write> total_norm: array<f32>;
+
+// Invocations of the element-wise passes and of the norm's trees (a power of two <= 256).
+override WG: u32 = 256u;
+override CLIP_WG: u32 = 256u;
+// Elements per invocation of clip_grad_norm_partial: fewer partials to sum serially.
+override CLIP_ITEMS: u32 = 16u;
+
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(WG)
+fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if (i >= params.len) {
+        return;
+    }
+    let p = param[i];
+    var g = grad[i];
+    // weight_decay is L2 added to the gradient (Adam, not AdamW).
+    if (params.weight_decay != 0.0) {
+        g += params.weight_decay * p;
+    }
+    // exp_avg.lerp_(g, w) as PyTorch evaluates it: from the nearer end, so w near 1
+    // (beta1 near 0) does not lose m's digits.
+    let m_old = state0[i];
+    let w = params.one_minus_beta1;
+    let m = select(g - (g - m_old) * (1.0 - w), m_old + w * (g - m_old), w < 0.5);
+    let v = state1[i] * params.beta2 + params.one_minus_beta2 * g * g;
+    let denom = sqrt(v) / params.bias_correction2_sqrt + params.eps;
+    param[i] = p - params.step_size * (m / denom);
+    state0[i] = m;
+    state1[i] = v;
+}
+
+@compute @workgroup_size(WG)
+fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if (i >= params.len) {
+        return;
+    }
+    let p = param[i];
+    var d = grad[i];
+    if (params.weight_decay != 0.0) {
+        d += params.weight_decay * p;
+    }
+    if ((params.flags & FLAG_MOMENTUM) != 0u) {
+        let mu = params.beta1;
+        // PyTorch starts the buffer at the first step's d (no dampening), a host flag
+        // because a zero buffer cannot tell "first step" from "zero so far".
+        var buf = d;
+        if ((params.flags & FLAG_FIRST_STEP) == 0u) {
+            buf = mu * state0[i] + params.one_minus_beta1 * d;
+        }
+        state0[i] = buf;
+        d = select(buf, d + mu * buf, (params.flags & FLAG_NESTEROV) != 0u);
+    }
+    param[i] = p - params.lr * d;
+}
+
+// Fixed tree over red[0 .. CLIP_WG); the sum ends in red[0]. Called by every invocation.
+fn tree_sum(lid: u32) {
+    workgroupBarrier();
+    for (var stride = CLIP_WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            red[lid] += red[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(CLIP_WG)
+fn clip_grad_norm_partial(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let chunk = row_of_workgroup(wid, nwg);
+    let start = chunk * CLIP_WG * CLIP_ITEMS;
+    // Uniform (from workgroup_id): the spill past 65535 chunks returns before any barrier.
+    if (start >= params.len) {
+        return;
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < CLIP_ITEMS; j++) {
+        // Neighbouring invocations read neighbouring elements.
+        let i = start + j * CLIP_WG + lid;
+        if (i < params.len) {
+            let g = clip_grad[i];
+            sum += g * g;
+        }
+    }
+    red[lid] = sum;
+    tree_sum(lid);
+    if (lid == 0u) {
+        partials[params.first_partial + chunk] = red[0];
+    }
+}
+
+@compute @workgroup_size(CLIP_WG)
+fn clip_grad_norm_total(@builtin(local_invocation_index) lid: u32) {
+    var sum = 0.0;
+    for (var j = lid; j < params.partials; j += CLIP_WG) {
+        sum += partials[j];
+    }
+    red[lid] = sum;
+    tree_sum(lid);
+    if (lid == 0u) {
+        total_norm[0] = sqrt(red[0]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn clip_grad_norm_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if (i >= params.len) {
+        return;
+    }
+    let coef = params.max_norm / (total_norm[0] + 1e-6);
+    // torch.clamp(coef, max=1) keeps a NaN, so a NaN norm makes every gradient NaN (as
+    // PyTorch with error_if_nonfinite=False); WGSL's min would be free to drop it.
+    let clamped = select(min(coef, 1.0), coef, is_nan_f32(coef));
+    clip_grad[i] = clip_grad[i] * clamped;
+}
