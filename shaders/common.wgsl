@@ -21,3 +21,10 @@ fn tanh_stable(x: f32) -> f32 {
 fn div_ceil_u32(count: u32, size: u32) -> u32 {
     return (count + size - 1u) / size;
 }
+
+// Index of this invocation in a 1-D problem spread over a 2-D grid of workgroups. The
+// launchers fold long problems into y because one dimension holds at most 65535
+// workgroups; `wg_size` is the family's workgroup size (an override, so passed in).
+fn flat_index(wid: vec3<u32>, num_wg: vec3<u32>, lid: u32, wg_size: u32) -> u32 {
+    return (wid.y * num_wg.x + wid.x) * wg_size + lid;
+}

@@ -35,9 +35,15 @@ pub(crate) const MATMUL: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/matmul.wgsl"),
 };
 
+/// Embedding lookup and its sorted, atomic-free backward.
+pub(crate) const EMBEDDING: ShaderFamily = ShaderFamily {
+    name: "embedding",
+    source: include_str!("../../shaders/embedding.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL]
+    &[MATMUL, EMBEDDING]
 }
 
 /// How a kernel sees one binding of group 0.

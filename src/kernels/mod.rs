@@ -4,6 +4,7 @@
 //! the cached pipeline, binds and dispatches into the caller's encoder. None submits or
 //! waits.
 
+pub mod embedding;
 pub mod matmul;
 
 use crate::gpu::Context;
@@ -39,4 +40,21 @@ pub(crate) fn check_tensors(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: 
         }
     }
     Ok(())
+}
+
+/// Workgroups covering `units` invocations of `wg_size` each. One grid dimension holds
+/// at most `max_compute_workgroups_per_dimension` (65535 by default) workgroups, so long
+/// problems are folded into y; shaders recover the flat index with `flat_index` from
+/// common.wgsl and guard the rounded-up tail. A y beyond the limit is reported by
+/// `encode_dispatch` as `Error::DeviceLimit`.
+pub(crate) fn grid_for(ctx: &Context, units: usize, wg_size: u32) -> [u32; 3] {
+    let groups = (units as u64).div_ceil(u64::from(wg_size));
+    let max = u64::from(ctx.limits().max_compute_workgroups_per_dimension.max(1));
+    if groups <= max {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(max);
+        let x = groups.div_ceil(y);
+        [x as u32, u32::try_from(y).unwrap_or(u32::MAX), 1]
+    }
 }

@@ -3,4 +3,5 @@
 //! against these, and the references' backward passes are checked against finite
 //! differences.
 
+pub mod embedding;
 pub mod matmul;
