@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
 pub use pipeline::{shader_families, ShaderFamily};
-pub(crate) use pipeline::{Access, KernelSpec, EMBEDDING, MATMUL};
+pub(crate) use pipeline::{Access, KernelSpec, ELEMENTWISE, EMBEDDING, MATMUL};
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};
 

@@ -41,9 +41,15 @@ pub(crate) const EMBEDDING: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/embedding.wgsl"),
 };
 
+/// Pointwise ops, concat/split, full reductions and dropout.
+pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
+    name: "elementwise",
+    source: include_str!("../../shaders/elementwise.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, EMBEDDING]
+    &[MATMUL, EMBEDDING, ELEMENTWISE]
 }
 
 /// How a kernel sees one binding of group 0.

@@ -4,6 +4,7 @@
 //! the cached pipeline, binds and dispatches into the caller's encoder. None submits or
 //! waits.
 
+pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 

@@ -3,5 +3,6 @@
 //! against these, and the references' backward passes are checked against finite
 //! differences.
 
+pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
