@@ -17,6 +17,13 @@ fn tanh_stable(x: f32) -> f32 {
     return select(-t, t, x >= 0.0);
 }
 
+// NaN test on the bits: WGSL lets compilers assume floats are never NaN, and Mesa's GL
+// path does fold `select(x, 0.0, x < 0.0)` into max(x, 0), which drops a NaN. Integer
+// compares are never folded that way.
+fn is_nan_bits(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7FFFFFFFu) > 0x7F800000u;
+}
+
 // Number of groups of `size` needed to cover `count` items.
 fn div_ceil_u32(count: u32, size: u32) -> u32 {
     return (count + size - 1u) / size;

@@ -186,8 +186,9 @@ fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let x = in0[i];
-    // select, not max: max(NaN, 0) is unspecified in WGSL, and PyTorch's relu keeps NaN.
-    out0[i] = select(x, 0.0, x < 0.0);
+    // PyTorch's relu keeps NaN, which max(x, 0) need not (and the GL path's compiler
+    // turns the select into a max), so NaN is tested on the bits.
+    out0[i] = select(select(x, 0.0, x < 0.0), x, is_nan_bits(x));
 }
 
 // in0 = y (the saved output), in2 = dy.
