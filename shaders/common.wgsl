@@ -23,7 +23,8 @@ fn div_ceil_u32(count: u32, size: u32) -> u32 {
 }
 
 // NaN test on the bits: drivers may compile with finite-math assumptions, under which
-// `x != x` can be folded to false.
+// `x != x` folds to false (and Mesa's GL path folds `select(x, 0.0, x < 0.0)` into
+// max(x, 0), dropping a NaN). Integer compares are never folded that way.
 fn is_nan_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
@@ -38,9 +39,9 @@ fn nan_f32() -> f32 {
 // exp(x - max) finite (0 for x = -inf) in every online-softmax update.
 const F32_LOWEST: f32 = -3.40282347e38;
 
-// Element index of a 1-D grid dispatched as (x, y) workgroups of `wg` invocations: more
-// than 65535 workgroups of a long tensor spill into y.
-fn flat_index(gid: vec3<u32>, num_workgroups: vec3<u32>, wg: u32) -> u32 {
+// flat_index from the global invocation id: the same index for a 1-D grid dispatched as
+// (x, y) workgroups of `wg` invocations (more than 65535 workgroups spill into y).
+fn flat_index_gid(gid: vec3<u32>, num_workgroups: vec3<u32>, wg: u32) -> u32 {
     return gid.y * num_workgroups.x * wg + gid.x;
 }
 
@@ -53,4 +54,53 @@ fn row_of_workgroup(wid: vec3<u32>, num_workgroups: vec3<u32>) -> u32 {
 // Finite test on the bits, for the same reason as is_nan_f32.
 fn is_finite_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Index of this invocation in a 1-D problem spread over a 2-D grid of workgroups. The
+// launchers fold long problems into y because one dimension holds at most 65535
+// workgroups; `wg_size` is the family's workgroup size (an override, so passed in).
+fn flat_index(wid: vec3<u32>, num_wg: vec3<u32>, lid: u32, wg_size: u32) -> u32 {
+    return (wid.y * num_wg.x + wid.x) * wg_size + lid;
+}
+
+// ---- Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011)
+// A counter-based generator: the output is a pure function of (counter, key), so any
+// element's random bits can be recomputed anywhere (dropout's backward regenerates its
+// mask instead of saving it). WGSL has no u64, so the 32x32 -> 64-bit product is built
+// from 16-bit halves. src/reference/elementwise.rs holds the same generator, checked
+// against Random123's known-answer vectors, so GPU and CPU masks agree bit for bit.
+
+// (high, low) words of the 64-bit product a * b.
+fn mul_hi_lo_u32(a: u32, b: u32) -> vec2<u32> {
+    let a_lo = a & 0xFFFFu;
+    let a_hi = a >> 16u;
+    let b_lo = b & 0xFFFFu;
+    let b_hi = b >> 16u;
+    let ll = a_lo * b_lo;
+    let lh = a_lo * b_hi;
+    let hl = a_hi * b_lo;
+    // Bits 16..48 of the product, before the carries of the low halves are moved up.
+    let mid = (ll >> 16u) + (lh & 0xFFFFu) + (hl & 0xFFFFu);
+    let hi = a_hi * b_hi + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
+    return vec2<u32>(hi, a * b);
+}
+
+// Ten rounds of Philox4x32 with the Weyl key schedule; four independent u32 words out.
+fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+    var ctr = counter;
+    var k = key;
+    for (var round = 0u; round < 10u; round++) {
+        if (round > 0u) {
+            k += vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+        }
+        let p0 = mul_hi_lo_u32(0xD2511F53u, ctr.x);
+        let p1 = mul_hi_lo_u32(0xCD9E8D57u, ctr.z);
+        ctr = vec4<u32>(p1.x ^ ctr.y ^ k.x, p1.y, p0.x ^ ctr.w ^ k.y, p0.y);
+    }
+    return ctr;
+}
+
+// A uniform f32 in [0, 1) from the top 24 bits of a word: exact, so CPU and GPU agree.
+fn uniform_from_bits(bits: u32) -> f32 {
+    return f32(bits >> 8u) * 5.9604645e-8; // 2^-24
 }

@@ -69,7 +69,7 @@ var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
+    let i = flat_index_gid(gid, nwg, WG);
     if (i >= params.len) {
         return;
     }
@@ -93,7 +93,7 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(WG)
 fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
+    let i = flat_index_gid(gid, nwg, WG);
     if (i >= params.len) {
         return;
     }
@@ -170,7 +170,7 @@ fn clip_grad_norm_total(@builtin(local_invocation_index) lid: u32) {
 
 @compute @workgroup_size(WG)
 fn clip_grad_norm_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
+    let i = flat_index_gid(gid, nwg, WG);
     if (i >= params.len) {
         return;
     }

@@ -71,9 +71,31 @@ pub(crate) const OPTIM: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/optim.wgsl"),
 };
 
+/// Embedding lookup and its sorted, atomic-free backward.
+pub(crate) const EMBEDDING: ShaderFamily = ShaderFamily {
+    name: "embedding",
+    source: include_str!("../../shaders/embedding.wgsl"),
+};
+
+/// Pointwise ops, concat/split, full reductions and dropout.
+pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
+    name: "elementwise",
+    source: include_str!("../../shaders/elementwise.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
-    &[MATMUL, LSTM_CELL, GRU_CELL, RNN_CELL, ATTENTION, CROSS_ENTROPY, OPTIM]
+    &[
+        MATMUL,
+        LSTM_CELL,
+        GRU_CELL,
+        RNN_CELL,
+        ATTENTION,
+        CROSS_ENTROPY,
+        OPTIM,
+        EMBEDDING,
+        ELEMENTWISE,
+    ]
 }
 
 /// How a kernel sees one binding of group 0.

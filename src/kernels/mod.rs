@@ -6,6 +6,8 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod elementwise;
+pub mod embedding;
 pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
