@@ -50,7 +50,6 @@ struct Inner {
     features: wgpu::Features,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
-    uniforms: Mutex<pool::UniformArena>,
     /// Bound where a kernel's optional input is absent (no bias, say).
     placeholder: wgpu::Buffer,
     /// Bound where a kernel's optional *output* is absent; separate from `placeholder`
@@ -143,16 +142,16 @@ impl Context {
         };
         let placeholder = make_placeholder("tsumugi placeholder");
         let scratch_placeholder = make_placeholder("tsumugi scratch placeholder");
+        let pool = pool::BufferPool::new(&limits);
         Context {
             inner: Arc::new(Inner {
-                uniforms: Mutex::new(pool::UniformArena::new(&limits)),
                 device,
                 queue,
                 adapter,
                 limits,
                 features,
                 pipelines: pipeline::PipelineCache::default(),
-                pool: pool::BufferPool::new(),
+                pool,
                 placeholder,
                 scratch_placeholder,
                 lost,
@@ -219,7 +218,6 @@ impl Context {
     /// alive until they are submitted, as with any wgpu resource it binds.)
     pub fn recycle_after_submit(&self) {
         self.inner.pool.recycle();
-        lock(&self.inner.uniforms).recycle();
     }
 
     /// Blocks until the GPU has finished everything submitted. For tests, benches and
@@ -324,7 +322,7 @@ impl Context {
             .pipelines
             .get(&self.inner.device, dispatch.kernel, dispatch.overrides)?;
         let params = bytemuck::bytes_of(dispatch.params);
-        let slot = lock(&self.inner.uniforms).push(&self.inner.device, &self.inner.queue, &self.inner.pool, params);
+        let slot = self.inner.pool.push_uniforms(&self.inner.device, &self.inner.queue, params);
         let params_binding = dispatch
             .kernel
             .bindings
@@ -400,9 +398,7 @@ impl Drop for Encoder {
     fn drop(&mut self) {
         // Submitted (or abandoned, so it will never run): nothing encoded so far can
         // read a released buffer any more once no other encoder is open.
-        if self.ctx.inner.pool.close_encoder() {
-            self.ctx.recycle_after_submit();
-        }
+        self.ctx.inner.pool.close_encoder();
     }
 }
 

@@ -62,13 +62,25 @@ pub const UNIFORM_CHUNK_BYTES: u64 = 64 * 1024;
 /// lets nearby sizes share buffers.
 const SIZE_GRANULE: u64 = 256;
 
-#[derive(Default)]
+/// Everything that recycling touches, behind one lock, so that "no encoder is open" and
+/// "recycle" happen as one step: another thread cannot open an encoder and write
+/// parameters in between.
 struct PoolState {
     /// Encoders created by the context and neither submitted nor dropped.
     open_encoders: usize,
+    uniforms: UniformArena,
     free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
     retired: Vec<(BufferKind, u64, wgpu::Buffer)>,
     stats: PoolStats,
+}
+
+impl PoolState {
+    fn recycle(&mut self) {
+        for (kind, size, buffer) in std::mem::take(&mut self.retired) {
+            self.free.entry((kind, size)).or_default().push(buffer);
+        }
+        self.uniforms.recycle();
+    }
 }
 
 /// The pool; cheap to clone (shared state).
@@ -132,9 +144,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl BufferPool {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limits: &wgpu::Limits) -> Self {
         BufferPool {
-            state: Arc::new(Mutex::new(PoolState::default())),
+            state: Arc::new(Mutex::new(PoolState {
+                open_encoders: 0,
+                uniforms: UniformArena::new(limits),
+                free: HashMap::new(),
+                retired: Vec::new(),
+                stats: PoolStats::default(),
+            })),
         }
     }
 
@@ -208,25 +226,30 @@ impl BufferPool {
         lock(&self.state).open_encoders += 1;
     }
 
-    /// Returns true when that was the last open encoder (the caller then recycles).
-    pub(crate) fn close_encoder(&self) -> bool {
+    /// Closes an encoder (submitted or dropped); the last one to close recycles retired
+    /// buffers and the uniform arena under the same lock.
+    pub(crate) fn close_encoder(&self) {
         let mut state = lock(&self.state);
         state.open_encoders -= 1;
-        state.open_encoders == 0
-    }
-
-    /// Makes every retired buffer reusable. Call only when every command that used them
-    /// has been submitted.
-    pub(crate) fn recycle(&self) {
-        let mut state = lock(&self.state);
-        let retired = std::mem::take(&mut state.retired);
-        for (kind, size, buffer) in retired {
-            state.free.entry((kind, size)).or_default().push(buffer);
+        if state.open_encoders == 0 {
+            state.recycle();
         }
     }
 
-    pub(crate) fn note_uniform_chunk(&self) {
-        lock(&self.state).stats.uniform_chunks_created += 1;
+    /// Makes every retired buffer and the uniform arena reusable. Call only when every
+    /// command that used them has been submitted.
+    pub(crate) fn recycle(&self) {
+        lock(&self.state).recycle();
+    }
+
+    /// Writes a dispatch's parameters into the uniform arena.
+    pub(crate) fn push_uniforms(&self, device: &wgpu::Device, queue: &wgpu::Queue, bytes: &[u8]) -> UniformSlot {
+        let mut state = lock(&self.state);
+        let (slot, new_chunk) = state.uniforms.push(device, queue, bytes);
+        if new_chunk {
+            state.stats.uniform_chunks_created += 1;
+        }
+        slot
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -241,7 +264,7 @@ impl BufferPool {
 
 /// Per-dispatch parameters live in 64 KiB uniform chunks and are bound with dynamic
 /// offsets, so encoding a dispatch allocates no buffer once the chunks exist.
-pub(crate) struct UniformArena {
+struct UniformArena {
     chunks: Vec<wgpu::Buffer>,
     /// Chunk being filled and the next free byte in it.
     chunk: usize,
@@ -256,7 +279,7 @@ pub(crate) struct UniformSlot {
 }
 
 impl UniformArena {
-    pub(crate) fn new(limits: &wgpu::Limits) -> Self {
+    fn new(limits: &wgpu::Limits) -> Self {
         UniformArena {
             chunks: Vec::new(),
             chunk: 0,
@@ -265,42 +288,37 @@ impl UniformArena {
         }
     }
 
-    /// Writes `bytes` (at most a chunk) and returns where.
-    pub(crate) fn push(
-        &mut self,
-        device: &wgpu::Device,
-        queue: &wgpu::Queue,
-        pool: &BufferPool,
-        bytes: &[u8],
-    ) -> UniformSlot {
+    /// Writes `bytes` (at most a chunk) and returns where, and whether a chunk was created.
+    fn push(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, bytes: &[u8]) -> (UniformSlot, bool) {
         let len = bytes.len() as u64;
         debug_assert!(len <= UNIFORM_CHUNK_BYTES);
         if self.chunk < self.chunks.len() && self.offset + len > UNIFORM_CHUNK_BYTES {
             self.chunk += 1;
             self.offset = 0;
         }
-        if self.chunk == self.chunks.len() {
+        let new_chunk = self.chunk == self.chunks.len();
+        if new_chunk {
             self.chunks.push(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tsumugi uniform arena"),
                 size: UNIFORM_CHUNK_BYTES,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
-            pool.note_uniform_chunk();
         }
         let buffer = self.chunks[self.chunk].clone();
         let offset = self.offset;
         queue.write_buffer(&buffer, offset, bytes);
         self.offset = (offset + len).div_ceil(self.alignment) * self.alignment;
-        UniformSlot {
+        let slot = UniformSlot {
             buffer,
             // A chunk is 64 KiB, so every offset fits u32.
             offset: offset as u32,
-        }
+        };
+        (slot, new_chunk)
     }
 
     /// Starts again at the first chunk. Same precondition as [`BufferPool::recycle`].
-    pub(crate) fn recycle(&mut self) {
+    fn recycle(&mut self) {
         self.chunk = 0;
         self.offset = 0;
     }
