@@ -325,3 +325,21 @@ fn lstm_rejects_bad_lengths_and_shapes_naming_the_tensor() {
         "{err}"
     );
 }
+
+#[test]
+fn lstm_forward_runs_long_sequences_step_by_step_where_one_workgroup_would_exceed_the_loop_budget() {
+    // 200 steps of a small layer: the whole-sequence kernel would loop past a CPU
+    // adapter's budget (which truncates silently), so lstm_forward dispatches per step
+    // and lstm_sequence_forward refuses with DeviceLimit.
+    let inputs = Inputs::new(1, 200, 64, None, 5);
+    let gpu = GpuForward::new(&inputs);
+    let ctx = ctx();
+    let mut encoder = ctx.create_encoder();
+    if ctx.adapter().device_type == wgpu::DeviceType::Cpu {
+        let err = lstm_sequence_forward(ctx, &mut encoder, &gpu.view()).unwrap_err();
+        assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
+    }
+    lstm_forward(ctx, &mut encoder, &gpu.view()).unwrap();
+    ctx.submit(encoder);
+    gpu.compare("b1_t200_h64", &inputs.reference());
+}

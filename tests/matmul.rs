@@ -398,3 +398,43 @@ fn matmul_rejects_mismatched_shapes_naming_the_tensor() {
     let err = matmul_forward(ctx, &mut encoder, &Matmul::default(), &empty, &b, None, &c).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 }
+
+#[test]
+fn matmul_splits_loops_longer_than_a_cpu_adapter_allows_into_accumulating_dispatches() {
+    // K = 20001 with scalar loads, and a gradient summed over 3000 batches: one invocation
+    // of each would run past lavapipe's ~65535 loop iterations, which truncates silently.
+    let long_k = Case {
+        batch: 1,
+        m: 3,
+        n: 5,
+        k: 20001,
+        trans_a: false,
+        trans_b: false,
+        a_shared: false,
+        b_shared: true,
+    };
+    let (a, b, bias) = inputs(&long_k, 1);
+    let got = run_forward(&long_k, &a, &b, Some(&bias), None, 0.0);
+    let want = reference::matmul::matmul_forward(
+        &dims(&long_k),
+        &long_k.op(0.0),
+        &to_f64(&a),
+        &to_f64(&b),
+        Some(&to_f64(&bias)),
+        &[],
+    );
+    assert_close("c", "k20001", &got, &want, Tolerance { atol: 1e-3, rtol: 1e-4 });
+
+    let many_batches = Case {
+        batch: 3000,
+        m: 23,
+        n: 3,
+        k: 2,
+        trans_a: false,
+        trans_b: false,
+        a_shared: false,
+        b_shared: true,
+    };
+    run_backward(&many_batches, 2, false);
+    run_backward(&many_batches, 3, true);
+}

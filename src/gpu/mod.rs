@@ -322,7 +322,10 @@ impl Context {
             .pipelines
             .get(&self.inner.device, dispatch.kernel, dispatch.overrides)?;
         let params = bytemuck::bytes_of(dispatch.params);
-        let slot = self.inner.pool.push_uniforms(&self.inner.device, &self.inner.queue, params);
+        let slot = self
+            .inner
+            .pool
+            .push_uniforms(&self.inner.device, &self.inner.queue, params);
         let params_binding = dispatch
             .kernel
             .bindings

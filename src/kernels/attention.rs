@@ -13,7 +13,7 @@
 //! follow from `grad_query` and `grad_keys` by matmuls; `grad_v_rows` `[B, A]` holds one
 //! partial `dv` per batch row, to be summed over rows (e.g. `matmul_backward`'s bias sum).
 
-use super::{check_tensors, Lengths};
+use super::{check_loop_budget, check_tensors, Lengths};
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, ATTENTION};
 use crate::{DType, Error, Result, Tensor};
 
@@ -164,6 +164,23 @@ fn overrides(ctx: &Context, score: Score, source: usize) -> Result<[(&'static st
     ])
 }
 
+/// Upper bounds of the loop iterations of one invocation of each entry point, checked
+/// against a CPU adapter's budget (see `check_loop_budget`). Every loop also pays one
+/// iteration for its exit test.
+fn check_iterations(ctx: &Context, dims: &AttentionDims, backward: bool) -> Result<()> {
+    let wg = u64::from(WG);
+    let (s, a, dv) = (dims.source as u64, dims.width as u64, dims.value_width as u64);
+    let per_position = s.div_ceil(wg);
+    if backward {
+        let scores = per_position * (dv + 2) + wg + (s * dv).div_ceil(wg) + 8;
+        check_loop_budget(ctx, "attention_backward_scores", scores)?;
+        check_loop_budget(ctx, "attention_backward_query_keys", a.div_ceil(wg) * (s + 1) + 4)
+    } else {
+        let forward = per_position * (a + 5) + 2 * wg + dv.div_ceil(wg) * (s + 1) + 8;
+        check_loop_budget(ctx, "attention_forward", forward)
+    }
+}
+
 fn params(dims: &AttentionDims, lengths: Option<&Lengths>) -> Params {
     Params {
         batch: dims.batch as u32,
@@ -224,6 +241,7 @@ pub fn attention_forward(
     check_f32(&inputs)?;
     check_f32(&outputs)?;
     check_tensors(ctx, &inputs, &outputs)?;
+    check_iterations(ctx, &dims, false)?;
     let lengths = f.lengths.map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
     ctx.encode_dispatch(
         encoder,
@@ -325,6 +343,7 @@ pub fn attention_backward(
     check_f32(&inputs)?;
     check_f32(&outputs)?;
     check_tensors(ctx, &inputs, &outputs)?;
+    check_iterations(ctx, &dims, true)?;
 
     let overrides = overrides(ctx, g.score, s)?;
     let params = Params {

@@ -160,7 +160,7 @@ pub fn gru_sequence_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, f
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
 pub fn gru_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &GruForward<'_>) -> Result<()> {
     let dims = GruDims::from_tensor("gru: xproj", forward.xproj, 3, "3H")?;
-    forward_sequence(&dims, |step| forward.encode(ctx, encoder, step))
+    forward_sequence(ctx, &dims, |step| forward.encode(ctx, encoder, step))
 }
 
 /// The tensors of a GRU layer-direction's backward (see the module docs for shapes).

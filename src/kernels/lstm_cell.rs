@@ -161,7 +161,7 @@ pub fn lstm_sequence_forward(
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
 pub fn lstm_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &LstmForward<'_>) -> Result<()> {
     let dims = LstmDims::from_tensor("lstm: xproj", forward.xproj, 4, "4H")?;
-    forward_sequence(&dims, |step| forward.encode(ctx, encoder, step))
+    forward_sequence(ctx, &dims, |step| forward.encode(ctx, encoder, step))
 }
 
 /// The tensors of an LSTM layer-direction's backward (see the module docs for shapes).

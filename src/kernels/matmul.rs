@@ -224,6 +224,7 @@ fn workgroup_shape(rows: usize) -> (u32, u32) {
 const BIAS_WG: u32 = 64;
 
 /// The views of one product the kernel computes: `out = lhs * rhs`.
+#[derive(Clone, Copy)]
 struct Product<'a> {
     lhs: (View, &'a Tensor),
     rhs: (View, &'a Tensor),
@@ -238,7 +239,76 @@ struct Product<'a> {
     names: [&'a str; 3],
 }
 
+/// Loop iterations of one matmul_forward invocation per 4-wide step of K: the K loop,
+/// plus the 4-iteration loop of each scalar-loaded 4x4 block (two blocks per operand).
+fn iterations_per_k_step(lhs_load: u32, rhs_load: u32) -> u64 {
+    1 + if lhs_load == 0 { 8 } else { 0 } + if rhs_load == 0 { 8 } else { 0 }
+}
+
+/// Loop iterations outside the K loop: four 4x4 stores (80) and a K tail of up to 3.
+const FIXED_ITERATIONS: u64 = 80 + 3;
+
+/// Encodes a product, split into several dispatches when one invocation would run more
+/// loop iterations than a CPU adapter allows (see `check_loop_budget`): the batches of a
+/// summed product and the K dimension are cut into chunks, each accumulating into the
+/// output (beta 1 after the first), so nothing is silently truncated.
 fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Product<'_>) -> Result<()> {
+    let Some(budget) = super::loop_budget(ctx) else {
+        return encode_product_dispatch(ctx, encoder, product);
+    };
+    let per_step = iterations_per_k_step(
+        product.lhs.0.lhs_load(product.rows),
+        product.rhs.0.rhs_load(product.cols),
+    );
+    let summed = if product.sum_batches { product.batch } else { 1 };
+    // The K loop, a tail of up to 3, and one iteration of the batch loop itself.
+    let per_batch = product.inner.div_ceil(4) as u64 * per_step + 4;
+    let available = budget - FIXED_ITERATIONS - 16;
+    if summed as u64 * per_batch <= available {
+        return encode_product_dispatch(ctx, encoder, product);
+    }
+    let (batch_chunk, k_chunk) = if per_batch <= available {
+        ((available / per_batch) as usize, product.inner)
+    } else {
+        (1, (available / per_step) as usize * 4)
+    };
+    let mut first = true;
+    for b0 in (0..summed).step_by(batch_chunk) {
+        for k0 in (0..product.inner).step_by(k_chunk) {
+            let (lhs_view, lhs) = product.lhs;
+            let (rhs_view, rhs) = product.rhs;
+            let shift = |view: View, batch_stride: u32, k_stride: u32| View {
+                offset: view.offset + b0 as u32 * batch_stride + k0 as u32 * k_stride,
+                ..view
+            };
+            // Summed batches move through the batch strides; per-batch products keep
+            // them (each z of the dispatch is still one batch).
+            let (lhs_b, rhs_b) = if product.sum_batches {
+                (lhs_view.batch_stride, rhs_view.batch_stride)
+            } else {
+                (0, 0)
+            };
+            let chunk = Product {
+                lhs: (shift(lhs_view, lhs_b, lhs_view.col_stride), lhs),
+                rhs: (shift(rhs_view, rhs_b, rhs_view.row_stride), rhs),
+                inner: k_chunk.min(product.inner - k0),
+                batch: if product.sum_batches {
+                    batch_chunk.min(summed - b0)
+                } else {
+                    product.batch
+                },
+                bias: if first { product.bias } else { None },
+                beta: if first { product.beta } else { 1.0 },
+                ..product
+            };
+            encode_product_dispatch(ctx, encoder, chunk)?;
+            first = false;
+        }
+    }
+    Ok(())
+}
+
+fn encode_product_dispatch(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Product<'_>) -> Result<()> {
     let (lhs_view, lhs) = product.lhs;
     let (rhs_view, rhs) = product.rhs;
     let (out_view, out) = product.out;
@@ -445,32 +515,52 @@ pub fn matmul_backward(
         )?;
     }
     if let Some(grad_bias) = grads.bias {
-        let params = Params {
-            lhs: c_view,
-            rhs: c_view,
-            out: View::row_major(1, dims.n, true),
-            rows: dims.m as u32,
-            cols: dims.n as u32,
-            inner: 0,
-            batch: dims.batch as u32,
-            sum_batches: 1,
-            has_bias: 0,
-            beta,
-            _pad: 0,
+        // One invocation per column loops over every (batch, row): on a CPU adapter the
+        // rows are cut into chunks that accumulate, like encode_product's K chunks.
+        let (batch, rows) = (dims.batch, dims.m);
+        let budget = super::loop_budget(ctx).map_or(usize::MAX, |budget| (budget - 16) as usize);
+        // Each batch costs its rows plus one iteration of the batch loop itself.
+        let (batch_chunk, row_chunk) = if rows < budget {
+            ((budget / (rows + 1)).min(batch), rows)
+        } else {
+            (1, budget - 1)
         };
-        ctx.encode_dispatch(
-            encoder,
-            Dispatch {
-                kernel: &MATMUL_BACKWARD_BIAS,
-                overrides: &[("BIAS_WG", BIAS_WG)],
-                buffers: &[
-                    (0, grad_c.buffer(), "matmul: grad_c"),
-                    (5, grad_bias.buffer(), "matmul: grad_bias"),
-                ],
-                params: &params,
-                workgroups: [(dims.n as u32).div_ceil(BIAS_WG), 1, 1],
-            },
-        )?;
+        let mut first = true;
+        for b0 in (0..batch).step_by(batch_chunk) {
+            for r0 in (0..rows).step_by(row_chunk) {
+                let lhs = View {
+                    offset: c_view.offset + (b0 * dims.m * dims.n + r0 * dims.n) as u32,
+                    ..c_view
+                };
+                let params = Params {
+                    lhs,
+                    rhs: lhs,
+                    out: View::row_major(1, dims.n, true),
+                    rows: row_chunk.min(rows - r0) as u32,
+                    cols: dims.n as u32,
+                    inner: 0,
+                    batch: batch_chunk.min(batch - b0) as u32,
+                    sum_batches: 1,
+                    has_bias: 0,
+                    beta: if first { beta } else { 1.0 },
+                    _pad: 0,
+                };
+                first = false;
+                ctx.encode_dispatch(
+                    encoder,
+                    Dispatch {
+                        kernel: &MATMUL_BACKWARD_BIAS,
+                        overrides: &[("BIAS_WG", BIAS_WG)],
+                        buffers: &[
+                            (0, grad_c.buffer(), "matmul: grad_c"),
+                            (5, grad_bias.buffer(), "matmul: grad_bias"),
+                        ],
+                        params: &params,
+                        workgroups: [(dims.n as u32).div_ceil(BIAS_WG), 1, 1],
+                    },
+                )?;
+            }
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use crate::gpu::{Context, Dispatch, KernelSpec};
 use crate::{Error, Result, Tensor};
 
-use super::Lengths;
+use super::{check_loop_budget, loop_budget, Lengths};
 
 /// The sizes of one recurrent layer-direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +57,26 @@ impl RecurrentDims {
             Some(lengths) => lengths.check(name, self.batch, self.steps),
             None => Ok(()),
         }
+    }
+
+    /// An upper bound of the loop iterations one invocation runs for one step, over the
+    /// three cells (CPU adapters cut loops short past a budget, see
+    /// `check_loop_budget`): the forward's k loop with scalar W loads costs 17 per 4
+    /// columns, the GRU backward's 3H rows cost 17 per 4, plus the pointwise loops.
+    fn iterations_per_step(&self, backward: bool) -> u64 {
+        let hidden = self.hidden as u64;
+        if backward {
+            13 * hidden + 120
+        } else {
+            hidden.div_ceil(4) * 17 + 120
+        }
+    }
+
+    /// Loop iterations of the single invocation that runs the most in a whole-sequence
+    /// dispatch.
+    fn sequence_iterations(&self) -> u64 {
+        let blocks_per_invocation = self.blocks().div_ceil(SEQ_WG as usize) as u64;
+        self.steps as u64 * (blocks_per_invocation * self.iterations_per_step(false) + 1)
     }
 
     pub(crate) fn check_step(&self, t: usize) -> Result<()> {
@@ -145,6 +165,12 @@ pub(crate) fn encode_step(
         dims.batch.div_ceil(4) as u32,
         1,
     ];
+    let iterations = match step {
+        Step::Sequence => dims.sequence_iterations(),
+        Step::Forward(_) => dims.iterations_per_step(false),
+        Step::Backward(_) | Step::InitialState => dims.iterations_per_step(true),
+    };
+    check_loop_budget(ctx, kernel.entry_point, iterations)?;
     let workgroups = match step {
         Step::Forward(t) => {
             params.t = t as u32;
@@ -182,9 +208,15 @@ pub(crate) fn encode_step(
     )
 }
 
-/// The whole forward: one workgroup for the sequence when small, else a dispatch per step.
-pub(crate) fn forward_sequence(dims: &RecurrentDims, mut encode: impl FnMut(Step) -> Result<()>) -> Result<()> {
-    if dims.blocks() <= SEQUENCE_MAX_BLOCKS {
+/// The whole forward: one workgroup for the sequence when small (and, on a CPU adapter,
+/// within its loop budget), else a dispatch per step.
+pub(crate) fn forward_sequence(
+    ctx: &Context,
+    dims: &RecurrentDims,
+    mut encode: impl FnMut(Step) -> Result<()>,
+) -> Result<()> {
+    let within_budget = loop_budget(ctx).is_none_or(|budget| dims.sequence_iterations() <= budget);
+    if dims.blocks() <= SEQUENCE_MAX_BLOCKS && within_budget {
         return encode(Step::Sequence);
     }
     (0..dims.steps).try_for_each(|t| encode(Step::Forward(t)))

@@ -155,7 +155,7 @@ pub fn rnn_sequence_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, f
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
 pub fn rnn_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &RnnForward<'_>) -> Result<()> {
     let dims = RnnDims::from_tensor("rnn: xproj", forward.xproj, 1, "H")?;
-    forward_sequence(&dims, |step| forward.encode(ctx, encoder, step))
+    forward_sequence(ctx, &dims, |step| forward.encode(ctx, encoder, step))
 }
 
 /// The tensors of an RNN layer-direction's backward (see the module docs for shapes).
