@@ -14,10 +14,10 @@
 //! `grad_gates` `[B, T, 4H]`; `h_states` `[B, T+1, H]` with h0 in slot 0 and the final
 //! state in slot T; `output` `[B, T, H]`; `grad_state` `[B, H]`: dh_n in, dh0 out.
 
-use super::recurrent::{backward_sequence, encode_step, forward_sequence, Step, StepDispatch};
-use super::{check_tensors, Lengths};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch};
+use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, GRU_CELL};
-use crate::{DType, Result, Tensor};
+use crate::{Result, Tensor};
 
 pub use super::recurrent::{RecurrentDims as GruDims, SEQUENCE_MAX_BLOCKS};
 
@@ -83,32 +83,6 @@ pub struct GruForward<'a> {
 impl GruForward<'_> {
     fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
         let dims = GruDims::from_tensor("gru: xproj", self.xproj, 3, "3H")?;
-        self.w_hh.check_shape("gru: w_hh", &[3 * dims.hidden, dims.hidden])?;
-        self.b_hh.check_shape("gru: b_hh", &[3 * dims.hidden])?;
-        self.h_states.check_shape("gru: h_states", &dims.states())?;
-        self.gates.check_shape("gru: gates", &dims.per_step(4))?;
-        self.output.check_shape("gru: output", &dims.per_step(1))?;
-        dims.check_lengths("gru: lengths", self.lengths)?;
-        if let Step::Forward(t) = step {
-            dims.check_step(t)?;
-        }
-        let inputs = [
-            ("gru: xproj", self.xproj),
-            ("gru: w_hh", self.w_hh),
-            ("gru: b_hh", self.b_hh),
-        ];
-        let outputs = [
-            ("gru: h_states", self.h_states),
-            ("gru: gates", self.gates),
-            ("gru: output", self.output),
-        ];
-        for (name, tensor) in inputs.iter().chain(&outputs) {
-            tensor.check_dtype(name, DType::F32)?;
-        }
-        check_tensors(ctx, &inputs, &outputs)?;
-        let lengths = self
-            .lengths
-            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
         let kernel = match step {
             Step::Sequence => &GRU_SEQUENCE_FORWARD,
             _ => &GRU_CELL_FORWARD,
@@ -121,19 +95,19 @@ impl GruForward<'_> {
             has_dy: false,
             extra_overrides: &[],
         };
-        encode_step(
+        let hidden = dims.hidden;
+        encode_cell(
             ctx,
             encoder,
             dispatch,
+            "gru: lengths",
             &[
-                (0, self.xproj.buffer(), "gru: xproj"),
-                (1, self.w_hh.buffer(), "gru: w_hh"),
-                (2, self.w_hh.buffer(), "gru: w_hh"),
-                (3, lengths, "gru: lengths"),
-                (4, self.h_states.buffer(), "gru: h_states"),
-                (5, self.b_hh.buffer(), "gru: b_hh"),
-                (6, self.gates.buffer(), "gru: gates"),
-                (7, self.output.buffer(), "gru: output"),
+                Operand::read(&[0], "gru: xproj", self.xproj, &dims.per_step(3)),
+                Operand::read(&[1, 2], "gru: w_hh", self.w_hh, &[3 * hidden, hidden]),
+                Operand::read(&[5], "gru: b_hh", self.b_hh, &[3 * hidden]),
+                Operand::write(&[4], "gru: h_states", self.h_states, &dims.states()),
+                Operand::write(&[6], "gru: gates", self.gates, &dims.per_step(4)),
+                Operand::write(&[7], "gru: output", self.output, &dims.per_step(1)),
             ],
         )
     }
@@ -185,36 +159,6 @@ pub struct GruBackward<'a> {
 impl GruBackward<'_> {
     fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
         let dims = GruDims::from_tensor("gru: gates", self.gates, 4, "4H")?;
-        self.w_hh.check_shape("gru: w_hh", &[3 * dims.hidden, dims.hidden])?;
-        self.h_states.check_shape("gru: h_states", &dims.states())?;
-        self.grad_gates.check_shape("gru: grad_gates", &dims.per_step(4))?;
-        self.grad_state
-            .check_shape("gru: grad_state", &[dims.batch, dims.hidden])?;
-        if let Some(grad_output) = self.grad_output {
-            grad_output.check_shape("gru: grad_output", &dims.per_step(1))?;
-        }
-        dims.check_lengths("gru: lengths", self.lengths)?;
-        if let Step::Backward(t) = step {
-            dims.check_step(t)?;
-        }
-        let mut inputs = vec![
-            ("gru: w_hh", self.w_hh),
-            ("gru: gates", self.gates),
-            ("gru: h_states", self.h_states),
-        ];
-        inputs.extend(self.grad_output.map(|grad_output| ("gru: grad_output", grad_output)));
-        let outputs = [
-            ("gru: grad_gates", self.grad_gates),
-            ("gru: grad_state", self.grad_state),
-        ];
-        for (name, tensor) in inputs.iter().chain(&outputs) {
-            tensor.check_dtype(name, DType::F32)?;
-        }
-        check_tensors(ctx, &inputs, &outputs)?;
-        let lengths = self
-            .lengths
-            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
-        let grad_output = self.grad_output.map_or(ctx.placeholder(), Tensor::buffer);
         let dispatch = StepDispatch {
             kernel: &GRU_CELL_BACKWARD,
             dims,
@@ -223,19 +167,19 @@ impl GruBackward<'_> {
             has_dy: self.grad_output.is_some(),
             extra_overrides: &[],
         };
-        encode_step(
+        let hidden = dims.hidden;
+        encode_cell(
             ctx,
             encoder,
             dispatch,
+            "gru: lengths",
             &[
-                (1, self.w_hh.buffer(), "gru: w_hh"),
-                (2, self.w_hh.buffer(), "gru: w_hh"),
-                (3, lengths, "gru: lengths"),
-                (9, self.grad_gates.buffer(), "gru: grad_gates"),
-                (10, grad_output, "gru: grad_output"),
-                (11, self.gates.buffer(), "gru: gates"),
-                (12, self.h_states.buffer(), "gru: h_states"),
-                (13, self.grad_state.buffer(), "gru: grad_state"),
+                Operand::read(&[1, 2], "gru: w_hh", self.w_hh, &[3 * hidden, hidden]),
+                Operand::optional(&[10], "gru: grad_output", self.grad_output, &dims.per_step(1)),
+                Operand::read(&[11], "gru: gates", self.gates, &dims.per_step(4)),
+                Operand::read(&[12], "gru: h_states", self.h_states, &dims.states()),
+                Operand::write(&[9], "gru: grad_gates", self.grad_gates, &dims.per_step(4)),
+                Operand::write(&[13], "gru: grad_state", self.grad_state, &[dims.batch, hidden]),
             ],
         )
     }

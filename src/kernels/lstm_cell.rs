@@ -14,10 +14,10 @@
 //! `[2, B, H]` holding (dh, dc): the final state's gradient on the way in, the initial
 //! state's on the way out.
 
-use super::recurrent::{backward_sequence, encode_step, forward_sequence, Step, StepDispatch};
-use super::{check_tensors, Lengths};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch};
+use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, LSTM_CELL};
-use crate::{DType, Result, Tensor};
+use crate::{Result, Tensor};
 
 pub use super::recurrent::{RecurrentDims as LstmDims, SEQUENCE_MAX_BLOCKS};
 
@@ -83,29 +83,6 @@ pub struct LstmForward<'a> {
 impl LstmForward<'_> {
     fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
         let dims = LstmDims::from_tensor("lstm: xproj", self.xproj, 4, "4H")?;
-        self.w_hh.check_shape("lstm: w_hh", &[4 * dims.hidden, dims.hidden])?;
-        self.h_states.check_shape("lstm: h_states", &dims.states())?;
-        self.c_states.check_shape("lstm: c_states", &dims.states())?;
-        self.gates.check_shape("lstm: gates", &dims.per_step(4))?;
-        self.output.check_shape("lstm: output", &dims.per_step(1))?;
-        dims.check_lengths("lstm: lengths", self.lengths)?;
-        if let Step::Forward(t) = step {
-            dims.check_step(t)?;
-        }
-        let inputs = [("lstm: xproj", self.xproj), ("lstm: w_hh", self.w_hh)];
-        let outputs = [
-            ("lstm: h_states", self.h_states),
-            ("lstm: c_states", self.c_states),
-            ("lstm: gates", self.gates),
-            ("lstm: output", self.output),
-        ];
-        for (name, tensor) in inputs.iter().chain(&outputs) {
-            tensor.check_dtype(name, DType::F32)?;
-        }
-        check_tensors(ctx, &inputs, &outputs)?;
-        let lengths = self
-            .lengths
-            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
         let kernel = match step {
             Step::Sequence => &LSTM_SEQUENCE_FORWARD,
             _ => &LSTM_CELL_FORWARD,
@@ -118,19 +95,19 @@ impl LstmForward<'_> {
             has_dy: false,
             extra_overrides: &[],
         };
-        encode_step(
+        let (states, hidden) = (dims.states(), dims.hidden);
+        encode_cell(
             ctx,
             encoder,
             dispatch,
+            "lstm: lengths",
             &[
-                (0, self.xproj.buffer(), "lstm: xproj"),
-                (1, self.w_hh.buffer(), "lstm: w_hh"),
-                (2, self.w_hh.buffer(), "lstm: w_hh"),
-                (3, lengths, "lstm: lengths"),
-                (4, self.h_states.buffer(), "lstm: h_states"),
-                (5, self.c_states.buffer(), "lstm: c_states"),
-                (6, self.gates.buffer(), "lstm: gates"),
-                (7, self.output.buffer(), "lstm: output"),
+                Operand::read(&[0], "lstm: xproj", self.xproj, &dims.per_step(4)),
+                Operand::read(&[1, 2], "lstm: w_hh", self.w_hh, &[4 * hidden, hidden]),
+                Operand::write(&[4], "lstm: h_states", self.h_states, &states),
+                Operand::write(&[5], "lstm: c_states", self.c_states, &states),
+                Operand::write(&[6], "lstm: gates", self.gates, &dims.per_step(4)),
+                Operand::write(&[7], "lstm: output", self.output, &dims.per_step(1)),
             ],
         )
     }
@@ -186,36 +163,6 @@ pub struct LstmBackward<'a> {
 impl LstmBackward<'_> {
     fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
         let dims = LstmDims::from_tensor("lstm: gates", self.gates, 4, "4H")?;
-        self.w_hh.check_shape("lstm: w_hh", &[4 * dims.hidden, dims.hidden])?;
-        self.c_states.check_shape("lstm: c_states", &dims.states())?;
-        self.grad_gates.check_shape("lstm: grad_gates", &dims.per_step(4))?;
-        self.grad_state
-            .check_shape("lstm: grad_state", &[2, dims.batch, dims.hidden])?;
-        if let Some(grad_output) = self.grad_output {
-            grad_output.check_shape("lstm: grad_output", &dims.per_step(1))?;
-        }
-        dims.check_lengths("lstm: lengths", self.lengths)?;
-        if let Step::Backward(t) = step {
-            dims.check_step(t)?;
-        }
-        let mut inputs = vec![
-            ("lstm: w_hh", self.w_hh),
-            ("lstm: gates", self.gates),
-            ("lstm: c_states", self.c_states),
-        ];
-        inputs.extend(self.grad_output.map(|grad_output| ("lstm: grad_output", grad_output)));
-        let outputs = [
-            ("lstm: grad_gates", self.grad_gates),
-            ("lstm: grad_state", self.grad_state),
-        ];
-        for (name, tensor) in inputs.iter().chain(&outputs) {
-            tensor.check_dtype(name, DType::F32)?;
-        }
-        check_tensors(ctx, &inputs, &outputs)?;
-        let lengths = self
-            .lengths
-            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
-        let grad_output = self.grad_output.map_or(ctx.placeholder(), Tensor::buffer);
         let dispatch = StepDispatch {
             kernel: &LSTM_CELL_BACKWARD,
             dims,
@@ -224,19 +171,19 @@ impl LstmBackward<'_> {
             has_dy: self.grad_output.is_some(),
             extra_overrides: &[],
         };
-        encode_step(
+        let hidden = dims.hidden;
+        encode_cell(
             ctx,
             encoder,
             dispatch,
+            "lstm: lengths",
             &[
-                (1, self.w_hh.buffer(), "lstm: w_hh"),
-                (2, self.w_hh.buffer(), "lstm: w_hh"),
-                (3, lengths, "lstm: lengths"),
-                (9, self.grad_gates.buffer(), "lstm: grad_gates"),
-                (10, grad_output, "lstm: grad_output"),
-                (11, self.gates.buffer(), "lstm: gates"),
-                (12, self.c_states.buffer(), "lstm: c_states"),
-                (13, self.grad_state.buffer(), "lstm: grad_state"),
+                Operand::read(&[1, 2], "lstm: w_hh", self.w_hh, &[4 * hidden, hidden]),
+                Operand::optional(&[10], "lstm: grad_output", self.grad_output, &dims.per_step(1)),
+                Operand::read(&[11], "lstm: gates", self.gates, &dims.per_step(4)),
+                Operand::read(&[12], "lstm: c_states", self.c_states, &dims.states()),
+                Operand::write(&[9], "lstm: grad_gates", self.grad_gates, &dims.per_step(4)),
+                Operand::write(&[13], "lstm: grad_state", self.grad_state, &[2, dims.batch, hidden]),
             ],
         )
     }

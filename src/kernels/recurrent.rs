@@ -3,9 +3,9 @@
 //! shapes, and the loops that encode a whole sequence forward and backward.
 
 use crate::gpu::{Context, Dispatch, KernelSpec};
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
-use super::{check_loop_budget, loop_budget, Lengths};
+use super::{check_loop_budget, check_tensors, loop_budget, Lengths};
 
 /// The sizes of one recurrent layer-direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +137,91 @@ pub(crate) struct StepDispatch<'a> {
     pub(crate) extra_overrides: &'a [(&'static str, u32)],
 }
 
+/// One tensor a cell kernel binds: where, under which name, the shape it must have.
+pub(crate) struct Operand<'a> {
+    /// Its bindings: one, or two for W_hh (read as scalars and as vec4).
+    bindings: &'static [u32],
+    name: &'static str,
+    /// None: an optional operand that is absent (a placeholder is bound).
+    tensor: Option<&'a Tensor>,
+    shape: Vec<usize>,
+    written: bool,
+}
+
+impl<'a> Operand<'a> {
+    pub(crate) fn read(bindings: &'static [u32], name: &'static str, tensor: &'a Tensor, shape: &[usize]) -> Self {
+        Self::optional(bindings, name, Some(tensor), shape)
+    }
+
+    pub(crate) fn optional(
+        bindings: &'static [u32],
+        name: &'static str,
+        tensor: Option<&'a Tensor>,
+        shape: &[usize],
+    ) -> Self {
+        Operand {
+            bindings,
+            name,
+            tensor,
+            shape: shape.to_vec(),
+            written: false,
+        }
+    }
+
+    pub(crate) fn write(bindings: &'static [u32], name: &'static str, tensor: &'a Tensor, shape: &[usize]) -> Self {
+        Operand {
+            written: true,
+            ..Self::read(bindings, name, tensor, shape)
+        }
+    }
+}
+
+/// Checks a cell dispatch's operands (shapes, f32, same device, no aliasing), the
+/// lengths and the step, binds them (the lengths at binding 3, as in every cell shader)
+/// and encodes the dispatch.
+pub(crate) fn encode_cell(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    dispatch: StepDispatch<'_>,
+    lengths_name: &str,
+    operands: &[Operand<'_>],
+) -> Result<()> {
+    let dims = dispatch.dims;
+    let present = || operands.iter().filter_map(|op| op.tensor.map(|tensor| (op, tensor)));
+    for (op, tensor) in present() {
+        tensor.check_shape(op.name, &op.shape)?;
+        tensor.check_dtype(op.name, DType::F32)?;
+    }
+    dims.check_lengths(lengths_name, dispatch.lengths)?;
+    if let Step::Forward(t) | Step::Backward(t) = dispatch.step {
+        dims.check_step(t)?;
+    }
+    let inputs: Vec<(&str, &Tensor)> = present()
+        .filter(|(op, _)| !op.written)
+        .map(|(op, t)| (op.name, t))
+        .collect();
+    let outputs: Vec<(&str, &Tensor)> = present()
+        .filter(|(op, _)| op.written)
+        .map(|(op, t)| (op.name, t))
+        .collect();
+    check_tensors(ctx, &inputs, &outputs)?;
+    let lengths = dispatch
+        .lengths
+        .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+    let mut buffers = vec![(3, lengths, lengths_name)];
+    for op in operands {
+        let buffer = match (op.tensor, op.written) {
+            (Some(tensor), _) => tensor.buffer(),
+            (None, false) => ctx.placeholder(),
+            (None, true) => ctx.scratch_placeholder(),
+        };
+        buffers.extend(op.bindings.iter().map(|&binding| (binding, buffer, op.name)));
+    }
+    encode_step(ctx, encoder, dispatch, &buffers)
+}
+
 /// Encodes one dispatch of a cell kernel with the shared parameter block.
-pub(crate) fn encode_step(
+fn encode_step(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     dispatch: StepDispatch<'_>,

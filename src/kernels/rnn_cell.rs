@@ -10,10 +10,10 @@
 //! `h_states` `[B, T+1, H]` with h0 in slot 0 and the final state in slot T (padded steps
 //! carry it); `grad_state` `[B, H]`: dh_n in, dh0 out.
 
-use super::recurrent::{backward_sequence, encode_step, forward_sequence, Step, StepDispatch};
-use super::{check_tensors, Lengths};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch};
+use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, RNN_CELL};
-use crate::{DType, Result, Tensor};
+use crate::{Result, Tensor};
 
 pub use super::recurrent::{RecurrentDims as RnnDims, SEQUENCE_MAX_BLOCKS};
 
@@ -90,22 +90,6 @@ pub struct RnnForward<'a> {
 impl RnnForward<'_> {
     fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
         let dims = RnnDims::from_tensor("rnn: xproj", self.xproj, 1, "H")?;
-        self.w_hh.check_shape("rnn: w_hh", &[dims.hidden, dims.hidden])?;
-        self.h_states.check_shape("rnn: h_states", &dims.states())?;
-        self.output.check_shape("rnn: output", &dims.per_step(1))?;
-        dims.check_lengths("rnn: lengths", self.lengths)?;
-        if let Step::Forward(t) = step {
-            dims.check_step(t)?;
-        }
-        let inputs = [("rnn: xproj", self.xproj), ("rnn: w_hh", self.w_hh)];
-        let outputs = [("rnn: h_states", self.h_states), ("rnn: output", self.output)];
-        for (name, tensor) in inputs.iter().chain(&outputs) {
-            tensor.check_dtype(name, DType::F32)?;
-        }
-        check_tensors(ctx, &inputs, &outputs)?;
-        let lengths = self
-            .lengths
-            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
         let kernel = match step {
             Step::Sequence => &RNN_SEQUENCE_FORWARD,
             _ => &RNN_CELL_FORWARD,
@@ -118,17 +102,17 @@ impl RnnForward<'_> {
             has_dy: false,
             extra_overrides: &self.nonlinearity.overrides(),
         };
-        encode_step(
+        let hidden = dims.hidden;
+        encode_cell(
             ctx,
             encoder,
             dispatch,
+            "rnn: lengths",
             &[
-                (0, self.xproj.buffer(), "rnn: xproj"),
-                (1, self.w_hh.buffer(), "rnn: w_hh"),
-                (2, self.w_hh.buffer(), "rnn: w_hh"),
-                (3, lengths, "rnn: lengths"),
-                (4, self.h_states.buffer(), "rnn: h_states"),
-                (7, self.output.buffer(), "rnn: output"),
+                Operand::read(&[0], "rnn: xproj", self.xproj, &dims.per_step(1)),
+                Operand::read(&[1, 2], "rnn: w_hh", self.w_hh, &[hidden, hidden]),
+                Operand::write(&[4], "rnn: h_states", self.h_states, &dims.states()),
+                Operand::write(&[7], "rnn: output", self.output, &dims.per_step(1)),
             ],
         )
     }
@@ -180,31 +164,6 @@ pub struct RnnBackward<'a> {
 impl RnnBackward<'_> {
     fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
         let dims = RnnDims::from_tensor("rnn: grad_gates", self.grad_gates, 1, "H")?;
-        self.w_hh.check_shape("rnn: w_hh", &[dims.hidden, dims.hidden])?;
-        self.h_states.check_shape("rnn: h_states", &dims.states())?;
-        self.grad_state
-            .check_shape("rnn: grad_state", &[dims.batch, dims.hidden])?;
-        if let Some(grad_output) = self.grad_output {
-            grad_output.check_shape("rnn: grad_output", &dims.per_step(1))?;
-        }
-        dims.check_lengths("rnn: lengths", self.lengths)?;
-        if let Step::Backward(t) = step {
-            dims.check_step(t)?;
-        }
-        let mut inputs = vec![("rnn: w_hh", self.w_hh), ("rnn: h_states", self.h_states)];
-        inputs.extend(self.grad_output.map(|grad_output| ("rnn: grad_output", grad_output)));
-        let outputs = [
-            ("rnn: grad_gates", self.grad_gates),
-            ("rnn: grad_state", self.grad_state),
-        ];
-        for (name, tensor) in inputs.iter().chain(&outputs) {
-            tensor.check_dtype(name, DType::F32)?;
-        }
-        check_tensors(ctx, &inputs, &outputs)?;
-        let lengths = self
-            .lengths
-            .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
-        let grad_output = self.grad_output.map_or(ctx.placeholder(), Tensor::buffer);
         let dispatch = StepDispatch {
             kernel: &RNN_CELL_BACKWARD,
             dims,
@@ -213,18 +172,18 @@ impl RnnBackward<'_> {
             has_dy: self.grad_output.is_some(),
             extra_overrides: &self.nonlinearity.overrides(),
         };
-        encode_step(
+        let hidden = dims.hidden;
+        encode_cell(
             ctx,
             encoder,
             dispatch,
+            "rnn: lengths",
             &[
-                (1, self.w_hh.buffer(), "rnn: w_hh"),
-                (2, self.w_hh.buffer(), "rnn: w_hh"),
-                (3, lengths, "rnn: lengths"),
-                (9, self.grad_gates.buffer(), "rnn: grad_gates"),
-                (10, grad_output, "rnn: grad_output"),
-                (12, self.h_states.buffer(), "rnn: h_states"),
-                (13, self.grad_state.buffer(), "rnn: grad_state"),
+                Operand::read(&[1, 2], "rnn: w_hh", self.w_hh, &[hidden, hidden]),
+                Operand::optional(&[10], "rnn: grad_output", self.grad_output, &dims.per_step(1)),
+                Operand::read(&[12], "rnn: h_states", self.h_states, &dims.states()),
+                Operand::write(&[9], "rnn: grad_gates", self.grad_gates, &dims.per_step(1)),
+                Operand::write(&[13], "rnn: grad_state", self.grad_state, &[dims.batch, hidden]),
             ],
         )
     }
