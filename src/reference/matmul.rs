@@ -1,7 +1,7 @@
 //! CPU reference of `shaders/matmul.wgsl`: plain loops in f64, written to be obviously
 //! right, never fast. The oracle of the kernel tests.
 
-use crate::kernels::matmul::{Matmul, MatmulDims};
+use crate::kernels::matmul::{Matmul, MatmulDims, Strides};
 
 /// Where `op(X)[r, c]` of a batch lives, for `X` stored row-major as `[rows, cols]` of
 /// `op(X)` per batch, or `[cols, rows]` when transposed; one matrix if shared.
@@ -104,4 +104,44 @@ pub fn matmul_backward(
         }
     }
     (grad_a, grad_b, grad_bias)
+}
+
+/// [`crate::kernels::matmul::matmul_strided`] in f64: returns the whole `out` buffer
+/// after the product is written into it (elements outside the view keep `out`'s values).
+pub fn matmul_strided(
+    op: &crate::kernels::matmul::StridedMatmul,
+    lhs: (&[f64], Strides),
+    rhs: (&[f64], Strides),
+    bias: Option<&[f64]>,
+    out: (&[f64], Strides),
+) -> Vec<f64> {
+    let at = |s: &Strides, b: usize, r: usize, c: usize| s.offset + b * s.batch + r * s.row + c * s.col;
+    let (lhs, ls) = lhs;
+    let (rhs, rs) = rhs;
+    let (out_in, os) = out;
+    let mut result = out_in.to_vec();
+    let out_batches = if op.sum_batches { 1 } else { op.batch };
+    for ob in 0..out_batches {
+        for r in 0..op.rows {
+            for c in 0..op.cols {
+                // out[b, r, c] = sum_(b) sum_i lhs[b, r, i] rhs[b, i, c]
+                let batches = if op.sum_batches { 0..op.batch } else { ob..ob + 1 };
+                let mut sum = 0.0;
+                for b in batches {
+                    for i in 0..op.inner {
+                        sum += lhs[at(&ls, b, r, i)] * rhs[at(&rs, b, i, c)];
+                    }
+                }
+                if let Some(bias) = bias {
+                    sum += bias[c];
+                }
+                let o = at(&os, ob, r, c);
+                if op.beta != 0.0 {
+                    sum += f64::from(op.beta) * out_in[o];
+                }
+                result[o] = sum;
+            }
+        }
+    }
+    result
 }
