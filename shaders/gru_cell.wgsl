@@ -22,8 +22,9 @@
 //   dgh = (dr_pre, dz_pre, dhn): columns 0..2H and 3H..4H of dgates. A padded step
 //   writes 0 and carries dstate; a last dispatch with pointwise = 0 forms dh0.
 //
-// An invocation owns 4 batch rows x 4 units; the three gate rows of a unit are one
-// mat4x4 (fourth row zero), as in lstm_cell.wgsl.
+// An invocation owns BATCH_BLOCK (1 to 4) batch rows x 4 units; the three gate rows of a
+// unit are one mat4x4 (fourth row zero), loaded once per 4 steps of k for all the rows,
+// and BATCH_BLOCK is chosen by the launcher as in lstm_cell.wgsl.
 
 struct Params {
     batch: u32,
@@ -60,6 +61,8 @@ struct Params {
 override WG_X: u32 = 32u;
 override W_VEC4: bool = false;
 override SEQ_WG: u32 = 64u;
+// Batch rows per invocation (1 to 4).
+override BATCH_BLOCK: u32 = 4u;
 
 fn step_len(b: u32) -> u32 {
     if (params.has_lengths != 0u) {
@@ -106,18 +109,19 @@ fn gru_step(t: u32, b0: u32, u0: u32) {
     var acc2 = mat4x4<f32>();
     var acc3 = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
-        let h_block = mat4x4<f32>(
-            h_chunk(min(b0, b_last), t, k),
-            h_chunk(min(b0 + 1u, b_last), t, k),
-            h_chunk(min(b0 + 2u, b_last), t, k),
-            h_chunk(min(b0 + 3u, b_last), t, k),
-        );
-        acc0 += w_block(min(u0, u_last), k) * h_block;
-        acc1 += w_block(min(u0 + 1u, u_last), k) * h_block;
-        acc2 += w_block(min(u0 + 2u, u_last), k) * h_block;
-        acc3 += w_block(min(u0 + 3u, u_last), k) * h_block;
+        let w0 = w_block(min(u0, u_last), k);
+        let w1 = w_block(min(u0 + 1u, u_last), k);
+        let w2 = w_block(min(u0 + 2u, u_last), k);
+        let w3 = w_block(min(u0 + 3u, u_last), k);
+        for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+            let h = h_chunk(min(b0 + bi, b_last), t, k);
+            acc0[bi] += w0 * h;
+            acc1[bi] += w1 * h;
+            acc2[bi] += w2 * h;
+            acc3[bi] += w3 * h;
+        }
     }
-    for (var bi = 0u; bi < 4u; bi++) {
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
         gru_pointwise(t, b0 + bi, u0, acc0[bi]);
         gru_pointwise(t, b0 + bi, u0 + 1u, acc1[bi]);
         gru_pointwise(t, b0 + bi, u0 + 2u, acc2[bi]);
@@ -159,16 +163,16 @@ fn gru_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn gru_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    gru_step(params.t, gid.y * 4u, gid.x * 4u);
+    gru_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
 @compute @workgroup_size(SEQ_WG, 1, 1)
 fn gru_sequence_forward(@builtin(local_invocation_index) lid: u32) {
     let unit_blocks = div_ceil_u32(params.hidden, 4u);
-    let blocks = unit_blocks * div_ceil_u32(params.batch, 4u);
+    let blocks = unit_blocks * div_ceil_u32(params.batch, BATCH_BLOCK);
     for (var t = 0u; t < params.steps; t++) {
         for (var block = lid; block < blocks; block += SEQ_WG) {
-            gru_step(t, (block / unit_blocks) * 4u, (block % unit_blocks) * 4u);
+            gru_step(t, (block / unit_blocks) * BATCH_BLOCK, (block % unit_blocks) * 4u);
         }
         // Step t+1 reads h_t written by other invocations.
         storageBarrier();
@@ -207,23 +211,19 @@ fn gru_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let batch = params.batch;
     let hidden = params.hidden;
     let u0 = gid.x * 4u;
-    let b0 = gid.y * 4u;
+    let b0 = gid.y * BATCH_BLOCK;
     let b_last = batch - 1u;
-    // carried[bi] = (dgh[b0 + bi, next] W_hh)[u0 .. u0+4]
+    // carried[bi] = (dgh[b0 + bi, next] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
     var carried = mat4x4<f32>();
     if (params.has_next != 0u) {
         for (var j = 0u; j < 3u * hidden; j += 4u) {
-            let dg = mat4x4<f32>(
-                dgh_chunk(min(b0, b_last), j),
-                dgh_chunk(min(b0 + 1u, b_last), j),
-                dgh_chunk(min(b0 + 2u, b_last), j),
-                dgh_chunk(min(b0 + 3u, b_last), j),
-            );
             let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
-            carried += w * dg;
+            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+                carried[bi] += w * dgh_chunk(min(b0 + bi, b_last), j);
+            }
         }
     }
-    for (var bi = 0u; bi < 4u; bi++) {
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
         let b = b0 + bi;
         if (b >= batch) {
             break;

@@ -23,11 +23,13 @@
 //   and next = 0 runs only the first line, turning dstate_h into dh0. The weight gradients are one matmul each after
 //   the loop: dW_hh = sum_t dgates_t^T h_{t-1}, dW_ih = dgates^T x, db = sum dgates.
 //
-// Layout of the work: an invocation owns 4 batch rows x 4 hidden units, so the recurrent
-// product is four mat4x4 products per 4 steps of k (gates x k times k x batch), with W_hh
-// rows read as vec4 where H % 4 == 0. h_{t-1} is written by the previous step into the
-// same read_write buffer, so it is read with scalar loads (a vec4 alias of a writable
-// buffer is not allowed).
+// Layout of the work: an invocation owns BATCH_BLOCK (1 to 4) batch rows x 4 hidden
+// units. Per 4 steps of k it loads the 4 units' gate rows once (4 mat4x4, W_hh rows read
+// as vec4 where H % 4 == 0) and multiplies them by h_{t-1} of each of its rows. The
+// launcher picks BATCH_BLOCK = ceil(B / ceil(B / 4)): as many row blocks as with 4 rows,
+// but no clamped duplicate rows (at B = 1 a 4-row block would do 4x the FMAs and h
+// loads). h_{t-1} is written by the previous step into the same read_write buffer, so
+// it is read with scalar loads (a vec4 alias of a writable buffer is not allowed).
 
 struct Params {
     batch: u32,
@@ -67,6 +69,8 @@ override WG_X: u32 = 32u;
 // W_hh rows may be read as vec4 (H % 4 == 0).
 override W_VEC4: bool = false;
 override SEQ_WG: u32 = 64u;
+// Batch rows per invocation (1 to 4).
+override BATCH_BLOCK: u32 = 4u;
 
 fn step_len(b: u32) -> u32 {
     if (params.has_lengths != 0u) {
@@ -75,12 +79,14 @@ fn step_len(b: u32) -> u32 {
     return params.steps;
 }
 
-// h_{t-1}[b, k .. k+4] (clamped rows and columns keep every load in bounds).
+// h_{t-1}[b, k .. k+4] (clamped columns keep every load in bounds and are zeroed, so a
+// partial last chunk adds nothing).
 fn h_chunk(b: u32, t: u32, k: u32) -> vec4<f32> {
     let hidden = params.hidden;
     let base = (b * (params.steps + 1u) + t) * hidden;
     let last = hidden - 1u;
-    return vec4<f32>(
+    let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
+    return keep * vec4<f32>(
         h_states[base + min(k, last)],
         h_states[base + min(k + 1u, last)],
         h_states[base + min(k + 2u, last)],
@@ -116,35 +122,33 @@ fn w_block(u: u32, k: u32) -> mat4x4<f32> {
     return transpose(rows);
 }
 
-// The forward of step t for batch rows b0 .. b0+4 and units u0 .. u0+4.
+// The forward of step t for batch rows b0 .. b0+BATCH_BLOCK and units u0 .. u0+4.
 fn lstm_step(t: u32, b0: u32, u0: u32) {
     let batch = params.batch;
     let hidden = params.hidden;
     let b_last = batch - 1u;
     let u_last = hidden - 1u;
-    // acc_q[bi] = the 4 gate pre-activations (recurrent part) of unit u0 + q, row b0 + bi.
+    // acc_q[bi] = the 4 gate pre-activations (recurrent part) of unit u0 + q, row b0 + bi
+    // (columns past BATCH_BLOCK stay unused).
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
     var acc2 = mat4x4<f32>();
     var acc3 = mat4x4<f32>();
     for (var k = 0u; k < hidden; k += 4u) {
-        // Column bi of h_block is h_{t-1}[b0 + bi, k .. k+4]; masked past H.
-        var h_block = mat4x4<f32>(
-            h_chunk(min(b0, b_last), t, k),
-            h_chunk(min(b0 + 1u, b_last), t, k),
-            h_chunk(min(b0 + 2u, b_last), t, k),
-            h_chunk(min(b0 + 3u, b_last), t, k),
-        );
-        if (k + 4u > hidden) {
-            let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
-            h_block = mat4x4<f32>(h_block[0] * keep, h_block[1] * keep, h_block[2] * keep, h_block[3] * keep);
+        let w0 = w_block(min(u0, u_last), k);
+        let w1 = w_block(min(u0 + 1u, u_last), k);
+        let w2 = w_block(min(u0 + 2u, u_last), k);
+        let w3 = w_block(min(u0 + 3u, u_last), k);
+        // A constant trip count once BATCH_BLOCK is set: the compiler may unroll it.
+        for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+            let h = h_chunk(min(b0 + bi, b_last), t, k);
+            acc0[bi] += w0 * h;
+            acc1[bi] += w1 * h;
+            acc2[bi] += w2 * h;
+            acc3[bi] += w3 * h;
         }
-        acc0 += w_block(min(u0, u_last), k) * h_block;
-        acc1 += w_block(min(u0 + 1u, u_last), k) * h_block;
-        acc2 += w_block(min(u0 + 2u, u_last), k) * h_block;
-        acc3 += w_block(min(u0 + 3u, u_last), k) * h_block;
     }
-    for (var bi = 0u; bi < 4u; bi++) {
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
         lstm_pointwise(t, b0 + bi, u0, acc0[bi]);
         lstm_pointwise(t, b0 + bi, u0 + 1u, acc1[bi]);
         lstm_pointwise(t, b0 + bi, u0 + 2u, acc2[bi]);
@@ -190,16 +194,16 @@ fn lstm_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn lstm_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    lstm_step(params.t, gid.y * 4u, gid.x * 4u);
+    lstm_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
 @compute @workgroup_size(SEQ_WG, 1, 1)
 fn lstm_sequence_forward(@builtin(local_invocation_index) lid: u32) {
     let unit_blocks = div_ceil_u32(params.hidden, 4u);
-    let blocks = unit_blocks * div_ceil_u32(params.batch, 4u);
+    let blocks = unit_blocks * div_ceil_u32(params.batch, BATCH_BLOCK);
     for (var t = 0u; t < params.steps; t++) {
         for (var block = lid; block < blocks; block += SEQ_WG) {
-            lstm_step(t, (block / unit_blocks) * 4u, (block % unit_blocks) * 4u);
+            lstm_step(t, (block / unit_blocks) * BATCH_BLOCK, (block % unit_blocks) * 4u);
         }
         // Step t+1 reads h_t written by other invocations.
         storageBarrier();
@@ -229,27 +233,23 @@ fn lstm_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let batch = params.batch;
     let hidden = params.hidden;
     let u0 = gid.x * 4u;
-    let b0 = gid.y * 4u;
+    let b0 = gid.y * BATCH_BLOCK;
     let b_last = batch - 1u;
     let t = params.t;
     let next = params.next;
-    // carried[bi] = (dgates[b0 + bi, t+1] W_hh)[u0 .. u0+4]
+    // carried[bi] = (dgates[b0 + bi, t+1] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
     var carried = mat4x4<f32>();
     if (params.has_next != 0u) {
         let width = 4u * hidden;
         for (var j = 0u; j < width; j += 4u) {
-            // Column bi: dgates[b0 + bi, t+1, j .. j+4]; w block column c: W_hh[j + c, u0 ..].
-            let dg = mat4x4<f32>(
-                dgates_chunk(min(b0, b_last), next, j),
-                dgates_chunk(min(b0 + 1u, b_last), next, j),
-                dgates_chunk(min(b0 + 2u, b_last), next, j),
-                dgates_chunk(min(b0 + 3u, b_last), next, j),
-            );
+            // Column c: W_hh[j + c, u0 .. u0+4], loaded once for all the block's rows.
             let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
-            carried += w * dg;
+            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+                carried[bi] += w * dgates_chunk(min(b0 + bi, b_last), next, j);
+            }
         }
     }
-    for (var bi = 0u; bi < 4u; bi++) {
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
         let b = b0 + bi;
         if (b >= batch) {
             break;

@@ -16,8 +16,9 @@
 //   dh0. After the loop: dW_hh = sum_t dgates_t^T h_{t-1}, dW_ih = dgates^T x,
 //   db_ih = db_hh = sum dgates, dx = dgates W_ih.
 //
-// An invocation owns 4 batch rows x 4 units: the recurrent product is one mat4x4 product
-// (units x k times k x batch) per 4 steps of k.
+// An invocation owns BATCH_BLOCK (1 to 4) batch rows x 4 units: per 4 steps of k it
+// loads a 4 x 4 block of W_hh once and multiplies it by h_{t-1} of each of its rows
+// (BATCH_BLOCK chosen by the launcher as in lstm_cell.wgsl).
 
 struct Params {
     batch: u32,
@@ -51,6 +52,8 @@ struct Params {
 override WG_X: u32 = 32u;
 override W_VEC4: bool = false;
 override SEQ_WG: u32 = 64u;
+// Batch rows per invocation (1 to 4).
+override BATCH_BLOCK: u32 = 4u;
 // 0: tanh, 1: relu.
 override NONLINEARITY: u32 = 0u;
 
@@ -105,16 +108,12 @@ fn rnn_step(t: u32, b0: u32, u0: u32) {
     // acc[bi][q] = (h_{t-1}[b0 + bi] W_hh^T)[u0 + q]
     var acc = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
-        let h_block = mat4x4<f32>(
-            h_chunk(min(b0, b_last), t, k),
-            h_chunk(min(b0 + 1u, b_last), t, k),
-            h_chunk(min(b0 + 2u, b_last), t, k),
-            h_chunk(min(b0 + 3u, b_last), t, k),
-        );
         let w_block = transpose(mat4x4<f32>(w_chunk(u0, k), w_chunk(u0 + 1u, k), w_chunk(u0 + 2u, k), w_chunk(u0 + 3u, k)));
-        acc += w_block * h_block;
+        for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+            acc[bi] += w_block * h_chunk(min(b0 + bi, b_last), t, k);
+        }
     }
-    for (var bi = 0u; bi < 4u; bi++) {
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
         for (var q = 0u; q < 4u; q++) {
             rnn_pointwise(t, b0 + bi, u0 + q, acc[bi][q]);
         }
@@ -141,16 +140,16 @@ fn rnn_pointwise(t: u32, b: u32, u: u32, recurrent: f32) {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn rnn_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    rnn_step(params.t, gid.y * 4u, gid.x * 4u);
+    rnn_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
 @compute @workgroup_size(SEQ_WG, 1, 1)
 fn rnn_sequence_forward(@builtin(local_invocation_index) lid: u32) {
     let unit_blocks = div_ceil_u32(params.hidden, 4u);
-    let blocks = unit_blocks * div_ceil_u32(params.batch, 4u);
+    let blocks = unit_blocks * div_ceil_u32(params.batch, BATCH_BLOCK);
     for (var t = 0u; t < params.steps; t++) {
         for (var block = lid; block < blocks; block += SEQ_WG) {
-            rnn_step(t, (block / unit_blocks) * 4u, (block % unit_blocks) * 4u);
+            rnn_step(t, (block / unit_blocks) * BATCH_BLOCK, (block % unit_blocks) * 4u);
         }
         // Step t+1 reads h_t written by other invocations.
         storageBarrier();
@@ -186,23 +185,19 @@ fn rnn_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let batch = params.batch;
     let hidden = params.hidden;
     let u0 = gid.x * 4u;
-    let b0 = gid.y * 4u;
+    let b0 = gid.y * BATCH_BLOCK;
     let b_last = batch - 1u;
-    // carried[bi] = (dgates[b0 + bi, next] W_hh)[u0 .. u0+4]
+    // carried[bi] = (dgates[b0 + bi, next] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
     var carried = mat4x4<f32>();
     if (params.has_next != 0u) {
         for (var j = 0u; j < hidden; j += 4u) {
-            let dg = mat4x4<f32>(
-                dgates_chunk(min(b0, b_last), j),
-                dgates_chunk(min(b0 + 1u, b_last), j),
-                dgates_chunk(min(b0 + 2u, b_last), j),
-                dgates_chunk(min(b0 + 3u, b_last), j),
-            );
             let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
-            carried += w * dg;
+            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+                carried[bi] += w * dgates_chunk(min(b0 + bi, b_last), j);
+            }
         }
     }
-    for (var bi = 0u; bi < 4u; bi++) {
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
         let b = b0 + bi;
         if (b >= batch) {
             break;

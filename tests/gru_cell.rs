@@ -11,9 +11,12 @@ use tsumugi::kernels::Lengths;
 use tsumugi::reference::gru_cell as reference;
 use tsumugi::{Error, Tensor};
 
+/// (B, T, H, lengths)
+type Case = (usize, usize, usize, Option<Vec<u32>>);
+
 /// (B, T, H, lengths): 1, primes, H not a multiple of 4 (3H straddles vec4 chunks),
 /// B not a multiple of the 4-row block, padded rows, enough blocks for the step kernel.
-fn cases() -> Vec<(usize, usize, usize, Option<Vec<u32>>)> {
+fn cases() -> Vec<Case> {
     vec![
         (1, 1, 1, None),
         (3, 5, 7, Some(vec![5, 2, 1])),
@@ -22,6 +25,19 @@ fn cases() -> Vec<(usize, usize, usize, Option<Vec<u32>>)> {
         (2, 6, 33, Some(vec![6, 4])),
         (6, 3, 132, Some(vec![1, 3, 2, 3, 3, 1])),
     ]
+}
+
+/// Every B < 4 with H = 1, 7, 33, 64; lengths on some rows.
+fn small_batch_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for batch in 1..=3 {
+        for hidden in [1, 7, 33, 64] {
+            let steps = 4;
+            let lengths = (batch > 1 && hidden != 64).then(|| (0..batch).map(|b| (steps - b) as u32).collect());
+            cases.push((batch, steps, hidden, lengths));
+        }
+    }
+    cases
 }
 
 fn name(batch: usize, steps: usize, hidden: usize, lengths: &Option<Vec<u32>>) -> String {
@@ -121,7 +137,11 @@ impl GpuForward {
 
 #[test]
 fn gru_cell_forward_matches_reference_step_by_step() {
-    for (i, (batch, steps, hidden, lengths)) in cases().into_iter().enumerate() {
+    check_step_kernel(cases());
+}
+
+fn check_step_kernel(cases: Vec<Case>) {
+    for (i, (batch, steps, hidden, lengths)) in cases.into_iter().enumerate() {
         let case = name(batch, steps, hidden, &lengths);
         let inputs = Inputs::new(batch, steps, hidden, lengths, 10 + i as u64);
         let gpu = GpuForward::new(&inputs);
@@ -137,7 +157,11 @@ fn gru_cell_forward_matches_reference_step_by_step() {
 
 #[test]
 fn gru_sequence_forward_matches_reference_in_one_dispatch() {
-    for (i, (batch, steps, hidden, lengths)) in cases().into_iter().enumerate() {
+    check_sequence_kernel(cases());
+}
+
+fn check_sequence_kernel(cases: Vec<Case>) {
+    for (i, (batch, steps, hidden, lengths)) in cases.into_iter().enumerate() {
         let case = name(batch, steps, hidden, &lengths);
         let inputs = Inputs::new(batch, steps, hidden, lengths, 10 + i as u64);
         let gpu = GpuForward::new(&inputs);
@@ -151,7 +175,11 @@ fn gru_sequence_forward_matches_reference_in_one_dispatch() {
 
 #[test]
 fn gru_cell_backward_matches_reference() {
-    for (i, (batch, steps, hidden, lengths)) in cases().into_iter().enumerate() {
+    check_backward(cases());
+}
+
+fn check_backward(cases: Vec<Case>) {
+    for (i, (batch, steps, hidden, lengths)) in cases.into_iter().enumerate() {
         for with_dy in [true, false] {
             let case = format!(
                 "{}{}",
@@ -202,6 +230,23 @@ fn gru_cell_backward_matches_reference() {
             assert_close("grad_h0", &case, &grad_state.to_vec().unwrap(), &want.grad_h0, tol);
         }
     }
+}
+
+/// B = 1, 2, 3 (a batch block of as many rows, no clamped duplicates) with H = 1, 7, 33
+/// (not a multiple of 4: scalar W loads, a partial last chunk) and 64.
+#[test]
+fn gru_cell_forward_matches_reference_b1_b2_b3_h1_h7_h33_h64() {
+    check_step_kernel(small_batch_cases());
+}
+
+#[test]
+fn gru_sequence_forward_matches_reference_b1_b2_b3_h1_h7_h33_h64() {
+    check_sequence_kernel(small_batch_cases());
+}
+
+#[test]
+fn gru_cell_backward_matches_reference_b1_b2_b3_h1_h7_h33_h64() {
+    check_backward(small_batch_cases());
 }
 
 #[test]

@@ -25,6 +25,24 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Every B < 4 with H = 1, 7, 33, 64; lengths on some rows, both nonlinearities.
+fn small_batch_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for batch in 1..=3 {
+        for (j, hidden) in [1, 7, 33, 64].into_iter().enumerate() {
+            let steps = 4;
+            let lengths = (batch > 1 && hidden != 64).then(|| (0..batch).map(|b| (steps - b) as u32).collect());
+            let act = if j % 2 == 0 {
+                Nonlinearity::Tanh
+            } else {
+                Nonlinearity::Relu
+            };
+            cases.push((batch, steps, hidden, lengths, act));
+        }
+    }
+    cases
+}
+
 fn name(batch: usize, steps: usize, hidden: usize, lengths: &Option<Vec<u32>>, act: Nonlinearity) -> String {
     format!(
         "b{batch}_t{steps}_h{hidden}_{act:?}{}",
@@ -125,7 +143,11 @@ impl GpuForward {
 
 #[test]
 fn rnn_cell_forward_matches_reference_step_by_step() {
-    for (i, (batch, steps, hidden, lengths, act)) in cases().into_iter().enumerate() {
+    check_step_kernel(cases());
+}
+
+fn check_step_kernel(cases: Vec<Case>) {
+    for (i, (batch, steps, hidden, lengths, act)) in cases.into_iter().enumerate() {
         let case = name(batch, steps, hidden, &lengths, act);
         let inputs = Inputs::new(batch, steps, hidden, lengths, act, 10 + i as u64);
         let gpu = GpuForward::new(&inputs);
@@ -141,7 +163,11 @@ fn rnn_cell_forward_matches_reference_step_by_step() {
 
 #[test]
 fn rnn_sequence_forward_matches_reference_in_one_dispatch() {
-    for (i, (batch, steps, hidden, lengths, act)) in cases().into_iter().enumerate() {
+    check_sequence_kernel(cases());
+}
+
+fn check_sequence_kernel(cases: Vec<Case>) {
+    for (i, (batch, steps, hidden, lengths, act)) in cases.into_iter().enumerate() {
         let case = name(batch, steps, hidden, &lengths, act);
         let inputs = Inputs::new(batch, steps, hidden, lengths, act, 10 + i as u64);
         let gpu = GpuForward::new(&inputs);
@@ -155,7 +181,11 @@ fn rnn_sequence_forward_matches_reference_in_one_dispatch() {
 
 #[test]
 fn rnn_cell_backward_matches_reference() {
-    for (i, (batch, steps, hidden, lengths, act)) in cases().into_iter().enumerate() {
+    check_backward(cases());
+}
+
+fn check_backward(cases: Vec<Case>) {
+    for (i, (batch, steps, hidden, lengths, act)) in cases.into_iter().enumerate() {
         for with_dy in [true, false] {
             let case = format!(
                 "{}{}",
@@ -207,6 +237,23 @@ fn rnn_cell_backward_matches_reference() {
             assert_close("grad_h0", &case, &grad_state.to_vec().unwrap(), &want.grad_h0, tol);
         }
     }
+}
+
+/// B = 1, 2, 3 (a batch block of as many rows, no clamped duplicates) with H = 1, 7, 33
+/// (not a multiple of 4: scalar W loads, a partial last chunk) and 64.
+#[test]
+fn rnn_cell_forward_matches_reference_b1_b2_b3_h1_h7_h33_h64() {
+    check_step_kernel(small_batch_cases());
+}
+
+#[test]
+fn rnn_sequence_forward_matches_reference_b1_b2_b3_h1_h7_h33_h64() {
+    check_sequence_kernel(small_batch_cases());
+}
+
+#[test]
+fn rnn_cell_backward_matches_reference_b1_b2_b3_h1_h7_h33_h64() {
+    check_backward(small_batch_cases());
 }
 
 #[test]

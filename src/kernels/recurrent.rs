@@ -47,9 +47,17 @@ impl RecurrentDims {
         [self.batch, self.steps, width * self.hidden]
     }
 
-    /// Number of 4x4 (batch x unit) blocks of one step.
+    /// Batch rows per invocation (the shaders' `BATCH_BLOCK`, 1 to 4): as few row
+    /// blocks as 4-row blocks give, each as small as that allows, so no invocation
+    /// computes clamped duplicate rows where it can be avoided (B = 1: 1 row, not 4 of
+    /// which 3 are thrown away; B = 5: 2 blocks of 3, not of 4; B = 9: 3 of 3).
+    pub(crate) fn batch_block(&self) -> usize {
+        self.batch.div_ceil(self.batch.div_ceil(4).max(1)).clamp(1, 4)
+    }
+
+    /// Number of (BATCH_BLOCK x 4) (batch x unit) blocks of one step.
     pub(crate) fn blocks(&self) -> usize {
-        self.batch.div_ceil(4) * self.hidden.div_ceil(4)
+        self.batch.div_ceil(self.batch_block()) * self.hidden.div_ceil(4)
     }
 
     pub(crate) fn check_lengths(&self, name: &str, lengths: Option<&Lengths>) -> Result<()> {
@@ -61,14 +69,18 @@ impl RecurrentDims {
 
     /// An upper bound of the loop iterations one invocation runs for one step, over the
     /// three cells (CPU adapters cut loops short past a budget, see
-    /// `check_loop_budget`): the forward's k loop with scalar W loads costs 17 per 4
-    /// columns, the GRU backward's 3H rows cost 17 per 4, plus the pointwise loops.
+    /// `check_loop_budget`), counting every loop as not unrolled: the forward's k loop
+    /// costs per 4 columns 1 + 16 (scalar W loads, 4 units x 4 gate rows) + BATCH_BLOCK
+    /// (the row loop); the GRU backward's 3H rows cost per 4 rows 1 + BATCH_BLOCK (the
+    /// row loop) + 4 BATCH_BLOCK (dgh_chunk's loop), the most of the three cells; plus
+    /// the pointwise loops (at most 4 rows x 4 units x 4 gates + the row and unit loops).
     fn iterations_per_step(&self, backward: bool) -> u64 {
         let hidden = self.hidden as u64;
+        let rows = self.batch_block() as u64;
         if backward {
-            13 * hidden + 120
+            (3 * hidden).div_ceil(4) * (1 + 5 * rows) + 120
         } else {
-            hidden.div_ceil(4) * 17 + 120
+            hidden.div_ceil(4) * (17 + rows) + 120
         }
     }
 
@@ -105,12 +117,16 @@ pub(crate) struct StepParams {
 
 /// Invocations per workgroup of the step kernels (a multiple of lavapipe's 8 lanes).
 const WG_X: u32 = 32;
-/// Invocations of the single workgroup that runs a whole sequence.
-const SEQ_WG: u32 = 64;
-/// A whole sequence runs in one workgroup when a step has at most this many 4x4
-/// (batch x unit) blocks: each of the 64 invocations then loops over at most 4 blocks
-/// per step, cheaper than a dispatch per step.
-pub const SEQUENCE_MAX_BLOCKS: usize = 4 * SEQ_WG as usize;
+/// Invocations of the single workgroup that runs a whole sequence: one block each at
+/// most [`SEQUENCE_MAX_BLOCKS`] (idle invocations still pay for every step's barrier).
+const SEQ_WG: u32 = 32;
+/// A whole sequence runs in one workgroup when a step has at most this many
+/// (BATCH_BLOCK x 4) (batch x unit) blocks, i.e. when a per-step dispatch would be a
+/// single workgroup too: the one dispatch then saves T - 1 dispatches and loses no
+/// parallelism. Past that a step's workgroups run side by side (on lavapipe, on both
+/// cores) and per-step dispatches win: B = 1, H = 256, T = 32 (64 blocks) ran in about
+/// 13 ms as one workgroup against about 10 ms as 32 dispatches of 2 workgroups.
+pub const SEQUENCE_MAX_BLOCKS: usize = WG_X as usize;
 
 /// Which step of which pass a dispatch runs.
 #[derive(Clone, Copy, Debug)]
@@ -243,9 +259,10 @@ fn encode_step(
         has_dy: u32::from(has_dy),
         ..StepParams::default()
     };
+    let batch_block = dims.batch_block();
     let per_step = [
         (dims.hidden.div_ceil(4) as u32).div_ceil(WG_X),
-        dims.batch.div_ceil(4) as u32,
+        dims.batch.div_ceil(batch_block) as u32,
         1,
     ];
     let iterations = match step {
@@ -277,6 +294,7 @@ fn encode_step(
         ("WG_X", WG_X),
         ("W_VEC4", u32::from(dims.hidden.is_multiple_of(4))),
         ("SEQ_WG", SEQ_WG),
+        ("BATCH_BLOCK", batch_block as u32),
     ];
     overrides.extend_from_slice(extra_overrides);
     ctx.encode_dispatch(
