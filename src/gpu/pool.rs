@@ -298,12 +298,22 @@ impl UniformArena {
         }
         let new_chunk = self.chunk == self.chunks.len();
         if new_chunk {
-            self.chunks.push(device.create_buffer(&wgpu::BufferDescriptor {
+            // Created mapped (zero-filled) and unmapped at once, so wgpu-core counts the
+            // whole chunk as initialised from the start. Otherwise the first submission
+            // that binds it (a dynamic-offset binding needs the *whole* buffer
+            // initialised) zero-fills every range not yet written, and wgpu-core picks
+            // those ranges before it takes the queue's pending writes: parameters another
+            // thread writes into the chunk in that window are copied first and then
+            // cleared, and that thread's dispatch runs with all-zero parameters
+            // (`examples/wgpu_init_race.rs` reproduces this with plain wgpu).
+            let chunk = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tsumugi uniform arena"),
                 size: UNIFORM_CHUNK_BYTES,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }));
+                mapped_at_creation: true,
+            });
+            chunk.unmap();
+            self.chunks.push(chunk);
         }
         let buffer = self.chunks[self.chunk].clone();
         let offset = self.offset;
