@@ -223,13 +223,7 @@ impl Context {
     /// Blocks until the GPU has finished everything submitted. For tests, benches and
     /// examples; never called on the library's own paths.
     pub fn wait_idle_blocking(&self) -> Result<()> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|err| Error::Gpu {
-                message: format!("waiting for the GPU: {err}"),
-            })?;
+        wait_in_slices(self, "waiting for the GPU")?;
         self.check_device()
     }
 
@@ -431,18 +425,37 @@ pub(crate) async fn read_buffer(ctx: &Context, source: &wgpu::Buffer, bytes: u64
     finish_readback(staging, bytes, outcome)
 }
 
+/// Blocks until everything submitted so far has finished, in waits of at most 50 ms.
+///
+/// wgpu's GL backend holds its context lock for the whole of a wait, and another thread
+/// that needs the context meanwhile panics after 6 s (wgpu-hal's context lock timeout):
+/// a long job on a slow software rasteriser could make one thread's unbounded wait crash
+/// another's buffer creation. Short waits release the lock between slices.
+fn wait_in_slices(ctx: &Context, what: &str) -> Result<()> {
+    let slice = wgpu::PollType::Wait {
+        submission_index: None,
+        timeout: Some(std::time::Duration::from_millis(50)),
+    };
+    loop {
+        match ctx.inner.device.poll(slice.clone()) {
+            Ok(_) => return Ok(()),
+            Err(wgpu::PollError::Timeout) => ctx.check_device()?,
+            Err(err) => {
+                return Err(Error::Gpu {
+                    message: format!("{what}: {err}"),
+                })
+            }
+        }
+    }
+}
+
 /// [`read_buffer`], blocking until the GPU has finished.
 pub(crate) fn read_buffer_blocking(ctx: &Context, source: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let (staging, receiver) = start_readback(ctx, source, bytes)?;
     // Another thread's poll may be the one that runs our map callback, a moment after our
     // own wait returns, so wait until the channel has the answer.
     let outcome = loop {
-        ctx.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|err| Error::Gpu {
-                message: format!("waiting for a readback: {err}"),
-            })?;
+        wait_in_slices(ctx, "waiting for a readback")?;
         ctx.check_device()?;
         if let Some(outcome) = poll_ready(receiver.receive()) {
             break outcome;
