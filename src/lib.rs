@@ -37,6 +37,7 @@
 
 mod error;
 pub mod gpu;
+pub mod graph;
 pub mod kernels;
 pub mod reference;
 mod tensor;

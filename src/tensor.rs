@@ -97,6 +97,12 @@ impl Tensor {
         Ok(tensor)
     }
 
+    /// A tensor whose contents are unspecified (a pooled buffer's old data): for outputs a
+    /// kernel overwrites entirely.
+    pub(crate) fn empty(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Self::allocate(ctx, shape, dtype, "tensor")
+    }
+
     /// A tensor of zeros.
     pub fn zeros(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Tensor> {
         match dtype {
