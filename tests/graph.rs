@@ -5,7 +5,7 @@ mod common;
 
 use common::ctx;
 use rand::{Rng, SeedableRng};
-use tsumugi::graph::{Graph, ParamId, ParamStore};
+use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::{Context, Tensor};
@@ -85,8 +85,13 @@ fn step(
     let emb = g.param(m.embedding);
     let x = g.embedding(ids, emb, None).unwrap();
     let x = g.dropout(x, 0.1).unwrap();
-    let (w_ih, w_hh, b_ih, b_hh) = (g.param(m.w_ih), g.param(m.w_hh), g.param(m.b_ih), g.param(m.b_hh));
-    let (_, h_n) = g.lstm(x, w_ih, w_hh, b_ih, b_hh).unwrap();
+    let weights = RecurrentWeights {
+        w_ih: g.param(m.w_ih),
+        w_hh: g.param(m.w_hh),
+        b_ih: g.param(m.b_ih),
+        b_hh: g.param(m.b_hh),
+    };
+    let h_n = g.lstm(x, weights, None).unwrap().h_n;
     let (fc_w, fc_b) = (g.param(m.fc_w), g.param(m.fc_b));
     let logits = g.linear(h_n, fc_w, Some(fc_b)).unwrap();
     let loss = g.cross_entropy(logits, labels, &CrossEntropy::default()).unwrap();
@@ -179,8 +184,13 @@ fn loss_and_grads(
     let mut g = Graph::new(ctx, store, false, 0, 0);
     let emb = g.param(m.embedding);
     let x = g.embedding(ids, emb, None).unwrap();
-    let (w_ih, w_hh, b_ih, b_hh) = (g.param(m.w_ih), g.param(m.w_hh), g.param(m.b_ih), g.param(m.b_hh));
-    let (_, h_n) = g.lstm(x, w_ih, w_hh, b_ih, b_hh).unwrap();
+    let weights = RecurrentWeights {
+        w_ih: g.param(m.w_ih),
+        w_hh: g.param(m.w_hh),
+        b_ih: g.param(m.b_ih),
+        b_hh: g.param(m.b_hh),
+    };
+    let h_n = g.lstm(x, weights, None).unwrap().h_n;
     let (fc_w, fc_b) = (g.param(m.fc_w), g.param(m.fc_b));
     let logits = g.linear(h_n, fc_w, Some(fc_b)).unwrap();
     let loss = g.cross_entropy(logits, labels, &CrossEntropy::default()).unwrap();
@@ -234,6 +244,191 @@ fn graph_gradients_of_every_parameter_match_finite_differences_of_the_gpu_loss()
                 "{}[{i}]: backward {analytic}, finite difference {numeric}",
                 store.name(p)
             );
+        }
+    }
+}
+
+mod cells {
+    use super::ctx;
+    use rand::{Rng, SeedableRng};
+    use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
+    use tsumugi::kernels::cross_entropy::CrossEntropy;
+    use tsumugi::kernels::rnn_cell::Nonlinearity;
+    use tsumugi::kernels::Lengths;
+    use tsumugi::{Context, Tensor};
+
+    #[derive(Clone, Copy, Debug)]
+    enum Cell {
+        Lstm,
+        Gru,
+        Rnn(Nonlinearity),
+    }
+
+    impl Cell {
+        fn gates(self) -> usize {
+            match self {
+                Cell::Lstm => 4,
+                Cell::Gru => 3,
+                Cell::Rnn(_) => 1,
+            }
+        }
+    }
+
+    const B: usize = 3;
+    const T: usize = 4;
+    const I: usize = 5;
+    const H: usize = 6;
+    const V: usize = 7;
+    const IGNORE: u32 = 99;
+
+    struct Net {
+        cell: Cell,
+        per_token: bool,
+        params: Vec<ParamId>,
+    }
+
+    fn net(ctx: &Context, store: &mut ParamStore, cell: Cell, per_token: bool, seed: u64) -> Net {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let g = cell.gates();
+        let mut add = |name: &str, shape: &[usize]| {
+            let data: Vec<f32> = (0..shape.iter().product())
+                .map(|_| rng.random_range(-0.5..0.5))
+                .collect();
+            store
+                .add(name, Tensor::from_slice(ctx, &data, shape).unwrap(), true)
+                .unwrap()
+        };
+        let params = vec![
+            add("embedding.weight", &[V, I]),
+            add("rnn.weight_ih_l0", &[g * H, I]),
+            add("rnn.weight_hh_l0", &[g * H, H]),
+            add("rnn.bias_ih_l0", &[g * H]),
+            add("rnn.bias_hh_l0", &[g * H]),
+            add("fc.weight", &[V, H]),
+            add("fc.bias", &[V]),
+        ];
+        Net {
+            cell,
+            per_token,
+            params,
+        }
+    }
+
+    /// ids [B, T], lengths (row 1 and 2 padded), and targets: per token (ignored past
+    /// each row's length) or per row.
+    fn batch(ctx: &Context, per_token: bool) -> (Tensor, Lengths, Tensor) {
+        let lengths = [4u32, 2, 3];
+        let ids: Vec<u32> = (0..B * T).map(|i| (i * 3 % V) as u32).collect();
+        let targets: Vec<u32> = if per_token {
+            (0..B * T)
+                .map(|i| {
+                    if (i % T) < lengths[i / T] as usize {
+                        ((i * 5 + 1) % V) as u32
+                    } else {
+                        IGNORE
+                    }
+                })
+                .collect()
+        } else {
+            vec![1, 4, 6]
+        };
+        (
+            Tensor::from_slice(ctx, &ids, &[B, T]).unwrap(),
+            Lengths::new(ctx, &lengths, T).unwrap(),
+            Tensor::from_slice(ctx, &targets, &[targets.len()]).unwrap(),
+        )
+    }
+
+    fn loss(ctx: &Context, store: &mut ParamStore, n: &Net, with_grads: bool) -> f64 {
+        let (ids, lengths, targets) = batch(ctx, n.per_token);
+        store.zero_grad();
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let p: Vec<_> = n.params.iter().map(|&id| g.param(id)).collect();
+        let x = g.embedding(&ids, p[0], None).unwrap();
+        let weights = RecurrentWeights {
+            w_ih: p[1],
+            w_hh: p[2],
+            b_ih: p[3],
+            b_hh: p[4],
+        };
+        let out = match n.cell {
+            Cell::Lstm => g.lstm(x, weights, Some(&lengths)),
+            Cell::Gru => g.gru(x, weights, Some(&lengths)),
+            Cell::Rnn(act) => g.rnn(x, weights, act, Some(&lengths)),
+        }
+        .unwrap();
+        let logits = if n.per_token {
+            let y = g.linear(out.output, p[5], Some(p[6])).unwrap();
+            g.reshape(y, &[B * T, V]).unwrap()
+        } else {
+            g.linear(out.h_n, p[5], Some(p[6])).unwrap()
+        };
+        let op = CrossEntropy {
+            ignore_index: Some(IGNORE),
+            ..CrossEntropy::default()
+        };
+        let l = g.cross_entropy(logits, &targets, &op).unwrap();
+        let value = g.value(l).clone();
+        if with_grads {
+            g.backward(l).unwrap();
+        }
+        g.submit();
+        f64::from(value.to_vec::<f32>().unwrap()[0])
+    }
+
+    #[test]
+    fn graph_recurrent_layers_with_lengths_match_finite_differences_through_outputs_and_final_states() {
+        let ctx = ctx();
+        let cells = [
+            Cell::Lstm,
+            Cell::Gru,
+            Cell::Rnn(Nonlinearity::Tanh),
+            Cell::Rnn(Nonlinearity::Relu),
+        ];
+        for (c, cell) in cells.into_iter().enumerate() {
+            for per_token in [false, true] {
+                let mut store = ParamStore::new();
+                let n = net(ctx, &mut store, cell, per_token, 10 + c as u64);
+                loss(ctx, &mut store, &n, true);
+                // Every gradient first: the finite-difference evaluations below call zero_grad.
+                let grads: Vec<Vec<f32>> = n
+                    .params
+                    .iter()
+                    .map(|&id| {
+                        let grad = store.grad(id);
+                        let grad = grad.unwrap_or_else(|| panic!("{cell:?}: no gradient for {}", store.name(id)));
+                        grad.to_vec().unwrap()
+                    })
+                    .collect();
+                let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+                for (&id, grad) in n.params.iter().zip(&grads) {
+                    let original: Vec<f32> = store.value(id).to_vec().unwrap();
+                    let mut picks: Vec<usize> = (0..2).map(|_| rng.random_range(0..original.len())).collect();
+                    picks.push(
+                        (0..grad.len())
+                            .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
+                            .unwrap(),
+                    );
+                    for i in picks {
+                        let eps = 1e-2f32;
+                        let mut probe = original.clone();
+                        probe[i] += eps;
+                        store.value(id).write(&probe).unwrap();
+                        let up = loss(ctx, &mut store, &n, false);
+                        probe[i] = original[i] - eps;
+                        store.value(id).write(&probe).unwrap();
+                        let down = loss(ctx, &mut store, &n, false);
+                        store.value(id).write(&original).unwrap();
+                        let numeric = (up - down) / (2.0 * f64::from(eps));
+                        let analytic = f64::from(grad[i]);
+                        assert!(
+                            (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
+                            "{cell:?} per_token={per_token} {}[{i}]: backward {analytic}, finite difference {numeric}",
+                            store.name(id)
+                        );
+                    }
+                }
+            }
         }
     }
 }

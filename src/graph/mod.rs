@@ -8,19 +8,23 @@
 //! several ops gets the sum of their contributions. Kernels take an `accumulate` flag,
 //! so the first contribution overwrites and later ones add: no zero-fill dispatch.
 //!
-//! This first version covers what the chapter's classifiers need (embedding, one-layer
-//! unidirectional LSTM, linear, dropout, cross-entropy, Adam); more ops follow.
+//! This first version covers what the chapter's classifiers need (embedding, linear,
+//! dropout, unidirectional LSTM/GRU/RNN layers with lengths, cross-entropy, Adam); more
+//! ops follow.
 
 use crate::kernels::cross_entropy::{cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
     add_backward, add_forward, dropout_backward, dropout_forward, split_backward, split_forward, BinaryGrads, Dropout,
 };
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBackward, EmbeddingWorkspace};
+use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
 use crate::kernels::lstm_cell::{lstm_backward, lstm_forward, LstmBackward, LstmForward};
 use crate::kernels::matmul::{
     matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
 use crate::kernels::optim::{adam_step, Adam};
+use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
+use crate::kernels::Lengths;
 use crate::{Context, DType, Encoder, Error, Result, Tensor};
 
 /// A parameter: its value, its gradient buffer, whether the optimizer updates it.
@@ -115,6 +119,43 @@ enum Source {
 
 type BackwardFn = Box<dyn FnOnce(&mut Backward<'_>) -> Result<()>>;
 
+/// The four weights of one recurrent layer-direction, PyTorch's `weight_ih_l{k}`,
+/// `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`.
+#[derive(Clone, Copy, Debug)]
+pub struct RecurrentWeights {
+    /// `[gates H, I]`
+    pub w_ih: Var,
+    /// `[gates H, H]`
+    pub w_hh: Var,
+    /// `[gates H]`
+    pub b_ih: Var,
+    /// `[gates H]`
+    pub b_hh: Var,
+}
+
+/// What a recurrent layer returns.
+#[derive(Clone, Copy, Debug)]
+pub struct RecurrentOut {
+    /// `[B, T, H]`, zero at padded steps.
+    pub output: Var,
+    /// `[B, H]`: each row's hidden state after its last real step.
+    pub h_n: Var,
+    /// `[B, H]`: the LSTM's cell state likewise (None for GRU and RNN).
+    pub c_n: Option<Var>,
+}
+
+/// A copy of `x` (a kernel that overwrites its input must not consume a caller's value).
+fn copy_of(g: &mut Backward<'_>, x: &Tensor) -> Result<Tensor> {
+    let copy = Tensor::empty(g.ctx, x.shape(), DType::F32)?;
+    let grads = BinaryGrads {
+        a: Some(&copy),
+        b: None,
+        accumulate: false,
+    };
+    add_backward(g.ctx, g.encoder, x, grads)?;
+    Ok(copy)
+}
+
 /// One training (or inference) step under construction.
 pub struct Graph<'s> {
     ctx: Context,
@@ -141,6 +182,82 @@ pub struct Backward<'a> {
 }
 
 impl Backward<'_> {
+    /// The gradient target of a value only one op consumes (a layer's input projection),
+    /// so its gradient is always written fresh.
+    fn fresh_target(&mut self, v: Var, layer: &str) -> Result<Tensor> {
+        match self.target(v)? {
+            Some((grad, false)) => Ok(grad),
+            _ => Err(Error::invalid(format!(
+                "{layer}: the input projection's gradient was already written"
+            ))),
+        }
+    }
+
+    /// `dW_hh (+)= sum_b dgates[b]^T h_states[b, 0..T]`, in pieces: each piece
+    /// (first column block, first row block, blocks) maps `blocks` H-wide column blocks of
+    /// `grad_gates` `[B, T, width H]` to the same number of H-row blocks of dW_hh.
+    fn recurrent_weight_grad(
+        &mut self,
+        w_hh: Var,
+        grad_gates: &Tensor,
+        width: usize,
+        h_states: &Tensor,
+        pieces: &[(usize, usize, usize)],
+    ) -> Result<()> {
+        let Some((grad, accumulate)) = self.target(w_hh)? else {
+            return Ok(());
+        };
+        let [batch, slots, hidden] = h_states.shape()[..] else {
+            return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", h_states.shape()));
+        };
+        let steps = slots - 1;
+        for &(column, row, blocks) in pieces {
+            let op = StridedMatmul {
+                rows: blocks * hidden,
+                cols: hidden,
+                inner: steps,
+                batch,
+                sum_batches: true,
+                beta: if accumulate { 1.0 } else { 0.0 },
+            };
+            let lhs = Strides {
+                offset: column * hidden,
+                batch: steps * width * hidden,
+                row: 1,
+                col: width * hidden,
+            };
+            let rhs = Strides {
+                offset: 0,
+                batch: slots * hidden,
+                row: hidden,
+                col: 1,
+            };
+            let out = Strides {
+                offset: row * hidden * hidden,
+                ..Strides::row_major(blocks * hidden, hidden)
+            };
+            matmul_strided(
+                self.ctx,
+                self.encoder,
+                &op,
+                MatrixView {
+                    tensor: grad_gates,
+                    strides: lhs,
+                },
+                MatrixView {
+                    tensor: h_states,
+                    strides: rhs,
+                },
+                None,
+                MatrixView {
+                    tensor: &grad,
+                    strides: out,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     /// The gradient flowing into `v` (None: nothing downstream used it).
     fn grad(&self, v: Var) -> Option<Tensor> {
         self.grads[v.0].clone()
@@ -227,6 +344,27 @@ impl<'s> Graph<'s> {
     pub fn param(&mut self, id: ParamId) -> Var {
         let value = self.store.params[id.0].value.clone();
         self.push(value, Source::Param(id))
+    }
+
+    /// The same elements with another shape (no copy); the gradient flows back reshaped.
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let tx = self.value(x).clone();
+        let y = tx.reshape(shape)?;
+        let out = self.computed(y, &[x]);
+        let x_shape = tx.shape().to_vec();
+        self.record(move |g| {
+            let Some(dy) = g.grad(out) else { return Ok(()) };
+            if let Some((grad, accumulate)) = g.target(x)? {
+                let grads = BinaryGrads {
+                    a: Some(&grad),
+                    b: None,
+                    accumulate,
+                };
+                add_backward(g.ctx, g.encoder, &dy.reshape(&x_shape)?, grads)?;
+            }
+            Ok(())
+        });
+        Ok(out)
     }
 
     /// `a + b`, same shapes.
@@ -366,18 +504,16 @@ impl<'s> Graph<'s> {
         Ok(out)
     }
 
-    /// One LSTM layer (batch-first, zero initial state), as `nn.LSTM` with one layer:
-    /// returns the output `[B, T, H]` and the final hidden state `[B, H]`.
-    pub fn lstm(&mut self, x: Var, w_ih: Var, w_hh: Var, b_ih: Var, b_hh: Var) -> Result<(Var, Var)> {
-        let shape = self.value(x).shape().to_vec();
-        let [batch, steps, _] = shape[..] else {
-            return Err(Error::shape("lstm: x", "[B, T, I]", &shape));
-        };
-        let hidden = self.value(w_hh).shape()[1..].first().copied().unwrap_or(0);
+    /// One LSTM layer, batch-first, zero initial state, optional per-row lengths (padded
+    /// steps carry the state and output 0, as `pack_padded_sequence`): the output
+    /// `[B, T, H]` and the final states h_n, c_n `[B, H]` (each row's state after its last
+    /// real step), as one layer of `nn.LSTM`.
+    pub fn lstm(&mut self, x: Var, weights: RecurrentWeights, lengths: Option<&Lengths>) -> Result<RecurrentOut> {
+        let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 4)?;
         // The input projection for every step at once, biases folded into its epilogue.
-        let bias = self.add(b_ih, b_hh)?;
-        let xproj = self.linear(x, w_ih, Some(bias))?;
-        let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(w_hh).clone());
+        let bias = self.add(weights.b_ih, weights.b_hh)?;
+        let xproj = self.linear(x, weights.w_ih, Some(bias))?;
+        let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(weights.w_hh).clone());
         let states = [batch, steps + 1, hidden];
         let h_states = Tensor::zeros(&self.ctx, &states, DType::F32)?;
         let c_states = Tensor::zeros(&self.ctx, &states, DType::F32)?;
@@ -386,52 +522,43 @@ impl<'s> Graph<'s> {
         let forward = LstmForward {
             xproj: &txproj,
             w_hh: &tw_hh,
-            lengths: None,
+            lengths,
             h_states: &h_states,
             c_states: &c_states,
             gates: &gates,
             output: &output,
         };
         lstm_forward(&self.ctx, &mut self.encoder, &forward)?;
-        // h_n = slot T of h_states: the last H of each row of h_states viewed [B, (T+1) H].
-        let h_n = Tensor::empty(&self.ctx, &[batch, hidden], DType::F32)?;
-        let earlier = Tensor::empty(&self.ctx, &[batch, steps * hidden], DType::F32)?;
-        let rows = h_states.reshape(&[batch, (steps + 1) * hidden])?;
-        split_forward(&self.ctx, &mut self.encoder, &rows, &earlier, &h_n)?;
-        let out = self.computed(output, &[xproj, w_hh]);
-        let last = self.computed(h_n, &[xproj, w_hh]);
+        let from = [xproj, weights.w_hh];
+        let h_n = self.final_state(&h_states)?;
+        let c_n = self.final_state(&c_states)?;
+        let (out, h_n, c_n) = (
+            self.computed(output, &from),
+            self.computed(h_n, &from),
+            self.computed(c_n, &from),
+        );
+        let (w_hh, lengths) = (weights.w_hh, lengths.cloned());
         let ctx = self.ctx.clone();
         self.record(move |g| {
-            let (d_out, d_last) = (g.grad(out), g.grad(last));
-            if d_out.is_none() && d_last.is_none() {
+            let (d_out, d_h, d_c) = (g.grad(out), g.grad(h_n), g.grad(c_n));
+            if d_out.is_none() && d_h.is_none() && d_c.is_none() {
                 return Ok(());
             }
-            // (dh_n, dc_n) = (d_last or 0, 0)
+            // (dh_n, dc_n): each the final state's gradient, or zeros.
             let grad_state = Tensor::zeros(&ctx, &[2, batch, hidden], DType::F32)?;
-            if let Some(d_last) = &d_last {
+            if d_h.is_some() || d_c.is_some() {
                 let zeros = Tensor::zeros(&ctx, &[1, batch * hidden], DType::F32)?;
+                let flat = |d: &Option<Tensor>| {
+                    d.as_ref()
+                        .map_or(Ok(zeros.clone()), |d| d.reshape(&[1, batch * hidden]))
+                };
                 let halves = grad_state.reshape(&[1, 2 * batch * hidden])?;
-                split_backward(
-                    g.ctx,
-                    g.encoder,
-                    &d_last.reshape(&[1, batch * hidden])?,
-                    &zeros,
-                    &halves,
-                    false,
-                )?;
+                split_backward(g.ctx, g.encoder, &flat(&d_h)?, &flat(&d_c)?, &halves, false)?;
             }
-            let grad_gates = match g.target(xproj)? {
-                Some((grad, false)) => grad,
-                // xproj feeds nothing else, so its gradient is always fresh.
-                _ => {
-                    return Err(Error::invalid(
-                        "lstm: the input projection's gradient was already written",
-                    ))
-                }
-            };
+            let grad_gates = g.fresh_target(xproj, "lstm")?;
             let backward = LstmBackward {
                 w_hh: &tw_hh,
-                lengths: None,
+                lengths: lengths.as_ref(),
                 grad_output: d_out.as_ref(),
                 gates: &gates,
                 c_states: &c_states,
@@ -439,50 +566,205 @@ impl<'s> Graph<'s> {
                 grad_state: &grad_state,
             };
             lstm_backward(g.ctx, g.encoder, &backward)?;
-            // dW_hh = sum_b dgates[b]^T h_states[b, 0..T]
-            if let Some((grad, accumulate)) = g.target(w_hh)? {
-                let op = StridedMatmul {
-                    rows: 4 * hidden,
-                    cols: hidden,
-                    inner: steps,
-                    batch,
-                    sum_batches: true,
-                    beta: if accumulate { 1.0 } else { 0.0 },
-                };
-                let lhs = Strides {
-                    offset: 0,
-                    batch: steps * 4 * hidden,
-                    row: 1,
-                    col: 4 * hidden,
-                };
-                let rhs = Strides {
-                    offset: 0,
-                    batch: (steps + 1) * hidden,
-                    row: hidden,
-                    col: 1,
-                };
-                matmul_strided(
-                    g.ctx,
-                    g.encoder,
-                    &op,
-                    MatrixView {
-                        tensor: &grad_gates,
-                        strides: lhs,
-                    },
-                    MatrixView {
-                        tensor: &h_states,
-                        strides: rhs,
-                    },
-                    None,
-                    MatrixView {
-                        tensor: &grad,
-                        strides: Strides::row_major(4 * hidden, hidden),
-                    },
-                )?;
+            g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &[(0, 0, 4)])
+        });
+        Ok(RecurrentOut {
+            output: out,
+            h_n,
+            c_n: Some(c_n),
+        })
+    }
+
+    /// One GRU layer in PyTorch's form, batch-first, zero initial state, optional lengths:
+    /// the output `[B, T, H]` and h_n `[B, H]`, as one layer of `nn.GRU`.
+    pub fn gru(&mut self, x: Var, weights: RecurrentWeights, lengths: Option<&Lengths>) -> Result<RecurrentOut> {
+        let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 3)?;
+        let xproj = self.linear(x, weights.w_ih, Some(weights.b_ih))?;
+        let (txproj, tw_hh, tb_hh) = (
+            self.value(xproj).clone(),
+            self.value(weights.w_hh).clone(),
+            self.value(weights.b_hh).clone(),
+        );
+        let h_states = Tensor::zeros(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
+        let gates = Tensor::empty(&self.ctx, &[batch, steps, 4 * hidden], DType::F32)?;
+        let output = Tensor::empty(&self.ctx, &[batch, steps, hidden], DType::F32)?;
+        let forward = GruForward {
+            xproj: &txproj,
+            w_hh: &tw_hh,
+            b_hh: &tb_hh,
+            lengths,
+            h_states: &h_states,
+            gates: &gates,
+            output: &output,
+        };
+        gru_forward(&self.ctx, &mut self.encoder, &forward)?;
+        let from = [xproj, weights.w_hh, weights.b_hh];
+        let h_n = self.final_state(&h_states)?;
+        let (out, h_n) = (self.computed(output, &from), self.computed(h_n, &from));
+        let (w_hh, b_hh, lengths) = (weights.w_hh, weights.b_hh, lengths.cloned());
+        let ctx = self.ctx.clone();
+        self.record(move |g| {
+            let (d_out, d_h) = (g.grad(out), g.grad(h_n));
+            if d_out.is_none() && d_h.is_none() {
+                return Ok(());
+            }
+            let grad_state = match &d_h {
+                Some(d_h) => d_h.clone(),
+                None => Tensor::zeros(&ctx, &[batch, hidden], DType::F32)?,
+            };
+            // The backward turns grad_state into dh0; keep the caller's d_h intact.
+            let grad_state = copy_of(g, &grad_state)?;
+            let grad_gates = Tensor::empty(&ctx, &[batch, steps, 4 * hidden], DType::F32)?;
+            let backward = GruBackward {
+                w_hh: &tw_hh,
+                lengths: lengths.as_ref(),
+                grad_output: d_out.as_ref(),
+                gates: &gates,
+                h_states: &h_states,
+                grad_gates: &grad_gates,
+                grad_state: &grad_state,
+            };
+            gru_backward(g.ctx, g.encoder, &backward)?;
+            // grad_gates = (dr, dz, dn, dhn): d xproj is its first 3H columns.
+            let rows = batch * steps;
+            let dxproj = g.fresh_target(xproj, "gru")?;
+            let dhn = Tensor::empty(&ctx, &[rows, hidden], DType::F32)?;
+            let flat = grad_gates.reshape(&[rows, 4 * hidden])?;
+            split_forward(g.ctx, g.encoder, &flat, &dxproj.reshape(&[rows, 3 * hidden])?, &dhn)?;
+            // The gradient of h W_hh^T + b_hh is (dr, dz, dhn): columns 0..2H and 3H..4H.
+            let pieces = [(0, 0, 2), (3, 2, 1)];
+            g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &pieces)?;
+            if let Some((grad, accumulate)) = g.target(b_hh)? {
+                let ones = Tensor::full(&ctx, &[rows], 1.0f32)?;
+                for (column, row, gates_count) in pieces {
+                    let op = StridedMatmul {
+                        rows: 1,
+                        cols: gates_count * hidden,
+                        inner: rows,
+                        batch: 1,
+                        sum_batches: false,
+                        beta: if accumulate { 1.0 } else { 0.0 },
+                    };
+                    matmul_strided(
+                        g.ctx,
+                        g.encoder,
+                        &op,
+                        MatrixView {
+                            tensor: &ones,
+                            strides: Strides::row_major(1, rows),
+                        },
+                        MatrixView {
+                            tensor: &grad_gates,
+                            strides: Strides {
+                                offset: column * hidden,
+                                batch: 0,
+                                row: 4 * hidden,
+                                col: 1,
+                            },
+                        },
+                        None,
+                        MatrixView {
+                            tensor: &grad,
+                            strides: Strides {
+                                offset: row * hidden,
+                                batch: 0,
+                                row: 0,
+                                col: 1,
+                            },
+                        },
+                    )?;
+                }
             }
             Ok(())
         });
-        Ok((out, last))
+        Ok(RecurrentOut {
+            output: out,
+            h_n,
+            c_n: None,
+        })
+    }
+
+    /// One Elman RNN layer (`nn.RNN`, tanh or relu), batch-first, zero initial state,
+    /// optional lengths: the output `[B, T, H]` and h_n `[B, H]`.
+    pub fn rnn(
+        &mut self,
+        x: Var,
+        weights: RecurrentWeights,
+        nonlinearity: Nonlinearity,
+        lengths: Option<&Lengths>,
+    ) -> Result<RecurrentOut> {
+        let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 1)?;
+        let bias = self.add(weights.b_ih, weights.b_hh)?;
+        let xproj = self.linear(x, weights.w_ih, Some(bias))?;
+        let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(weights.w_hh).clone());
+        let h_states = Tensor::zeros(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
+        let output = Tensor::empty(&self.ctx, &[batch, steps, hidden], DType::F32)?;
+        let forward = RnnForward {
+            xproj: &txproj,
+            w_hh: &tw_hh,
+            lengths,
+            h_states: &h_states,
+            output: &output,
+            nonlinearity,
+        };
+        rnn_forward(&self.ctx, &mut self.encoder, &forward)?;
+        let from = [xproj, weights.w_hh];
+        let h_n = self.final_state(&h_states)?;
+        let (out, h_n) = (self.computed(output, &from), self.computed(h_n, &from));
+        let (w_hh, lengths) = (weights.w_hh, lengths.cloned());
+        let ctx = self.ctx.clone();
+        self.record(move |g| {
+            let (d_out, d_h) = (g.grad(out), g.grad(h_n));
+            if d_out.is_none() && d_h.is_none() {
+                return Ok(());
+            }
+            let grad_state = match &d_h {
+                Some(d_h) => copy_of(g, d_h)?,
+                None => Tensor::zeros(&ctx, &[batch, hidden], DType::F32)?,
+            };
+            let grad_gates = g.fresh_target(xproj, "rnn")?;
+            let backward = RnnBackward {
+                w_hh: &tw_hh,
+                lengths: lengths.as_ref(),
+                grad_output: d_out.as_ref(),
+                h_states: &h_states,
+                grad_gates: &grad_gates,
+                grad_state: &grad_state,
+                nonlinearity,
+            };
+            rnn_backward(g.ctx, g.encoder, &backward)?;
+            g.recurrent_weight_grad(w_hh, &grad_gates, 1, &h_states, &[(0, 0, 1)])
+        });
+        Ok(RecurrentOut {
+            output: out,
+            h_n,
+            c_n: None,
+        })
+    }
+
+    /// (B, T, H) of a recurrent layer over `x` `[B, T, I]` with `w_hh` `[gates H, H]`.
+    fn recurrent_dims(&self, x: Var, w_hh: Var, gates: usize) -> Result<(usize, usize, usize)> {
+        let (x_shape, w_shape) = (self.value(x).shape(), self.value(w_hh).shape());
+        let [batch, steps, _] = x_shape[..] else {
+            return Err(Error::shape("recurrent layer: x", "[B, T, I]", x_shape));
+        };
+        match w_shape[..] {
+            [rows, hidden] if rows == gates * hidden && hidden > 0 => Ok((batch, steps, hidden)),
+            _ => Err(Error::shape("recurrent layer: w_hh", format!("[{gates}H, H]"), w_shape)),
+        }
+    }
+
+    /// Slot T of a `[B, T+1, H]` state buffer (padded steps carry each row's last state
+    /// there): the last H of each row viewed `[B, (T+1) H]`.
+    fn final_state(&mut self, states: &Tensor) -> Result<Tensor> {
+        let [batch, slots, hidden] = states.shape()[..] else {
+            return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", states.shape()));
+        };
+        let last = Tensor::empty(&self.ctx, &[batch, hidden], DType::F32)?;
+        let earlier = Tensor::empty(&self.ctx, &[batch, (slots - 1) * hidden], DType::F32)?;
+        let rows = states.reshape(&[batch, slots * hidden])?;
+        split_forward(&self.ctx, &mut self.encoder, &rows, &earlier, &last)?;
+        Ok(last)
     }
 
     /// Softmax cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32): the loss
