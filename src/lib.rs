@@ -39,6 +39,7 @@ mod error;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
+pub mod nn;
 pub mod reference;
 mod tensor;
 

@@ -1,0 +1,136 @@
+//! nn modules: parameter counts equal PyTorch's, and a 2-layer LSTM classifier with
+//! dropout trains on lavapipe.
+
+mod common;
+
+use common::ctx;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tsumugi::graph::{Graph, ParamStore};
+use tsumugi::kernels::cross_entropy::CrossEntropy;
+use tsumugi::kernels::optim::Adam;
+use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent};
+use tsumugi::{Context, Tensor};
+
+/// The chapter's classifier shape: embedding -> recurrent layers -> linear on the last
+/// layer's final hidden state.
+struct Classifier {
+    embedding: Embedding,
+    rnn: Recurrent,
+    fc: Linear,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classifier(
+    ctx: &Context,
+    store: &mut ParamStore,
+    kind: CellKind,
+    vocab: usize,
+    embed: usize,
+    hidden: usize,
+    outputs: usize,
+    layers: usize,
+    dropout: f32,
+) -> Classifier {
+    let mut rng = StdRng::seed_from_u64(42);
+    Classifier {
+        embedding: Embedding::new(ctx, store, &mut rng, "embedding", vocab, embed, None).unwrap(),
+        rnn: Recurrent::new(ctx, store, &mut rng, "rnn", kind, embed, hidden, layers, dropout).unwrap(),
+        fc: Linear::new(ctx, store, &mut rng, "fc", hidden, outputs, true).unwrap(),
+    }
+}
+
+#[test]
+fn parameter_counts_equal_pytorchs_for_the_chapters_classifiers() {
+    let ctx = ctx();
+    // SentimentLSTM(vocab_size=24, embedding_dim=32, hidden_dim=64, output_dim=2,
+    // n_layers=2, dropout=0.5): nn.Embedding(24, 32), nn.LSTM(32, 64, num_layers=2,
+    // dropout=0.5, batch_first=True), nn.Linear(64, 2).
+    // >>> sum(p.numel() for p in model.parameters())  # PyTorch 2.x
+    // 59266
+    let mut store = ParamStore::new();
+    classifier(ctx, &mut store, CellKind::Lstm, 24, 32, 64, 2, 2, 0.5);
+    assert_eq!(store.count(), (59_266, 59_266));
+
+    // TextClassifierGRU(vocab_size=100, embedding_dim=32, hidden_dim=64, output_dim=2):
+    // nn.Embedding(100, 32), nn.GRU(32, 64, batch_first=True), nn.Linear(64, 2) -> 22146
+    let mut store = ParamStore::new();
+    classifier(ctx, &mut store, CellKind::Gru, 100, 32, 64, 2, 1, 0.0);
+    assert_eq!(store.count(), (22_146, 22_146));
+
+    // CharLevelRNN(vocab_size=27, embedding_dim=32, hidden_dim=64, n_layers=2):
+    // nn.Embedding(27, 32), nn.LSTM(32, 64, num_layers=2, batch_first=True),
+    // nn.Linear(64, 27) -> 60987
+    let mut store = ParamStore::new();
+    classifier(ctx, &mut store, CellKind::Lstm, 27, 32, 64, 27, 2, 0.0);
+    assert_eq!(store.count(), (60_987, 60_987));
+
+    // SentimentLSTM with nn.Embedding.from_pretrained(table, freeze=True): the 24 x 32
+    // table stays in the count but not among the trainable parameters.
+    // >>> sum(p.numel() for p in model.parameters() if p.requires_grad)  -> 58498
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    let table = Tensor::zeros(ctx, &[24, 32], tsumugi::DType::F32).unwrap();
+    Embedding::from_pretrained(&mut store, "embedding", table, true, None).unwrap();
+    Recurrent::new(ctx, &mut store, &mut rng, "lstm", CellKind::Lstm, 32, 64, 2, 0.5).unwrap();
+    Linear::new(ctx, &mut store, &mut rng, "fc", 64, 2, true).unwrap();
+    assert_eq!(store.count(), (59_266, 58_498));
+}
+
+#[test]
+fn a_two_layer_lstm_classifier_with_dropout_reaches_full_training_accuracy() {
+    // Eight reviews over 12 words (0 = <pad>), lengths 3 to 5, label 1 = positive.
+    let reviews: [(&[u32], u32); 8] = [
+        (&[1, 2, 3], 1),
+        (&[1, 4, 3], 0),
+        (&[5, 6, 7, 8], 1),
+        (&[5, 6, 9, 8], 0),
+        (&[3, 10, 11, 7], 1),
+        (&[3, 10, 11, 9], 0),
+        (&[1, 2, 3, 10, 7], 1),
+        (&[1, 4, 3, 10, 9], 0),
+    ];
+    let ctx = ctx();
+    let steps = 5;
+    let mut ids = vec![0u32; reviews.len() * steps];
+    for (row, (words, _)) in reviews.iter().enumerate() {
+        ids[row * steps..row * steps + words.len()].copy_from_slice(words);
+    }
+    let lengths: Vec<u32> = reviews.iter().map(|(w, _)| w.len() as u32).collect();
+    let labels: Vec<u32> = reviews.iter().map(|&(_, l)| l).collect();
+    let ids = Tensor::from_slice(ctx, &ids, &[reviews.len(), steps]).unwrap();
+    let labels_t = Tensor::from_slice(ctx, &labels, &[reviews.len()]).unwrap();
+    let lengths = tsumugi::kernels::Lengths::new(ctx, &lengths, steps).unwrap();
+
+    let mut store = ParamStore::new();
+    let model = classifier(ctx, &mut store, CellKind::Lstm, 12, 16, 32, 2, 2, 0.2);
+    let adam = Adam {
+        lr: 0.01,
+        ..Adam::default()
+    };
+    let run = |store: &mut ParamStore, t: Option<u64>| -> (Vec<f32>, f32) {
+        store.zero_grad();
+        let mut g = Graph::new(ctx, store, t.is_some(), 5, t.unwrap_or(0));
+        let x = model.embedding.forward(&mut g, &ids).unwrap();
+        let states = model.rnn.forward(&mut g, x, Some(&lengths)).unwrap();
+        let last = *states.h_n.last().unwrap();
+        let last = g.dropout(last, 0.2).unwrap();
+        let logits = model.fc.forward(&mut g, last).unwrap();
+        let loss = g.cross_entropy(logits, &labels_t, &CrossEntropy::default()).unwrap();
+        let (logits_t, loss_t) = (g.value(logits).clone(), g.value(loss).clone());
+        if let Some(t) = t {
+            g.backward(loss).unwrap();
+            g.adam_step(&adam, t).unwrap();
+        }
+        g.submit();
+        (logits_t.to_vec().unwrap(), loss_t.to_vec::<f32>().unwrap()[0])
+    };
+    let (_, first) = run(&mut store, Some(1));
+    let mut last = first;
+    for t in 2..=100 {
+        last = run(&mut store, Some(t)).1;
+    }
+    let (logits, _) = run(&mut store, None);
+    let predictions: Vec<u32> = logits.chunks(2).map(|l| u32::from(l[1] > l[0])).collect();
+    assert_eq!(predictions, labels, "loss {first} -> {last}");
+}
