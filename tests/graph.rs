@@ -91,7 +91,7 @@ fn step(
         b_ih: g.param(m.b_ih),
         b_hh: g.param(m.b_hh),
     };
-    let h_n = g.lstm(x, weights, None).unwrap().h_n;
+    let h_n = g.lstm(x, weights, None, None).unwrap().h_n;
     let (fc_w, fc_b) = (g.param(m.fc_w), g.param(m.fc_b));
     let logits = g.linear(h_n, fc_w, Some(fc_b)).unwrap();
     let loss = g.cross_entropy(logits, labels, &CrossEntropy::default()).unwrap();
@@ -190,7 +190,7 @@ fn loss_and_grads(
         b_ih: g.param(m.b_ih),
         b_hh: g.param(m.b_hh),
     };
-    let h_n = g.lstm(x, weights, None).unwrap().h_n;
+    let h_n = g.lstm(x, weights, None, None).unwrap().h_n;
     let (fc_w, fc_b) = (g.param(m.fc_w), g.param(m.fc_b));
     let logits = g.linear(h_n, fc_w, Some(fc_b)).unwrap();
     let loss = g.cross_entropy(logits, labels, &CrossEntropy::default()).unwrap();
@@ -352,9 +352,9 @@ mod cells {
             b_hh: p[4],
         };
         let out = match n.cell {
-            Cell::Lstm => g.lstm(x, weights, Some(&lengths)),
-            Cell::Gru => g.gru(x, weights, Some(&lengths)),
-            Cell::Rnn(act) => g.rnn(x, weights, act, Some(&lengths)),
+            Cell::Lstm => g.lstm(x, weights, Some(&lengths), None),
+            Cell::Gru => g.gru(x, weights, Some(&lengths), None),
+            Cell::Rnn(act) => g.rnn(x, weights, act, Some(&lengths), None),
         }
         .unwrap();
         let logits = if n.per_token {
@@ -428,6 +428,126 @@ mod cells {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+mod encoder_decoder {
+    use super::ctx;
+    use rand::{Rng, SeedableRng};
+    use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
+    use tsumugi::kernels::cross_entropy::CrossEntropy;
+    use tsumugi::{Context, Tensor};
+
+    const B: usize = 2;
+    const S: usize = 3;
+    const T: usize = 4;
+    const E: usize = 3;
+    const H: usize = 5;
+    const V: usize = 6;
+
+    fn params(ctx: &Context, store: &mut ParamStore, gates: usize) -> Vec<ParamId> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let mut add = |name: &str, shape: &[usize]| {
+            let data: Vec<f32> = (0..shape.iter().product())
+                .map(|_| rng.random_range(-0.5..0.5))
+                .collect();
+            store
+                .add(name, Tensor::from_slice(ctx, &data, shape).unwrap(), true)
+                .unwrap()
+        };
+        vec![
+            add("encoder.embedding.weight", &[V, E]),
+            add("encoder.rnn.weight_ih_l0", &[gates * H, E]),
+            add("encoder.rnn.weight_hh_l0", &[gates * H, H]),
+            add("encoder.rnn.bias_ih_l0", &[gates * H]),
+            add("encoder.rnn.bias_hh_l0", &[gates * H]),
+            add("decoder.embedding.weight", &[V, E]),
+            add("decoder.extra.weight", &[V, E]),
+            add("decoder.rnn.weight_ih_l0", &[gates * H, 2 * E]),
+            add("decoder.rnn.weight_hh_l0", &[gates * H, H]),
+            add("decoder.rnn.bias_ih_l0", &[gates * H]),
+            add("decoder.rnn.bias_hh_l0", &[gates * H]),
+            add("decoder.fc.weight", &[V, H]),
+            add("decoder.fc.bias", &[V]),
+        ]
+    }
+
+    /// Encoder final state -> decoder initial state; decoder input = two embeddings
+    /// concatenated; per-token loss.
+    fn loss(ctx: &Context, store: &mut ParamStore, ids: &[ParamId], lstm: bool, with_grads: bool) -> f64 {
+        let src: Vec<u32> = (0..B * S).map(|i| (i * 2 % V) as u32).collect();
+        let tgt: Vec<u32> = (0..B * T).map(|i| (i * 5 % V) as u32).collect();
+        let labels: Vec<u32> = (0..B * T).map(|i| ((i + 1) % V) as u32).collect();
+        let (src, tgt) = (
+            Tensor::from_slice(ctx, &src, &[B, S]).unwrap(),
+            Tensor::from_slice(ctx, &tgt, &[B, T]).unwrap(),
+        );
+        let labels = Tensor::from_slice(ctx, &labels, &[B * T]).unwrap();
+        store.zero_grad();
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let p: Vec<_> = ids.iter().map(|&id| g.param(id)).collect();
+        let weights = |k: usize| RecurrentWeights {
+            w_ih: p[k],
+            w_hh: p[k + 1],
+            b_ih: p[k + 2],
+            b_hh: p[k + 3],
+        };
+        let x = g.embedding(&src, p[0], None).unwrap();
+        let y1 = g.embedding(&tgt, p[5], None).unwrap();
+        let y2 = g.embedding(&tgt, p[6], None).unwrap();
+        let y = g.concat(y1, y2).unwrap();
+        let out = if lstm {
+            let enc = g.lstm(x, weights(1), None, None).unwrap();
+            g.lstm(y, weights(7), None, Some((enc.h_n, enc.c_n.unwrap()))).unwrap()
+        } else {
+            let enc = g.gru(x, weights(1), None, None).unwrap();
+            g.gru(y, weights(7), None, Some(enc.h_n)).unwrap()
+        };
+        let logits = g.linear(out.output, p[11], Some(p[12])).unwrap();
+        let logits = g.reshape(logits, &[B * T, V]).unwrap();
+        let l = g.cross_entropy(logits, &labels, &CrossEntropy::default()).unwrap();
+        let value = g.value(l).clone();
+        if with_grads {
+            g.backward(l).unwrap();
+        }
+        g.submit();
+        f64::from(value.to_vec::<f32>().unwrap()[0])
+    }
+
+    #[test]
+    fn graph_initial_states_and_concat_pass_gradients_like_finite_differences() {
+        let ctx = ctx();
+        for lstm in [true, false] {
+            let mut store = ParamStore::new();
+            let ids = params(ctx, &mut store, if lstm { 4 } else { 3 });
+            loss(ctx, &mut store, &ids, lstm, true);
+            let grads: Vec<Vec<f32>> = ids
+                .iter()
+                .map(|&id| store.grad(id).unwrap().to_vec().unwrap())
+                .collect();
+            for (&id, grad) in ids.iter().zip(&grads) {
+                let original: Vec<f32> = store.value(id).to_vec().unwrap();
+                let i = (0..grad.len())
+                    .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
+                    .unwrap();
+                let eps = 1e-2f32;
+                let mut probe = original.clone();
+                probe[i] += eps;
+                store.value(id).write(&probe).unwrap();
+                let up = loss(ctx, &mut store, &ids, lstm, false);
+                probe[i] = original[i] - eps;
+                store.value(id).write(&probe).unwrap();
+                let down = loss(ctx, &mut store, &ids, lstm, false);
+                store.value(id).write(&original).unwrap();
+                let numeric = (up - down) / (2.0 * f64::from(eps));
+                let analytic = f64::from(grad[i]);
+                assert!(
+                    (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
+                    "lstm={lstm} {}[{i}]: backward {analytic}, finite difference {numeric}",
+                    store.name(id)
+                );
             }
         }
     }

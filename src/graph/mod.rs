@@ -14,7 +14,8 @@
 
 use crate::kernels::cross_entropy::{cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
-    add_backward, add_forward, dropout_backward, dropout_forward, split_backward, split_forward, BinaryGrads, Dropout,
+    add_backward, add_forward, concat_backward, concat_forward, dropout_backward, dropout_forward, split_backward,
+    split_forward, BinaryGrads, Dropout,
 };
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBackward, EmbeddingWorkspace};
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
@@ -258,6 +259,20 @@ impl Backward<'_> {
         Ok(())
     }
 
+    /// Adds (or writes) `grad` into the gradient of `v`, if it needs one.
+    fn deliver(&mut self, v: Option<Var>, grad: &Tensor) -> Result<()> {
+        let Some(v) = v else { return Ok(()) };
+        if let Some((target, accumulate)) = self.target(v)? {
+            let grads = BinaryGrads {
+                a: Some(&target),
+                b: None,
+                accumulate,
+            };
+            add_backward(self.ctx, self.encoder, grad, grads)?;
+        }
+        Ok(())
+    }
+
     /// The gradient flowing into `v` (None: nothing downstream used it).
     fn grad(&self, v: Var) -> Option<Tensor> {
         self.grads[v.0].clone()
@@ -361,6 +376,43 @@ impl<'s> Graph<'s> {
                     accumulate,
                 };
                 add_backward(g.ctx, g.encoder, &dy.reshape(&x_shape)?, grads)?;
+            }
+            Ok(())
+        });
+        Ok(out)
+    }
+
+    /// `a ++ b` along the last axis: `[.., A]`, `[.., B]` to `[.., A + B]`.
+    pub fn concat(&mut self, a: Var, b: Var) -> Result<Var> {
+        let (ta, tb) = (self.value(a).clone(), self.value(b).clone());
+        let mut shape = ta.shape().to_vec();
+        let (Some(last), Some(&b_last)) = (shape.last_mut(), tb.shape().last()) else {
+            return Err(Error::shape("concat: a", "[.., A]", ta.shape()));
+        };
+        *last += b_last;
+        let y = Tensor::empty(&self.ctx, &shape, DType::F32)?;
+        concat_forward(&self.ctx, &mut self.encoder, &ta, &tb, &y)?;
+        let out = self.computed(y, &[a, b]);
+        self.record(move |g| {
+            let Some(dy) = g.grad(out) else { return Ok(()) };
+            // One split per target: each has its own accumulate flag.
+            if let Some((grad, accumulate)) = g.target(a)? {
+                let scratch = Tensor::empty(g.ctx, tb.shape(), DType::F32)?;
+                let grads = BinaryGrads {
+                    a: Some(&grad),
+                    b: Some(&scratch),
+                    accumulate,
+                };
+                concat_backward(g.ctx, g.encoder, &dy, grads)?;
+            }
+            if let Some((grad, accumulate)) = g.target(b)? {
+                let scratch = Tensor::empty(g.ctx, ta.shape(), DType::F32)?;
+                let grads = BinaryGrads {
+                    a: Some(&scratch),
+                    b: Some(&grad),
+                    accumulate,
+                };
+                concat_backward(g.ctx, g.encoder, &dy, grads)?;
             }
             Ok(())
         });
@@ -508,15 +560,21 @@ impl<'s> Graph<'s> {
     /// steps carry the state and output 0, as `pack_padded_sequence`): the output
     /// `[B, T, H]` and the final states h_n, c_n `[B, H]` (each row's state after its last
     /// real step), as one layer of `nn.LSTM`.
-    pub fn lstm(&mut self, x: Var, weights: RecurrentWeights, lengths: Option<&Lengths>) -> Result<RecurrentOut> {
+    pub fn lstm(
+        &mut self,
+        x: Var,
+        weights: RecurrentWeights,
+        lengths: Option<&Lengths>,
+        initial: Option<(Var, Var)>,
+    ) -> Result<RecurrentOut> {
         let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 4)?;
         // The input projection for every step at once, biases folded into its epilogue.
         let bias = self.add(weights.b_ih, weights.b_hh)?;
         let xproj = self.linear(x, weights.w_ih, Some(bias))?;
         let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(weights.w_hh).clone());
-        let states = [batch, steps + 1, hidden];
-        let h_states = Tensor::zeros(&self.ctx, &states, DType::F32)?;
-        let c_states = Tensor::zeros(&self.ctx, &states, DType::F32)?;
+        let (h0, c0) = (initial.map(|(h, _)| h), initial.map(|(_, c)| c));
+        let h_states = self.states_with(h0, batch, steps, hidden)?;
+        let c_states = self.states_with(c0, batch, steps, hidden)?;
         let gates = Tensor::empty(&self.ctx, &[batch, steps, 4 * hidden], DType::F32)?;
         let output = Tensor::empty(&self.ctx, &[batch, steps, hidden], DType::F32)?;
         let forward = LstmForward {
@@ -529,7 +587,8 @@ impl<'s> Graph<'s> {
             output: &output,
         };
         lstm_forward(&self.ctx, &mut self.encoder, &forward)?;
-        let from = [xproj, weights.w_hh];
+        let mut from = vec![xproj, weights.w_hh];
+        from.extend(h0.into_iter().chain(c0));
         let h_n = self.final_state(&h_states)?;
         let c_n = self.final_state(&c_states)?;
         let (out, h_n, c_n) = (
@@ -566,6 +625,17 @@ impl<'s> Graph<'s> {
                 grad_state: &grad_state,
             };
             lstm_backward(g.ctx, g.encoder, &backward)?;
+            if h0.is_some() || c0.is_some() {
+                // grad_state now holds (dh0, dc0).
+                let (dh0, dc0) = (
+                    Tensor::empty(&ctx, &[1, batch * hidden], DType::F32)?,
+                    Tensor::empty(&ctx, &[1, batch * hidden], DType::F32)?,
+                );
+                let halves = grad_state.reshape(&[1, 2 * batch * hidden])?;
+                split_forward(g.ctx, g.encoder, &halves, &dh0, &dc0)?;
+                g.deliver(h0, &dh0.reshape(&[batch, hidden])?)?;
+                g.deliver(c0, &dc0.reshape(&[batch, hidden])?)?;
+            }
             g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &[(0, 0, 4)])
         });
         Ok(RecurrentOut {
@@ -577,7 +647,13 @@ impl<'s> Graph<'s> {
 
     /// One GRU layer in PyTorch's form, batch-first, zero initial state, optional lengths:
     /// the output `[B, T, H]` and h_n `[B, H]`, as one layer of `nn.GRU`.
-    pub fn gru(&mut self, x: Var, weights: RecurrentWeights, lengths: Option<&Lengths>) -> Result<RecurrentOut> {
+    pub fn gru(
+        &mut self,
+        x: Var,
+        weights: RecurrentWeights,
+        lengths: Option<&Lengths>,
+        h0: Option<Var>,
+    ) -> Result<RecurrentOut> {
         let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 3)?;
         let xproj = self.linear(x, weights.w_ih, Some(weights.b_ih))?;
         let (txproj, tw_hh, tb_hh) = (
@@ -585,7 +661,7 @@ impl<'s> Graph<'s> {
             self.value(weights.w_hh).clone(),
             self.value(weights.b_hh).clone(),
         );
-        let h_states = Tensor::zeros(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
+        let h_states = self.states_with(h0, batch, steps, hidden)?;
         let gates = Tensor::empty(&self.ctx, &[batch, steps, 4 * hidden], DType::F32)?;
         let output = Tensor::empty(&self.ctx, &[batch, steps, hidden], DType::F32)?;
         let forward = GruForward {
@@ -598,7 +674,8 @@ impl<'s> Graph<'s> {
             output: &output,
         };
         gru_forward(&self.ctx, &mut self.encoder, &forward)?;
-        let from = [xproj, weights.w_hh, weights.b_hh];
+        let mut from = vec![xproj, weights.w_hh, weights.b_hh];
+        from.extend(h0);
         let h_n = self.final_state(&h_states)?;
         let (out, h_n) = (self.computed(output, &from), self.computed(h_n, &from));
         let (w_hh, b_hh, lengths) = (weights.w_hh, weights.b_hh, lengths.cloned());
@@ -625,6 +702,7 @@ impl<'s> Graph<'s> {
                 grad_state: &grad_state,
             };
             gru_backward(g.ctx, g.encoder, &backward)?;
+            g.deliver(h0, &grad_state)?;
             // grad_gates = (dr, dz, dn, dhn): d xproj is its first 3H columns.
             let rows = batch * steps;
             let dxproj = g.fresh_target(xproj, "gru")?;
@@ -692,12 +770,13 @@ impl<'s> Graph<'s> {
         weights: RecurrentWeights,
         nonlinearity: Nonlinearity,
         lengths: Option<&Lengths>,
+        h0: Option<Var>,
     ) -> Result<RecurrentOut> {
         let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 1)?;
         let bias = self.add(weights.b_ih, weights.b_hh)?;
         let xproj = self.linear(x, weights.w_ih, Some(bias))?;
         let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(weights.w_hh).clone());
-        let h_states = Tensor::zeros(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
+        let h_states = self.states_with(h0, batch, steps, hidden)?;
         let output = Tensor::empty(&self.ctx, &[batch, steps, hidden], DType::F32)?;
         let forward = RnnForward {
             xproj: &txproj,
@@ -708,7 +787,8 @@ impl<'s> Graph<'s> {
             nonlinearity,
         };
         rnn_forward(&self.ctx, &mut self.encoder, &forward)?;
-        let from = [xproj, weights.w_hh];
+        let mut from = vec![xproj, weights.w_hh];
+        from.extend(h0);
         let h_n = self.final_state(&h_states)?;
         let (out, h_n) = (self.computed(output, &from), self.computed(h_n, &from));
         let (w_hh, lengths) = (weights.w_hh, lengths.cloned());
@@ -733,6 +813,7 @@ impl<'s> Graph<'s> {
                 nonlinearity,
             };
             rnn_backward(g.ctx, g.encoder, &backward)?;
+            g.deliver(h0, &grad_state)?;
             g.recurrent_weight_grad(w_hh, &grad_gates, 1, &h_states, &[(0, 0, 1)])
         });
         Ok(RecurrentOut {
@@ -740,6 +821,19 @@ impl<'s> Graph<'s> {
             h_n,
             c_n: None,
         })
+    }
+
+    /// A `[B, T+1, H]` state buffer whose slot 0 holds `initial` `[B, H]` (zeros if None).
+    fn states_with(&mut self, initial: Option<Var>, batch: usize, steps: usize, hidden: usize) -> Result<Tensor> {
+        let states = Tensor::zeros(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
+        if let Some(h0) = initial {
+            let h0_t = self.value(h0).clone();
+            h0_t.check_shape("recurrent layer: initial state", &[batch, hidden])?;
+            let rest = Tensor::zeros(&self.ctx, &[batch, steps * hidden], DType::F32)?;
+            let rows = states.reshape(&[batch, (steps + 1) * hidden])?;
+            concat_forward(&self.ctx, &mut self.encoder, &h0_t, &rest, &rows)?;
+        }
+        Ok(states)
     }
 
     /// (B, T, H) of a recurrent layer over `x` `[B, T, I]` with `w_hh` `[gates H, H]`.

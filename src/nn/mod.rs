@@ -218,9 +218,36 @@ impl Recurrent {
         Ok(Recurrent { kind, layers, dropout })
     }
 
-    /// Runs every layer over `x` `[B, T, I]` with optional per-row lengths; dropout
-    /// (training only) on each layer's output but the last, as PyTorch.
+    /// Runs every layer over `x` `[B, T, I]` with optional per-row lengths and zero
+    /// initial states; dropout (training only) on each layer's output but the last.
     pub fn forward(&self, g: &mut Graph<'_>, x: Var, lengths: Option<&Lengths>) -> Result<RecurrentStates> {
+        self.forward_from(g, x, lengths, &[], &[])
+    }
+
+    /// [`Recurrent::forward`] from initial states: `h0[k]` (and `c0[k]` for an LSTM)
+    /// `[B, H]` per layer, as PyTorch's `(h_0, c_0)`; empty slices mean zeros.
+    pub fn forward_from(
+        &self,
+        g: &mut Graph<'_>,
+        x: Var,
+        lengths: Option<&Lengths>,
+        h0: &[Var],
+        c0: &[Var],
+    ) -> Result<RecurrentStates> {
+        let layers = self.layers.len();
+        let lstm = self.kind == CellKind::Lstm;
+        if !(h0.is_empty() || h0.len() == layers) || !(c0.is_empty() || (lstm && c0.len() == layers)) {
+            return Err(Error::invalid(format!(
+                "initial states: {layers} layers need {layers} h0{}, got {} and {}",
+                if lstm { " and c0" } else { "" },
+                h0.len(),
+                c0.len()
+            )));
+        }
+        let zeros_c = lstm && !h0.is_empty() && c0.is_empty();
+        if zeros_c {
+            return Err(Error::invalid("an LSTM's initial state needs both h0 and c0"));
+        }
         let mut states = RecurrentStates {
             output: x,
             h_n: Vec::new(),
@@ -238,10 +265,11 @@ impl Recurrent {
                 b_ih: g.param(*b_ih),
                 b_hh: g.param(*b_hh),
             };
+            let h = h0.get(k).copied();
             let RecurrentOut { output, h_n, c_n } = match self.kind {
-                CellKind::Lstm => g.lstm(input, weights, lengths)?,
-                CellKind::Gru => g.gru(input, weights, lengths)?,
-                CellKind::Rnn(act) => g.rnn(input, weights, act, lengths)?,
+                CellKind::Lstm => g.lstm(input, weights, lengths, h.zip(c0.get(k).copied()))?,
+                CellKind::Gru => g.gru(input, weights, lengths, h)?,
+                CellKind::Rnn(act) => g.rnn(input, weights, act, lengths, h)?,
             };
             states.output = output;
             states.h_n.push(h_n);
