@@ -552,3 +552,116 @@ mod encoder_decoder {
         }
     }
 }
+
+mod attention_op {
+    use super::ctx;
+    use rand::{Rng, SeedableRng};
+    use tsumugi::graph::{Graph, ParamId, ParamStore};
+    use tsumugi::kernels::attention::Score;
+    use tsumugi::kernels::cross_entropy::CrossEntropy;
+    use tsumugi::kernels::Lengths;
+    use tsumugi::{Context, Tensor};
+
+    const B: usize = 3;
+    const S: usize = 4;
+    const E: usize = 5;
+    const V: usize = 6;
+
+    fn params(ctx: &Context, store: &mut ParamStore) -> Vec<ParamId> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        let mut add = |name: &str, shape: &[usize]| {
+            let data: Vec<f32> = (0..shape.iter().product())
+                .map(|_| rng.random_range(-0.8..0.8))
+                .collect();
+            store
+                .add(name, Tensor::from_slice(ctx, &data, shape).unwrap(), true)
+                .unwrap()
+        };
+        vec![
+            add("embedding.weight", &[V, E]),
+            add("W1.weight", &[E, E]),
+            add("W1.bias", &[E]),
+            add("W2.weight", &[E, E]),
+            add("W2.bias", &[E]),
+            add("V.weight", &[E]),
+            add("fc.weight", &[V, E]),
+            add("fc.bias", &[V]),
+        ]
+    }
+
+    fn loss(ctx: &Context, store: &mut ParamStore, ids: &[ParamId], score: Score, with_grads: bool) -> f64 {
+        let src: Vec<u32> = (0..B * S).map(|i| (i * 5 % V) as u32).collect();
+        let src = Tensor::from_slice(ctx, &src, &[B, S]).unwrap();
+        let q_ids = Tensor::from_slice(ctx, &[1u32, 3, 4], &[B, 1]).unwrap();
+        let labels = Tensor::from_slice(ctx, &[2u32, 0, 5], &[B]).unwrap();
+        let lengths = Lengths::new(ctx, &[4, 2, 3], S).unwrap();
+        store.zero_grad();
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let p: Vec<_> = ids.iter().map(|&id| g.param(id)).collect();
+        let values = g.embedding(&src, p[0], None).unwrap();
+        let q = g.embedding(&q_ids, p[0], None).unwrap();
+        let q = g.reshape(q, &[B, E]).unwrap();
+        let (context, _) = match score {
+            Score::Additive => {
+                let query = g.linear(q, p[1], Some(p[2])).unwrap();
+                let keys = g.linear(values, p[3], Some(p[4])).unwrap();
+                g.attention(score, query, keys, Some(p[5]), values, Some(&lengths))
+                    .unwrap()
+            }
+            Score::Dot => {
+                // Luong general: query = W1 q, keys = values.
+                let query = g.linear(q, p[1], None).unwrap();
+                g.attention(score, query, values, None, values, Some(&lengths)).unwrap()
+            }
+        };
+        let logits = g.linear(context, p[6], Some(p[7])).unwrap();
+        let l = g.cross_entropy(logits, &labels, &CrossEntropy::default()).unwrap();
+        let value = g.value(l).clone();
+        if with_grads {
+            g.backward(l).unwrap();
+        }
+        g.submit();
+        f64::from(value.to_vec::<f32>().unwrap()[0])
+    }
+
+    #[test]
+    fn graph_attention_gradients_match_finite_differences_additive_and_dot() {
+        let ctx = ctx();
+        for score in [Score::Additive, Score::Dot] {
+            let mut store = ParamStore::new();
+            let ids = params(ctx, &mut store);
+            loss(ctx, &mut store, &ids, score, true);
+            let grads: Vec<Option<Vec<f32>>> = ids
+                .iter()
+                .map(|&id| store.grad(id).map(|g| g.to_vec().unwrap()))
+                .collect();
+            for (&id, grad) in ids.iter().zip(&grads) {
+                let Some(grad) = grad else {
+                    // Dot attention uses neither W2, W1's bias nor V.
+                    assert_eq!(score, Score::Dot, "{} got no gradient", store.name(id));
+                    continue;
+                };
+                let original: Vec<f32> = store.value(id).to_vec().unwrap();
+                let i = (0..grad.len())
+                    .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
+                    .unwrap();
+                let eps = 1e-2f32;
+                let mut probe = original.clone();
+                probe[i] += eps;
+                store.value(id).write(&probe).unwrap();
+                let up = loss(ctx, &mut store, &ids, score, false);
+                probe[i] = original[i] - eps;
+                store.value(id).write(&probe).unwrap();
+                let down = loss(ctx, &mut store, &ids, score, false);
+                store.value(id).write(&original).unwrap();
+                let numeric = (up - down) / (2.0 * f64::from(eps));
+                let analytic = f64::from(grad[i]);
+                assert!(
+                    (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
+                    "{score:?} {}[{i}]: backward {analytic}, finite difference {numeric}",
+                    store.name(id)
+                );
+            }
+        }
+    }
+}

@@ -12,7 +12,8 @@
 //! dropout, unidirectional LSTM/GRU/RNN layers with lengths, cross-entropy, Adam); more
 //! ops follow.
 
-use crate::kernels::cross_entropy::{cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
+use crate::kernels::attention::{attention_backward, attention_forward, AttentionBackward, AttentionForward, Score};
+use crate::kernels::cross_entropy::{argmax, cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
     add_backward, add_forward, concat_backward, concat_forward, dropout_backward, dropout_forward, split_backward,
     split_forward, BinaryGrads, Dropout,
@@ -861,6 +862,100 @@ impl<'s> Graph<'s> {
         Ok(last)
     }
 
+    /// One decoder step of attention over a source sequence (kernels::attention): the
+    /// context `[B, Dv]` and the weights `[B, S]`. Additive (Bahdanau, the chapter's
+    /// `V(tanh(W1 q + W2 values))`) takes `query = W1 q + b1` `[B, A]`,
+    /// `keys = W2 values + b2` `[B, S, A]` (computed once per sequence) and `v` `[A]`
+    /// (`V.weight` reshaped; `V.bias` shifts every score equally, so it gets no gradient);
+    /// dot (Luong) takes `query` `[B, D]`, `keys` `[B, S, D]` and no v.
+    pub fn attention(
+        &mut self,
+        score: Score,
+        query: Var,
+        keys: Var,
+        v: Option<Var>,
+        values: Var,
+        lengths: Option<&Lengths>,
+    ) -> Result<(Var, Var)> {
+        let (tq, tk, tvals) = (
+            self.value(query).clone(),
+            self.value(keys).clone(),
+            self.value(values).clone(),
+        );
+        let tv = v.map(|v| self.value(v).clone());
+        let [batch, source, value_width] = tvals.shape()[..] else {
+            return Err(Error::shape("attention: values", "[B, S, Dv]", tvals.shape()));
+        };
+        let weights = Tensor::empty(&self.ctx, &[batch, source], DType::F32)?;
+        let context = Tensor::empty(&self.ctx, &[batch, value_width], DType::F32)?;
+        let forward = AttentionForward {
+            score,
+            query: &tq,
+            keys: &tk,
+            v: tv.as_ref(),
+            values: &tvals,
+            lengths,
+            weights: &weights,
+            context: &context,
+        };
+        attention_forward(&self.ctx, &mut self.encoder, &forward)?;
+        let mut from = vec![query, keys, values];
+        from.extend(v);
+        let (context_var, weights_var) = (self.computed(context, &from), self.computed(weights.clone(), &from));
+        let lengths = lengths.cloned();
+        self.record(move |g| {
+            let (d_context, d_weights) = (g.grad(context_var), g.grad(weights_var));
+            if d_context.is_none() && d_weights.is_none() {
+                return Ok(());
+            }
+            let ctx = g.ctx.clone();
+            let width = tq.shape()[1];
+            let d_context = match d_context {
+                Some(d) => d,
+                None => Tensor::zeros(&ctx, &[batch, value_width], DType::F32)?,
+            };
+            // Scratch outputs, then each delivered with its own accumulate flag.
+            let grad_score = Tensor::empty(&ctx, &[batch, source], DType::F32)?;
+            let grad_values = Tensor::empty(&ctx, tvals.shape(), DType::F32)?;
+            let grad_query = Tensor::empty(&ctx, tq.shape(), DType::F32)?;
+            let grad_keys = Tensor::empty(&ctx, tk.shape(), DType::F32)?;
+            let grad_v_rows = match score {
+                Score::Additive => Some(Tensor::empty(&ctx, &[batch, width], DType::F32)?),
+                Score::Dot => None,
+            };
+            let backward = AttentionBackward {
+                score,
+                query: &tq,
+                keys: &tk,
+                v: tv.as_ref(),
+                values: &tvals,
+                lengths: lengths.as_ref(),
+                weights: &weights,
+                grad_context: &d_context,
+                grad_weights: d_weights.as_ref(),
+                grad_score: &grad_score,
+                grad_values: &grad_values,
+                grad_query: &grad_query,
+                grad_keys: &grad_keys,
+                grad_v_rows: grad_v_rows.as_ref(),
+                accumulate: false,
+            };
+            attention_backward(g.ctx, g.encoder, &backward)?;
+            g.deliver(Some(query), &grad_query)?;
+            g.deliver(Some(keys), &grad_keys)?;
+            g.deliver(Some(values), &grad_values)?;
+            if let (Some(rows), Some(v)) = (grad_v_rows, v) {
+                // dv = the rows' sum, as ones [1, B] x rows [B, A].
+                let ones = Tensor::full(&ctx, &[1, batch], 1.0f32)?;
+                let dv = Tensor::empty(&ctx, &[1, width], DType::F32)?;
+                matmul_forward(g.ctx, g.encoder, &Matmul::default(), &ones, &rows, None, &dv)?;
+                g.deliver(Some(v), &dv.reshape(&[width])?)?;
+            }
+            Ok(())
+        });
+        Ok((context_var, weights_var))
+    }
+
     /// Softmax cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32): the loss
     /// `[1]`, to be the root of [`Graph::backward`].
     pub fn cross_entropy(&mut self, logits: Var, targets: &Tensor, op: &CrossEntropy) -> Result<Var> {
@@ -893,6 +988,17 @@ impl<'s> Graph<'s> {
             }
             Ok(())
         });
+        Ok(out)
+    }
+
+    /// The index of the largest logit of each row of `logits` `[N, V]`, as u32 `[N]`, left
+    /// on the GPU (greedy decoding feeds it straight back into an embedding). Not
+    /// differentiable.
+    pub fn argmax(&mut self, logits: Var) -> Result<Tensor> {
+        let tl = self.value(logits).clone();
+        let rows = tl.shape().first().copied().unwrap_or(0);
+        let out = Tensor::empty(&self.ctx, &[rows], DType::U32)?;
+        argmax(&self.ctx, &mut self.encoder, &tl, &out)?;
         Ok(out)
     }
 
