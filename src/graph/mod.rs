@@ -24,7 +24,7 @@ use crate::kernels::lstm_cell::{lstm_backward, lstm_forward, LstmBackward, LstmF
 use crate::kernels::matmul::{
     matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
-use crate::kernels::optim::{adam_step, Adam};
+use crate::kernels::optim::{adam_step, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, Adam, Sgd};
 use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
 use crate::kernels::Lengths;
 use crate::{Context, DType, Encoder, Error, Result, Tensor};
@@ -38,7 +38,8 @@ struct Param {
     /// The gradient holds a contribution since the last `zero_grad` (PyTorch: not None).
     grad_live: bool,
     trainable: bool,
-    /// Adam's first and second moments, made at the first step that needs them.
+    /// The optimizer's state, made at its first step: Adam's first and second moments, or
+    /// SGD's momentum buffer (twice; a parameter is trained by one optimizer).
     moments: Option<(Tensor, Tensor)>,
 }
 
@@ -1038,6 +1039,40 @@ impl<'s> Graph<'s> {
             if let Some((m, v)) = &p.moments {
                 adam_step(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Encodes `clip_grad_norm_(max_norm)` over every trainable parameter's live gradient
+    /// and returns the total norm before clipping, `[1]`, readable after the submission.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor> {
+        let grads: Vec<&Tensor> = self
+            .store
+            .params
+            .iter()
+            .filter(|p| p.trainable && p.grad_live)
+            .map(|p| &p.grad)
+            .collect();
+        let total_norm = Tensor::empty(&self.ctx, &[1], DType::F32)?;
+        let partials = Tensor::empty(&self.ctx, &[clip_grad_norm_partials_len(&grads)], DType::F32)?;
+        clip_grad_norm(&self.ctx, &mut self.encoder, &grads, max_norm, &total_norm, &partials)?;
+        Ok(total_norm)
+    }
+
+    /// Encodes one SGD step (`torch.optim.SGD.step`) over every trainable parameter that
+    /// has a gradient; the momentum buffers live with the parameters.
+    pub fn sgd_step(&mut self, op: &Sgd) -> Result<()> {
+        for p in &mut self.store.params {
+            if !p.trainable || !p.grad_live {
+                continue;
+            }
+            let first_step = op.momentum != 0.0 && p.moments.is_none();
+            if op.momentum != 0.0 && p.moments.is_none() {
+                let buffer = Tensor::zeros(&self.ctx, p.value.shape(), DType::F32)?;
+                p.moments = Some((buffer.clone(), buffer));
+            }
+            let buffer = p.moments.as_ref().map(|(m, _)| m);
+            sgd_step(&self.ctx, &mut self.encoder, op, first_step, &p.value, &p.grad, buffer)?;
         }
         Ok(())
     }
