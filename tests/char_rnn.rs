@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::{Adam, Sgd};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent};
+use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::Tensor;
 
 const TEXT: &str = "hello world";
@@ -30,7 +30,18 @@ fn train(kind: CellKind, steps: u64, sgd: bool) -> (f32, f32) {
     let mut rng = StdRng::seed_from_u64(8);
     let mut store = ParamStore::new();
     let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", v, 16, None).unwrap();
-    let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", kind, 16, 32, 1, 0.0).unwrap();
+    let rnn = Recurrent::new(
+        ctx,
+        &mut store,
+        &mut rng,
+        "rnn",
+        RecurrentConfig {
+            num_layers: 1,
+            dropout: 0.0,
+            ..RecurrentConfig::new(kind, 16, 32)
+        },
+    )
+    .unwrap();
     let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 32, v, true).unwrap();
     let (mut first, mut last, mut norm) = (0.0, 0.0, Tensor::zeros(ctx, &[1], tsumugi::DType::F32).unwrap());
     for t in 1..=steps {

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent};
+use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::{Context, Tensor};
 
 /// The chapter's classifier shape: embedding -> recurrent layers -> linear on the last
@@ -35,7 +35,18 @@ fn classifier(
     let mut rng = StdRng::seed_from_u64(42);
     Classifier {
         embedding: Embedding::new(ctx, store, &mut rng, "embedding", vocab, embed, None).unwrap(),
-        rnn: Recurrent::new(ctx, store, &mut rng, "rnn", kind, embed, hidden, layers, dropout).unwrap(),
+        rnn: Recurrent::new(
+            ctx,
+            store,
+            &mut rng,
+            "rnn",
+            RecurrentConfig {
+                num_layers: layers,
+                dropout,
+                ..RecurrentConfig::new(kind, embed, hidden)
+            },
+        )
+        .unwrap(),
         fc: Linear::new(ctx, store, &mut rng, "fc", hidden, outputs, true).unwrap(),
     }
 }
@@ -72,7 +83,18 @@ fn parameter_counts_equal_pytorchs_for_the_chapters_classifiers() {
     let mut rng = StdRng::seed_from_u64(1);
     let table = Tensor::zeros(ctx, &[24, 32], tsumugi::DType::F32).unwrap();
     Embedding::from_pretrained(&mut store, "embedding", table, true, None).unwrap();
-    Recurrent::new(ctx, &mut store, &mut rng, "lstm", CellKind::Lstm, 32, 64, 2, 0.5).unwrap();
+    Recurrent::new(
+        ctx,
+        &mut store,
+        &mut rng,
+        "lstm",
+        RecurrentConfig {
+            num_layers: 2,
+            dropout: 0.5,
+            ..RecurrentConfig::new(CellKind::Lstm, 32, 64)
+        },
+    )
+    .unwrap();
     Linear::new(ctx, &mut store, &mut rng, "fc", 64, 2, true).unwrap();
     assert_eq!(store.count(), (59_266, 58_498));
 }
@@ -133,4 +155,120 @@ fn a_two_layer_lstm_classifier_with_dropout_reaches_full_training_accuracy() {
     let (logits, _) = run(&mut store, None);
     let predictions: Vec<u32> = logits.chunks(2).map(|l| u32::from(l[1] > l[0])).collect();
     assert_eq!(predictions, labels, "loss {first} -> {last}");
+}
+
+#[test]
+fn bidirectional_layers_count_like_pytorch_and_name_the_reverse_direction() {
+    // nn.LSTM(32, 64, num_layers=2, bidirectional=True, batch_first=True):
+    // >>> sum(p.numel() for p in lstm.parameters())  -> 149504
+    // 2 * (4*64*(32+64) + 2*256) + 2 * (4*64*(128+64) + 2*256)
+    let ctx = ctx();
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    let config = RecurrentConfig {
+        num_layers: 2,
+        bidirectional: true,
+        ..RecurrentConfig::new(CellKind::Lstm, 32, 64)
+    };
+    Recurrent::new(ctx, &mut store, &mut rng, "lstm", config).unwrap();
+    assert_eq!(store.count(), (149_504, 149_504));
+}
+
+#[test]
+fn bidirectional_two_layer_lstm_and_gru_with_lengths_match_finite_differences() {
+    use rand::Rng;
+    let ctx = ctx();
+    let (b, t, v, e, h) = (3, 4, 7, 3, 4);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 3 % v) as u32).collect();
+    let ids = Tensor::from_slice(ctx, &ids, &[b, t]).unwrap();
+    let lengths = tsumugi::kernels::Lengths::new(ctx, &[4, 2, 3], t).unwrap();
+    // Per-token targets, <pad> = 0 ignored past each row's length.
+    let targets: Vec<u32> = (0..b * t)
+        .map(|i| {
+            if i % t < [4, 2, 3][i / t] {
+                1 + (i * 5 % (v - 1)) as u32
+            } else {
+                0
+            }
+        })
+        .collect();
+    let targets = Tensor::from_slice(ctx, &targets, &[b * t]).unwrap();
+    for kind in [CellKind::Lstm, CellKind::Gru] {
+        let mut store = ParamStore::new();
+        let mut rng = StdRng::seed_from_u64(5);
+        let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", v, e, Some(0)).unwrap();
+        let config = RecurrentConfig {
+            num_layers: 2,
+            bidirectional: true,
+            ..RecurrentConfig::new(kind, e, h)
+        };
+        let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", config).unwrap();
+        let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 2 * h, v, true).unwrap();
+        let ce = CrossEntropy {
+            ignore_index: Some(0),
+            ..CrossEntropy::default()
+        };
+        let loss = |store: &mut ParamStore, with_grads: bool| -> f64 {
+            store.zero_grad();
+            let mut g = Graph::new(ctx, store, false, 0, 0);
+            let x = embedding.forward(&mut g, &ids).unwrap();
+            let out = rnn.forward(&mut g, x, Some(&lengths)).unwrap().output;
+            let logits = fc.forward(&mut g, out).unwrap();
+            let logits = g.reshape(logits, &[b * t, v]).unwrap();
+            let l = g.cross_entropy(logits, &targets, &ce).unwrap();
+            let value = g.value(l).clone();
+            if with_grads {
+                g.backward(l).unwrap();
+            }
+            g.submit();
+            f64::from(value.to_vec::<f32>().unwrap()[0])
+        };
+        loss(&mut store, true);
+        let names = [
+            "embedding.weight",
+            "rnn.weight_ih_l0",
+            "rnn.weight_hh_l0_reverse",
+            "rnn.bias_hh_l1_reverse",
+            "rnn.weight_ih_l1_reverse",
+            "fc.weight",
+        ];
+        let ids_of: Vec<_> = names
+            .iter()
+            .map(|name| {
+                store
+                    .find(name)
+                    .unwrap_or_else(|| panic!("{kind:?}: no parameter {name}"))
+            })
+            .collect();
+        let grads: Vec<Vec<f32>> = ids_of
+            .iter()
+            .map(|&id| store.grad(id).unwrap().to_vec().unwrap())
+            .collect();
+        let mut rng = StdRng::seed_from_u64(2);
+        for (&id, grad) in ids_of.iter().zip(&grads) {
+            let original: Vec<f32> = store.value(id).to_vec().unwrap();
+            let mut picks = vec![(0..grad.len())
+                .max_by(|&a, &c| grad[a].abs().total_cmp(&grad[c].abs()))
+                .unwrap()];
+            picks.push(rng.random_range(0..grad.len()));
+            for i in picks {
+                let eps = 1e-2f32;
+                let mut probe = original.clone();
+                probe[i] += eps;
+                store.value(id).write(&probe).unwrap();
+                let up = loss(&mut store, false);
+                probe[i] = original[i] - eps;
+                store.value(id).write(&probe).unwrap();
+                let down = loss(&mut store, false);
+                store.value(id).write(&original).unwrap();
+                let numeric = (up - down) / (2.0 * f64::from(eps));
+                let analytic = f64::from(grad[i]);
+                assert!(
+                    (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
+                    "{kind:?} {}[{i}]: backward {analytic}, finite difference {numeric}",
+                    store.name(id)
+                );
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use tsumugi::graph::{Graph, ParamStore, Var};
 use tsumugi::kernels::attention::Score;
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent};
+use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::{Context, Tensor};
 
 const PAIRS: [(&str, &str); 4] = [
@@ -74,11 +74,7 @@ fn model(ctx: &Context, store: &mut ParamStore, vocab: &Vocab) -> Model {
             store,
             &mut rng,
             "encoder.lstm",
-            CellKind::Lstm,
-            EMBED,
-            HIDDEN,
-            1,
-            0.0,
+            RecurrentConfig::new(CellKind::Lstm, EMBED, HIDDEN),
         )
         .unwrap(),
         dec_embedding: Embedding::new(ctx, store, &mut rng, "decoder.embedding", vt, EMBED, Some(PAD)).unwrap(),
@@ -90,11 +86,7 @@ fn model(ctx: &Context, store: &mut ParamStore, vocab: &Vocab) -> Model {
             store,
             &mut rng,
             "decoder.lstm",
-            CellKind::Lstm,
-            EMBED + HIDDEN,
-            HIDDEN,
-            1,
-            0.0,
+            RecurrentConfig::new(CellKind::Lstm, EMBED + HIDDEN, HIDDEN),
         )
         .unwrap(),
         fc: Linear::new(ctx, store, &mut rng, "decoder.fc", HIDDEN, vt, true).unwrap(),

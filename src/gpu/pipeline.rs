@@ -83,6 +83,12 @@ pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/elementwise.wgsl"),
 };
 
+/// Per-row reversal of sequences within their lengths.
+pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
+    name: "sequence",
+    source: include_str!("../../shaders/sequence.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
     &[
@@ -95,6 +101,7 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         OPTIM,
         EMBEDDING,
         ELEMENTWISE,
+        SEQUENCE,
     ]
 }
 

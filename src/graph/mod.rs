@@ -26,6 +26,7 @@ use crate::kernels::matmul::{
 };
 use crate::kernels::optim::{adam_step, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, Adam, Sgd};
 use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
+use crate::kernels::sequence::{reverse_sequence_backward, reverse_sequence_forward};
 use crate::kernels::Lengths;
 use crate::{Context, DType, Encoder, Error, Result, Tensor};
 
@@ -91,6 +92,11 @@ impl ParamStore {
     /// The parameter's name.
     pub fn name(&self, id: ParamId) -> &str {
         &self.params[id.0].name
+    }
+
+    /// The parameter registered under `name`.
+    pub fn find(&self, name: &str) -> Option<ParamId> {
+        self.params.iter().position(|p| p.name == name).map(ParamId)
     }
 
     /// Forgets every gradient (PyTorch's `zero_grad(set_to_none=True)`): the next
@@ -415,6 +421,24 @@ impl<'s> Graph<'s> {
                     accumulate,
                 };
                 concat_backward(g.ctx, g.encoder, &dy, grads)?;
+            }
+            Ok(())
+        });
+        Ok(out)
+    }
+
+    /// Each row of `x` `[B, T, D]` reversed within its length (zeros past it): the input
+    /// and output order of a bidirectional layer's backward direction.
+    pub fn reverse_sequence(&mut self, x: Var, lengths: Option<&Lengths>) -> Result<Var> {
+        let tx = self.value(x).clone();
+        let y = Tensor::empty(&self.ctx, tx.shape(), DType::F32)?;
+        reverse_sequence_forward(&self.ctx, &mut self.encoder, &tx, lengths, &y)?;
+        let out = self.computed(y, &[x]);
+        let lengths = lengths.cloned();
+        self.record(move |g| {
+            let Some(dy) = g.grad(out) else { return Ok(()) };
+            if let Some((grad, accumulate)) = g.target(x)? {
+                reverse_sequence_backward(g.ctx, g.encoder, &dy, lengths.as_ref(), &grad, accumulate)?;
             }
             Ok(())
         });

@@ -154,43 +154,78 @@ impl CellKind {
     }
 }
 
+/// The constructor arguments of `nn.LSTM` / `nn.GRU` / `nn.RNN` (`batch_first=True`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecurrentConfig {
+    /// LSTM, GRU or RNN (with its nonlinearity).
+    pub kind: CellKind,
+    /// I
+    pub input_size: usize,
+    /// H
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
+    /// Dropout on every layer's output but the last, while training.
+    pub dropout: f32,
+    /// A second direction per layer reading each row backwards within its length; the
+    /// layer's output is `[forward; backward]`, `[B, T, 2H]`.
+    pub bidirectional: bool,
+}
+
+impl RecurrentConfig {
+    /// One unidirectional layer without dropout.
+    pub fn new(kind: CellKind, input_size: usize, hidden_size: usize) -> Self {
+        RecurrentConfig {
+            kind,
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            dropout: 0.0,
+            bidirectional: false,
+        }
+    }
+}
+
 /// `nn.LSTM` / `nn.GRU` / `nn.RNN` with `batch_first=True`, `num_layers`, `dropout`
-/// between layers (unidirectional for now).
+/// between layers and `bidirectional`.
 #[derive(Clone, Debug)]
 pub struct Recurrent {
-    kind: CellKind,
-    /// Per layer: `weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`.
-    layers: Vec<[ParamId; 4]>,
-    dropout: f32,
+    config: RecurrentConfig,
+    /// Per layer and direction (forward first): `weight_ih_l{k}[_reverse]`,
+    /// `weight_hh_l{k}[_reverse]`, `bias_ih_l{k}[_reverse]`, `bias_hh_l{k}[_reverse]`.
+    layers: Vec<Vec<[ParamId; 4]>>,
 }
 
 /// What [`Recurrent::forward`] returns: the last layer's output and every layer's
-/// final states, PyTorch's `(output, h_n)` / `(output, (h_n, c_n))` with h_n split by layer.
+/// final states, PyTorch's `(output, h_n)` / `(output, (h_n, c_n))` with h_n split by
+/// layer and direction (layer 0 forward, layer 0 backward, layer 1 forward, ...).
 #[derive(Clone, Debug)]
 pub struct RecurrentStates {
-    /// `[B, T, H]` of the last layer.
+    /// `[B, T, H]` of the last layer (`[B, T, 2H]` bidirectional).
     pub output: Var,
-    /// `[B, H]` per layer, first layer first.
+    /// `[B, H]` per layer and direction.
     pub h_n: Vec<Var>,
-    /// `[B, H]` per layer for an LSTM, empty otherwise.
+    /// `[B, H]` per layer and direction for an LSTM, empty otherwise.
     pub c_n: Vec<Var>,
 }
 
 impl Recurrent {
-    /// Registers `num_layers` layers of `kind` over `input_size` features with
-    /// `hidden_size` units, all weights U(-1/sqrt(H), 1/sqrt(H)) as PyTorch.
-    #[allow(clippy::too_many_arguments)]
+    /// Registers the layers, every weight U(-1/sqrt(H), 1/sqrt(H)) as PyTorch.
     pub fn new(
         ctx: &Context,
         store: &mut ParamStore,
         rng: &mut StdRng,
         prefix: &str,
-        kind: CellKind,
-        input_size: usize,
-        hidden_size: usize,
-        num_layers: usize,
-        dropout: f32,
+        config: RecurrentConfig,
     ) -> Result<Recurrent> {
+        let RecurrentConfig {
+            kind,
+            input_size,
+            hidden_size,
+            num_layers,
+            dropout,
+            bidirectional,
+        } = config;
         if num_layers == 0 || hidden_size == 0 || input_size == 0 {
             return Err(Error::invalid(format!(
                 "{prefix}: input_size, hidden_size and num_layers must be >= 1"
@@ -199,23 +234,33 @@ impl Recurrent {
         if !(0.0..=1.0).contains(&dropout) {
             return Err(Error::invalid(format!("{prefix}: dropout {dropout} is outside [0, 1]")));
         }
+        let directions = if bidirectional { 2 } else { 1 };
         let rows = kind.gates() * hidden_size;
         let bound = 1.0 / (hidden_size as f32).sqrt();
         let mut layers = Vec::with_capacity(num_layers);
         for layer in 0..num_layers {
-            let inputs = if layer == 0 { input_size } else { hidden_size };
-            let mut add = |name: &str, shape: &[usize]| -> Result<ParamId> {
-                let value = uniform(ctx, rng, shape, bound)?;
-                store.add(&format!("{prefix}.{name}_l{layer}"), value, true)
+            let inputs = if layer == 0 {
+                input_size
+            } else {
+                directions * hidden_size
             };
-            layers.push([
-                add("weight_ih", &[rows, inputs])?,
-                add("weight_hh", &[rows, hidden_size])?,
-                add("bias_ih", &[rows])?,
-                add("bias_hh", &[rows])?,
-            ]);
+            let mut per_direction = Vec::with_capacity(directions);
+            for direction in 0..directions {
+                let suffix = if direction == 1 { "_reverse" } else { "" };
+                let mut add = |name: &str, shape: &[usize]| -> Result<ParamId> {
+                    let value = uniform(ctx, rng, shape, bound)?;
+                    store.add(&format!("{prefix}.{name}_l{layer}{suffix}"), value, true)
+                };
+                per_direction.push([
+                    add("weight_ih", &[rows, inputs])?,
+                    add("weight_hh", &[rows, hidden_size])?,
+                    add("bias_ih", &[rows])?,
+                    add("bias_hh", &[rows])?,
+                ]);
+            }
+            layers.push(per_direction);
         }
-        Ok(Recurrent { kind, layers, dropout })
+        Ok(Recurrent { config, layers })
     }
 
     /// Runs every layer over `x` `[B, T, I]` with optional per-row lengths and zero
@@ -224,8 +269,8 @@ impl Recurrent {
         self.forward_from(g, x, lengths, &[], &[])
     }
 
-    /// [`Recurrent::forward`] from initial states: `h0[k]` (and `c0[k]` for an LSTM)
-    /// `[B, H]` per layer, as PyTorch's `(h_0, c_0)`; empty slices mean zeros.
+    /// [`Recurrent::forward`] from initial states: `h0` (and `c0` for an LSTM) `[B, H]`
+    /// per layer and direction, as PyTorch's `(h_0, c_0)`; empty slices mean zeros.
     pub fn forward_from(
         &self,
         g: &mut Graph<'_>,
@@ -234,46 +279,64 @@ impl Recurrent {
         h0: &[Var],
         c0: &[Var],
     ) -> Result<RecurrentStates> {
-        let layers = self.layers.len();
-        let lstm = self.kind == CellKind::Lstm;
-        if !(h0.is_empty() || h0.len() == layers) || !(c0.is_empty() || (lstm && c0.len() == layers)) {
+        let states_needed = self.layers.iter().map(Vec::len).sum::<usize>();
+        let lstm = self.config.kind == CellKind::Lstm;
+        let h_ok = h0.is_empty() || h0.len() == states_needed;
+        let c_ok = if lstm { c0.len() == h0.len() } else { c0.is_empty() };
+        if !h_ok || !c_ok {
             return Err(Error::invalid(format!(
-                "initial states: {layers} layers need {layers} h0{}, got {} and {}",
-                if lstm { " and c0" } else { "" },
+                "initial states: {states_needed} layer-directions need {states_needed} h0{}, got {} and {}",
+                if lstm { " and as many c0" } else { "" },
                 h0.len(),
                 c0.len()
             )));
-        }
-        let zeros_c = lstm && !h0.is_empty() && c0.is_empty();
-        if zeros_c {
-            return Err(Error::invalid("an LSTM's initial state needs both h0 and c0"));
         }
         let mut states = RecurrentStates {
             output: x,
             h_n: Vec::new(),
             c_n: Vec::new(),
         };
-        for (k, [w_ih, w_hh, b_ih, b_hh]) in self.layers.iter().enumerate() {
+        let mut state_index = 0;
+        for (k, directions) in self.layers.iter().enumerate() {
             let input = if k == 0 {
                 x
             } else {
-                g.dropout(states.output, self.dropout)?
+                g.dropout(states.output, self.config.dropout)?
             };
-            let weights = RecurrentWeights {
-                w_ih: g.param(*w_ih),
-                w_hh: g.param(*w_hh),
-                b_ih: g.param(*b_ih),
-                b_hh: g.param(*b_hh),
+            let mut outputs = Vec::with_capacity(2);
+            for (direction, [w_ih, w_hh, b_ih, b_hh]) in directions.iter().enumerate() {
+                let reverse = direction == 1;
+                let input = if reverse {
+                    g.reverse_sequence(input, lengths)?
+                } else {
+                    input
+                };
+                let weights = RecurrentWeights {
+                    w_ih: g.param(*w_ih),
+                    w_hh: g.param(*w_hh),
+                    b_ih: g.param(*b_ih),
+                    b_hh: g.param(*b_hh),
+                };
+                let h = h0.get(state_index).copied();
+                let c = c0.get(state_index).copied();
+                state_index += 1;
+                let RecurrentOut { output, h_n, c_n } = match self.config.kind {
+                    CellKind::Lstm => g.lstm(input, weights, lengths, h.zip(c))?,
+                    CellKind::Gru => g.gru(input, weights, lengths, h)?,
+                    CellKind::Rnn(act) => g.rnn(input, weights, act, lengths, h)?,
+                };
+                outputs.push(if reverse {
+                    g.reverse_sequence(output, lengths)?
+                } else {
+                    output
+                });
+                states.h_n.push(h_n);
+                states.c_n.extend(c_n);
+            }
+            states.output = match outputs[..] {
+                [forward, backward] => g.concat(forward, backward)?,
+                _ => outputs[0],
             };
-            let h = h0.get(k).copied();
-            let RecurrentOut { output, h_n, c_n } = match self.kind {
-                CellKind::Lstm => g.lstm(input, weights, lengths, h.zip(c0.get(k).copied()))?,
-                CellKind::Gru => g.gru(input, weights, lengths, h)?,
-                CellKind::Rnn(act) => g.rnn(input, weights, act, lengths, h)?,
-            };
-            states.output = output;
-            states.h_n.push(h_n);
-            states.c_n.extend(c_n);
         }
         Ok(states)
     }

@@ -12,3 +12,4 @@ pub mod lstm_cell;
 pub mod matmul;
 pub mod optim;
 pub mod rnn_cell;
+pub mod sequence;
