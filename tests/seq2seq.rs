@@ -1,19 +1,18 @@
-//! The chapter's toy English-to-Japanese translator, built from graph ops as its
-//! Seq2SeqWithAttention: an LSTM encoder, a decoder LSTM fed `[embedding; context]` with
-//! Bahdanau attention (W1, W2, V), trained with teacher forcing and cross-entropy
-//! ignoring `<pad>`, then greedy decoding with each chosen token fed back on the GPU.
-//! (The chapter's text lost its special tokens: `<pad>`, `<sos>`, `<eos>` are restored.)
+//! The chapter's toy English-to-Japanese translator with the library's Seq2Seq (LSTM
+//! encoder, attention decoder fed `[embedding; context]`), trained with teacher forcing
+//! and cross-entropy ignoring `<pad>`, then greedy decoding with each chosen token fed back
+//! on the GPU; and the chapter's models' parameter counts. (The chapter's text lost its
+//! special tokens: `<pad>`, `<sos>`, `<eos>` are restored.)
 
 mod common;
 
 use common::ctx;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tsumugi::graph::{Graph, ParamStore, Var};
-use tsumugi::kernels::attention::Score;
+use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
 use tsumugi::{Context, Tensor};
 
 const PAIRS: [(&str, &str); 4] = [
@@ -25,137 +24,93 @@ const PAIRS: [(&str, &str); 4] = [
 const PAD: u32 = 0;
 const SOS: u32 = 1;
 const EOS: u32 = 2;
-const EMBED: usize = 16;
-const HIDDEN: usize = 32;
 
-struct Vocab {
-    src: Vec<String>,
-    tgt: Vec<char>,
-}
-
-impl Vocab {
-    fn new() -> Vocab {
-        let mut src = vec!["<pad>".to_string()];
-        let mut tgt = vec!['_', '^', '$']; // <pad>, <sos>, <eos>
-        for (en, ja) in PAIRS {
-            for word in en.split(' ') {
-                if !src.iter().any(|w| w == word) {
-                    src.push(word.to_string());
-                }
-            }
-            for c in ja.chars() {
-                if !tgt.contains(&c) {
-                    tgt.push(c);
-                }
-            }
-        }
-        Vocab { src, tgt }
-    }
-}
-
-struct Model {
-    enc_embedding: Embedding,
-    encoder: Recurrent,
-    dec_embedding: Embedding,
-    w1: Linear,
-    w2: Linear,
-    v: Linear,
-    decoder: Recurrent,
-    fc: Linear,
-}
-
-fn model(ctx: &Context, store: &mut ParamStore, vocab: &Vocab) -> Model {
+fn seq2seq(
+    ctx: &Context,
+    store: &mut ParamStore,
+    vocab: (usize, usize),
+    dims: (usize, usize),
+    attention: Option<AttentionKind>,
+) -> Seq2Seq {
     let mut rng = StdRng::seed_from_u64(11);
-    let (vs, vt) = (vocab.src.len(), vocab.tgt.len());
-    Model {
-        enc_embedding: Embedding::new(ctx, store, &mut rng, "encoder.embedding", vs, EMBED, Some(PAD)).unwrap(),
-        encoder: Recurrent::new(
+    let (embed, hidden) = dims;
+    Seq2Seq {
+        encoder: Encoder::new(ctx, store, &mut rng, "encoder", vocab.0, embed, hidden, Some(PAD)).unwrap(),
+        decoder: Decoder::new(
             ctx,
             store,
             &mut rng,
-            "encoder.lstm",
-            RecurrentConfig::new(CellKind::Lstm, EMBED, HIDDEN),
+            "decoder",
+            vocab.1,
+            embed,
+            hidden,
+            Some(PAD),
+            attention,
         )
         .unwrap(),
-        dec_embedding: Embedding::new(ctx, store, &mut rng, "decoder.embedding", vt, EMBED, Some(PAD)).unwrap(),
-        w1: Linear::new(ctx, store, &mut rng, "decoder.attention.W1", HIDDEN, HIDDEN, true).unwrap(),
-        w2: Linear::new(ctx, store, &mut rng, "decoder.attention.W2", HIDDEN, HIDDEN, true).unwrap(),
-        v: Linear::new(ctx, store, &mut rng, "decoder.attention.V", HIDDEN, 1, true).unwrap(),
-        decoder: Recurrent::new(
-            ctx,
-            store,
-            &mut rng,
-            "decoder.lstm",
-            RecurrentConfig::new(CellKind::Lstm, EMBED + HIDDEN, HIDDEN),
-        )
-        .unwrap(),
-        fc: Linear::new(ctx, store, &mut rng, "decoder.fc", HIDDEN, vt, true).unwrap(),
     }
 }
 
-/// The encoder's outputs, attention keys (W2 values, once per sequence), V as a vector,
-/// and the decoder's starting state.
-struct Encoded {
-    values: Var,
-    keys: Var,
-    v: Var,
-    h: Var,
-    c: Var,
-}
-
-fn encode(g: &mut Graph<'_>, m: &Model, src: &Tensor) -> Encoded {
-    let x = m.enc_embedding.forward(g, src).unwrap();
-    let states = m.encoder.forward(g, x, None).unwrap();
-    let keys = m.w2.forward(g, states.output).unwrap();
-    let v_weight = g.param(m.v.weight);
-    let v = g.reshape(v_weight, &[HIDDEN]).unwrap();
-    Encoded {
-        values: states.output,
-        keys,
-        v,
-        h: states.h_n[0],
-        c: states.c_n[0],
-    }
-}
-
-/// One decoder step from token ids `[B, 1]`: the logits `[B, V]` and the new state.
-fn decode_step(g: &mut Graph<'_>, m: &Model, e: &Encoded, ids: &Tensor, h: Var, c: Var) -> (Var, Var, Var) {
-    let batch = ids.shape()[0];
-    let emb = m.dec_embedding.forward(g, ids).unwrap();
-    let emb = g.reshape(emb, &[batch, EMBED]).unwrap();
-    let query = m.w1.forward(g, h).unwrap();
-    let (context, _weights) = g
-        .attention(Score::Additive, query, e.keys, Some(e.v), e.values, None)
-        .unwrap();
-    let input = g.concat(emb, context).unwrap();
-    let input = g.reshape(input, &[batch, 1, EMBED + HIDDEN]).unwrap();
-    let states = m.decoder.forward_from(g, input, None, &[h], &[c]).unwrap();
-    let (h, c) = (states.h_n[0], states.c_n[0]);
-    (m.fc.forward(g, h).unwrap(), h, c)
+#[test]
+fn seq2seq_parameter_counts_equal_pytorchs_for_the_chapters_models() {
+    let ctx = ctx();
+    // Seq2Seq(Encoder(100, 128, 256), Decoder(100, 128, 256)):
+    // >>> sum(p.numel() for p in model.parameters())  # PyTorch 2.x
+    // 841828
+    let mut store = ParamStore::new();
+    seq2seq(ctx, &mut store, (100, 100), (128, 256), None);
+    assert_eq!(store.count(), (841_828, 841_828));
+    // Seq2SeqWithAttention(Encoder(100, 128, 256), AttentionDecoder(100, 128, 256)), the
+    // decoder LSTM over [embedding; context] (128 + 256) and BahdanauAttention(256):
+    // >>> sum(p.numel() for p in model.parameters())
+    // 1235813
+    let mut store = ParamStore::new();
+    seq2seq(ctx, &mut store, (100, 100), (128, 256), Some(AttentionKind::Bahdanau));
+    assert_eq!(store.count(), (1_235_813, 1_235_813));
+    assert!(store.find("decoder.attention.W1.weight").is_some());
+    assert!(store.find("decoder.lstm.weight_ih_l0").is_some());
 }
 
 #[test]
 fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_its_targets() {
+    for attention in [AttentionKind::Bahdanau, AttentionKind::LuongGeneral] {
+        translate_toy(attention);
+    }
+}
+
+fn translate_toy(attention: AttentionKind) {
     let ctx = ctx();
-    let vocab = Vocab::new();
+    let mut src_vocab = vec!["<pad>".to_string()];
+    let mut tgt_vocab = vec!['_', '^', '$']; // <pad>, <sos>, <eos>
+    for (en, ja) in PAIRS {
+        for word in en.split(' ') {
+            if !src_vocab.iter().any(|w| w == word) {
+                src_vocab.push(word.to_string());
+            }
+        }
+        for c in ja.chars() {
+            if !tgt_vocab.contains(&c) {
+                tgt_vocab.push(c);
+            }
+        }
+    }
     let batch = PAIRS.len();
-    let src_len = 2;
     let tgt_len = PAIRS.iter().map(|(_, ja)| ja.chars().count()).max().unwrap() + 1;
     let src: Vec<u32> = PAIRS
         .iter()
         .flat_map(|(en, _)| {
             en.split(' ')
-                .map(|w| vocab.src.iter().position(|s| s == w).unwrap() as u32)
+                .map(|w| src_vocab.iter().position(|s| s == w).unwrap() as u32)
         })
         .collect();
-    let src = Tensor::from_slice(ctx, &src, &[batch, src_len]).unwrap();
-    // Decoder inputs: <sos> y1 .. yn (pad); labels: y1 .. yn <eos> (pad), per step.
+    let src = Tensor::from_slice(ctx, &src, &[batch, 2]).unwrap();
+    // Decoder inputs per step: <sos> y1 .. yn; labels: y1 .. yn <eos>; <pad> after.
     let mut inputs = vec![vec![PAD; batch]; tgt_len];
     let mut labels = vec![PAD; batch * tgt_len];
     for (b, (_, ja)) in PAIRS.iter().enumerate() {
         let ids: Vec<u32> = ja
             .chars()
-            .map(|c| vocab.tgt.iter().position(|&t| t == c).unwrap() as u32)
+            .map(|c| tgt_vocab.iter().position(|&t| t == c).unwrap() as u32)
             .collect();
         inputs[0][b] = SOS;
         for (t, &id) in ids.iter().enumerate() {
@@ -174,7 +129,13 @@ fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_
     let labels_t = Tensor::from_slice(ctx, &labels, &[batch * tgt_len]).unwrap();
 
     let mut store = ParamStore::new();
-    let m = model(ctx, &mut store, &vocab);
+    let model = seq2seq(
+        ctx,
+        &mut store,
+        (src_vocab.len(), tgt_vocab.len()),
+        (16, 32),
+        Some(attention),
+    );
     let adam = Adam {
         lr: 0.01,
         ..Adam::default()
@@ -183,26 +144,12 @@ fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_
         ignore_index: Some(PAD),
         ..CrossEntropy::default()
     };
+    let mut rng = StdRng::seed_from_u64(4);
     let mut losses = Vec::new();
     for t in 1..=120u64 {
         store.zero_grad();
         let mut g = Graph::new(ctx, &mut store, true, 3, t);
-        let e = encode(&mut g, &m, &src);
-        let (mut h, mut c) = (e.h, e.c);
-        let mut all_logits: Option<Var> = None;
-        // Teacher forcing: the reference token goes in at every step.
-        for ids in &step_inputs {
-            let (logits, h2, c2) = decode_step(&mut g, &m, &e, ids, h, c);
-            (h, c) = (h2, c2);
-            all_logits = Some(match all_logits {
-                None => logits,
-                Some(before) => g.concat(before, logits).unwrap(),
-            });
-        }
-        // [B, T * V] -> [B * T, V], rows in the labels' (b, t) order.
-        let logits = g
-            .reshape(all_logits.unwrap(), &[batch * tgt_len, vocab.tgt.len()])
-            .unwrap();
+        let logits = model.forward(&mut g, &src, None, &step_inputs, 1.0, &mut rng).unwrap();
         let loss = g.cross_entropy(logits, &labels_t, &ce).unwrap();
         let loss_t = g.value(loss).clone();
         g.backward(loss).unwrap();
@@ -213,19 +160,9 @@ fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_
         }
     }
 
-    // Greedy decoding: argmax on the GPU, fed back as the next input; one readback.
     let mut g = Graph::new(ctx, &mut store, false, 0, 0);
-    let e = encode(&mut g, &m, &src);
-    let (mut h, mut c) = (e.h, e.c);
-    let mut ids = step_inputs[0].clone();
-    let mut chosen = Vec::new();
-    for _ in 0..tgt_len {
-        let (logits, h2, c2) = decode_step(&mut g, &m, &e, &ids, h, c);
-        (h, c) = (h2, c2);
-        let best = g.argmax(logits).unwrap();
-        ids = best.reshape(&[batch, 1]).unwrap();
-        chosen.push(best);
-    }
+    let (chosen, weights) = model.greedy(&mut g, &src, None, &step_inputs[0], tgt_len).unwrap();
+    let weights: Vec<Tensor> = weights.iter().map(|&w| g.value(w).clone()).collect();
     g.submit();
     let chosen: Vec<Vec<u32>> = chosen.iter().map(|t| t.to_vec().unwrap()).collect();
     for (b, (en, ja)) in PAIRS.iter().enumerate() {
@@ -233,8 +170,17 @@ fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_
             .iter()
             .map(|step| step[b])
             .take_while(|&id| id != EOS)
-            .map(|id| vocab.tgt[id as usize])
+            .map(|id| tgt_vocab[id as usize])
             .collect();
-        assert_eq!(translation, *ja, "{en} (losses every 40 steps: {losses:?})");
+        assert_eq!(
+            translation, *ja,
+            "{attention:?}: {en} (losses every 40 steps: {losses:?})"
+        );
+    }
+    // The heat-map rows: one softmax over the 2 source words per step and sentence.
+    for step in weights {
+        for row in step.to_vec::<f32>().unwrap().chunks(2) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+        }
     }
 }
