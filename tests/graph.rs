@@ -213,39 +213,9 @@ fn graph_gradients_of_every_parameter_match_finite_differences_of_the_gpu_loss()
     let (ids, labels) = data(ctx);
     loss_and_grads(ctx, &mut store, &m, &ids, &labels, true);
     let params = [m.embedding, m.w_ih, m.w_hh, m.b_ih, m.b_hh, m.fc_w, m.fc_b];
-    let grads: Vec<Vec<f32>> = params
-        .iter()
-        .map(|&p| store.grad(p).unwrap().to_vec().unwrap())
-        .collect();
-    let eps = 1e-2f32;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    for (&p, grad) in params.iter().zip(&grads) {
-        let original: Vec<f32> = store.value(p).to_vec().unwrap();
-        // A few random elements, plus the largest gradient (always informative).
-        let mut picks: Vec<usize> = (0..3).map(|_| rng.random_range(0..original.len())).collect();
-        picks.push(
-            (0..grad.len())
-                .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
-                .unwrap(),
-        );
-        for i in picks {
-            let mut probe = original.clone();
-            probe[i] = original[i] + eps;
-            store.value(p).write(&probe).unwrap();
-            let up = loss_and_grads(ctx, &mut store, &m, &ids, &labels, false);
-            probe[i] = original[i] - eps;
-            store.value(p).write(&probe).unwrap();
-            let down = loss_and_grads(ctx, &mut store, &m, &ids, &labels, false);
-            store.value(p).write(&original).unwrap();
-            let numeric = (up - down) / (2.0 * f64::from(eps));
-            let analytic = f64::from(grad[i]);
-            assert!(
-                (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
-                "{}[{i}]: backward {analytic}, finite difference {numeric}",
-                store.name(p)
-            );
-        }
-    }
+    common::assert_param_gradients_match_finite_differences("sentiment lstm", &mut store, &params, 3, |store| {
+        loss_and_grads(ctx, store, &m, &ids, &labels, false)
+    });
 }
 
 mod cells {
@@ -390,44 +360,15 @@ mod cells {
                 let mut store = ParamStore::new();
                 let n = net(ctx, &mut store, cell, per_token, 10 + c as u64);
                 loss(ctx, &mut store, &n, true);
-                // Every gradient first: the finite-difference evaluations below call zero_grad.
-                let grads: Vec<Vec<f32>> = n
-                    .params
-                    .iter()
-                    .map(|&id| {
-                        let grad = store.grad(id);
-                        let grad = grad.unwrap_or_else(|| panic!("{cell:?}: no gradient for {}", store.name(id)));
-                        grad.to_vec().unwrap()
-                    })
-                    .collect();
-                let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-                for (&id, grad) in n.params.iter().zip(&grads) {
-                    let original: Vec<f32> = store.value(id).to_vec().unwrap();
-                    let mut picks: Vec<usize> = (0..2).map(|_| rng.random_range(0..original.len())).collect();
-                    picks.push(
-                        (0..grad.len())
-                            .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
-                            .unwrap(),
-                    );
-                    for i in picks {
-                        let eps = 1e-2f32;
-                        let mut probe = original.clone();
-                        probe[i] += eps;
-                        store.value(id).write(&probe).unwrap();
-                        let up = loss(ctx, &mut store, &n, false);
-                        probe[i] = original[i] - eps;
-                        store.value(id).write(&probe).unwrap();
-                        let down = loss(ctx, &mut store, &n, false);
-                        store.value(id).write(&original).unwrap();
-                        let numeric = (up - down) / (2.0 * f64::from(eps));
-                        let analytic = f64::from(grad[i]);
-                        assert!(
-                            (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
-                            "{cell:?} per_token={per_token} {}[{i}]: backward {analytic}, finite difference {numeric}",
-                            store.name(id)
-                        );
-                    }
-                }
+                let case = format!("{cell:?} per_token={per_token}");
+                let params = n.params.clone();
+                super::common::assert_param_gradients_match_finite_differences(
+                    &case,
+                    &mut store,
+                    &params,
+                    2,
+                    |store| loss(ctx, store, &n, false),
+                );
             }
         }
     }
@@ -523,32 +464,10 @@ mod encoder_decoder {
             let mut store = ParamStore::new();
             let ids = params(ctx, &mut store, if lstm { 4 } else { 3 });
             loss(ctx, &mut store, &ids, lstm, true);
-            let grads: Vec<Vec<f32>> = ids
-                .iter()
-                .map(|&id| store.grad(id).unwrap().to_vec().unwrap())
-                .collect();
-            for (&id, grad) in ids.iter().zip(&grads) {
-                let original: Vec<f32> = store.value(id).to_vec().unwrap();
-                let i = (0..grad.len())
-                    .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
-                    .unwrap();
-                let eps = 1e-2f32;
-                let mut probe = original.clone();
-                probe[i] += eps;
-                store.value(id).write(&probe).unwrap();
-                let up = loss(ctx, &mut store, &ids, lstm, false);
-                probe[i] = original[i] - eps;
-                store.value(id).write(&probe).unwrap();
-                let down = loss(ctx, &mut store, &ids, lstm, false);
-                store.value(id).write(&original).unwrap();
-                let numeric = (up - down) / (2.0 * f64::from(eps));
-                let analytic = f64::from(grad[i]);
-                assert!(
-                    (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
-                    "lstm={lstm} {}[{i}]: backward {analytic}, finite difference {numeric}",
-                    store.name(id)
-                );
-            }
+            let case = format!("encoder-decoder lstm={lstm}");
+            super::common::assert_param_gradients_match_finite_differences(&case, &mut store, &ids, 0, |store| {
+                loss(ctx, store, &ids, lstm, false)
+            });
         }
     }
 }
@@ -631,37 +550,16 @@ mod attention_op {
             let mut store = ParamStore::new();
             let ids = params(ctx, &mut store);
             loss(ctx, &mut store, &ids, score, true);
-            let grads: Vec<Option<Vec<f32>>> = ids
-                .iter()
-                .map(|&id| store.grad(id).map(|g| g.to_vec().unwrap()))
-                .collect();
-            for (&id, grad) in ids.iter().zip(&grads) {
-                let Some(grad) = grad else {
-                    // Dot attention uses neither W2, W1's bias nor V.
-                    assert_eq!(score, Score::Dot, "{} got no gradient", store.name(id));
-                    continue;
-                };
-                let original: Vec<f32> = store.value(id).to_vec().unwrap();
-                let i = (0..grad.len())
-                    .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
-                    .unwrap();
-                let eps = 1e-2f32;
-                let mut probe = original.clone();
-                probe[i] += eps;
-                store.value(id).write(&probe).unwrap();
-                let up = loss(ctx, &mut store, &ids, score, false);
-                probe[i] = original[i] - eps;
-                store.value(id).write(&probe).unwrap();
-                let down = loss(ctx, &mut store, &ids, score, false);
-                store.value(id).write(&original).unwrap();
-                let numeric = (up - down) / (2.0 * f64::from(eps));
-                let analytic = f64::from(grad[i]);
-                assert!(
-                    (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
-                    "{score:?} {}[{i}]: backward {analytic}, finite difference {numeric}",
-                    store.name(id)
-                );
-            }
+            // Dot attention uses neither W1's bias, W2 nor V.
+            let (used, unused): (Vec<_>, Vec<_>) = ids.iter().partition(|&&id| store.grad(id).is_some());
+            assert!(
+                unused.is_empty() || score == Score::Dot,
+                "{score:?}: parameters without gradient"
+            );
+            let case = format!("{score:?} attention");
+            super::common::assert_param_gradients_match_finite_differences(&case, &mut store, &used, 0, |store| {
+                loss(ctx, store, &ids, score, false)
+            });
         }
     }
 }

@@ -111,3 +111,49 @@ pub fn assert_gradient_matches_finite_differences(
         );
     }
 }
+
+/// Checks the backward's gradients of `params` against central differences of a loss the
+/// GPU computes (`loss` runs a forward pass over the store and returns the loss). The
+/// gradients are read first: the probes' own passes call `zero_grad`. Per parameter it
+/// probes `random` random elements and the one with the largest gradient; the step (1e-2)
+/// and tolerance suit an f32 loss.
+pub fn assert_param_gradients_match_finite_differences(
+    case: &str,
+    store: &mut tsumugi::graph::ParamStore,
+    params: &[tsumugi::graph::ParamId],
+    random: usize,
+    mut loss: impl FnMut(&mut tsumugi::graph::ParamStore) -> f64,
+) {
+    let grads: Vec<Vec<f32>> = params
+        .iter()
+        .map(|&id| {
+            let grad = store.grad(id);
+            let grad = grad.unwrap_or_else(|| panic!("{case}: no gradient for {}", store.name(id)));
+            grad.to_vec().expect("read a gradient")
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(params.len() as u64);
+    let eps = 1e-2f32;
+    for (&id, grad) in params.iter().zip(&grads) {
+        let original: Vec<f32> = store.value(id).to_vec().expect("read a parameter");
+        let largest = (0..grad.len()).max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()));
+        let picks = (0..random).map(|_| rng.random_range(0..grad.len())).chain(largest);
+        for i in picks {
+            let mut probe = original.clone();
+            probe[i] = original[i] + eps;
+            store.value(id).write(&probe).expect("write a probe");
+            let up = loss(store);
+            probe[i] = original[i] - eps;
+            store.value(id).write(&probe).expect("write a probe");
+            let down = loss(store);
+            store.value(id).write(&original).expect("restore a parameter");
+            let numeric = (up - down) / (2.0 * f64::from(eps));
+            let analytic = f64::from(grad[i]);
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 + 5e-2 * analytic.abs(),
+                "{case}: {}[{i}]: backward {analytic}, finite difference {numeric}",
+                store.name(id)
+            );
+        }
+    }
+}
