@@ -38,6 +38,7 @@
 mod error;
 pub mod gpu;
 pub mod graph;
+pub mod io;
 pub mod kernels;
 pub mod nn;
 pub mod reference;

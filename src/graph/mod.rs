@@ -94,6 +94,18 @@ impl ParamStore {
         &self.params[id.0].name
     }
 
+    /// Every parameter: its name, value and optimizer state, in order of registration.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Tensor, Option<(&Tensor, &Tensor)>)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.as_str(), &p.value, p.moments.as_ref().map(|(a, b)| (a, b))))
+    }
+
+    /// Replaces a parameter's optimizer state (a loaded checkpoint's).
+    pub fn set_optimizer_state(&mut self, id: ParamId, state: Option<(Tensor, Tensor)>) {
+        self.params[id.0].moments = state;
+    }
+
     /// The parameter registered under `name`.
     pub fn find(&self, name: &str) -> Option<ParamId> {
         self.params.iter().position(|p| p.name == name).map(ParamId)
