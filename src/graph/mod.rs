@@ -168,12 +168,8 @@ pub struct RecurrentOut {
 /// A copy of `x` (a kernel that overwrites its input must not consume a caller's value).
 fn copy_of(g: &mut Backward<'_>, x: &Tensor) -> Result<Tensor> {
     let copy = Tensor::empty(g.ctx, x.shape(), DType::F32)?;
-    let grads = BinaryGrads {
-        a: Some(&copy),
-        b: None,
-        accumulate: false,
-    };
-    add_backward(g.ctx, g.encoder, x, grads)?;
+    g.encoder
+        .copy_buffer_to_buffer(x.buffer(), 0, copy.buffer(), 0, x.size_in_bytes());
     Ok(copy)
 }
 
@@ -280,17 +276,32 @@ impl Backward<'_> {
     }
 
     /// Adds (or writes) `grad` into the gradient of `v`, if it needs one.
+    ///
+    /// A computed value's first gradient takes `grad`'s buffer as it is, no dispatch: the
+    /// caller hands over a tensor nothing else will write and delivers it to one value
+    /// only (a scratch result, or the gradient of an output only this op consumed).
     fn deliver(&mut self, v: Option<Var>, grad: &Tensor) -> Result<()> {
         let Some(v) = v else { return Ok(()) };
-        if let Some((target, accumulate)) = self.target(v)? {
-            let grads = BinaryGrads {
-                a: Some(&target),
-                b: None,
-                accumulate,
-            };
-            add_backward(self.ctx, self.encoder, grad, grads)?;
+        if self.sources[v.0] == (Source::Computed { requires_grad: true }) && self.grads[v.0].is_none() {
+            self.grads[v.0] = Some(grad.clone());
+            return Ok(());
         }
-        Ok(())
+        match self.target(v)? {
+            Some((target, true)) => {
+                let grads = BinaryGrads {
+                    a: Some(&target),
+                    b: None,
+                    accumulate: true,
+                };
+                add_backward(self.ctx, self.encoder, grad, grads)
+            }
+            Some((target, false)) => {
+                self.encoder
+                    .copy_buffer_to_buffer(grad.buffer(), 0, target.buffer(), 0, grad.size_in_bytes());
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// The gradient flowing into `v` (None: nothing downstream used it).
@@ -388,16 +399,9 @@ impl<'s> Graph<'s> {
         let out = self.computed(y, &[x]);
         let x_shape = tx.shape().to_vec();
         self.record(move |g| {
+            // Only this op consumes `out`, so its gradient can become x's as it is.
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
-                let grads = BinaryGrads {
-                    a: Some(&grad),
-                    b: None,
-                    accumulate,
-                };
-                add_backward(g.ctx, g.encoder, &dy.reshape(&x_shape)?, grads)?;
-            }
-            Ok(())
+            g.deliver(Some(x), &dy.reshape(&x_shape)?)
         });
         Ok(out)
     }
@@ -641,8 +645,13 @@ impl<'s> Graph<'s> {
             if d_out.is_none() && d_h.is_none() && d_c.is_none() {
                 return Ok(());
             }
-            // (dh_n, dc_n): each the final state's gradient, or zeros.
-            let grad_state = Tensor::zeros(&ctx, &[2, batch, hidden], DType::F32)?;
+            // (dh_n, dc_n): each the final state's gradient, or zeros; written whole by
+            // the concatenation when either exists, so only an all-zero one is filled.
+            let grad_state = if d_h.is_some() || d_c.is_some() {
+                Tensor::empty(&ctx, &[2, batch, hidden], DType::F32)?
+            } else {
+                Tensor::zeros(&ctx, &[2, batch, hidden], DType::F32)?
+            };
             if d_h.is_some() || d_c.is_some() {
                 let zeros = Tensor::zeros(&ctx, &[1, batch * hidden], DType::F32)?;
                 let flat = |d: &Option<Tensor>| {
@@ -1015,15 +1024,7 @@ impl<'s> Graph<'s> {
             if g.grad(out).is_none() {
                 return Ok(());
             }
-            if let Some((grad, accumulate)) = g.target(logits)? {
-                let grads = BinaryGrads {
-                    a: Some(&grad),
-                    b: None,
-                    accumulate,
-                };
-                add_backward(g.ctx, g.encoder, &dlogits, grads)?;
-            }
-            Ok(())
+            g.deliver(Some(logits), &dlogits)
         });
         Ok(out)
     }
