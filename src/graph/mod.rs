@@ -901,10 +901,15 @@ impl<'s> Graph<'s> {
         let [batch, slots, hidden] = states.shape()[..] else {
             return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", states.shape()));
         };
+        // One buffer copy per row of just its last slot (f32 offsets keep the 4-byte
+        // alignment copies need), rather than a kernel moving every slot.
         let last = Tensor::empty(&self.ctx, &[batch, hidden], DType::F32)?;
-        let earlier = Tensor::empty(&self.ctx, &[batch, (slots - 1) * hidden], DType::F32)?;
-        let rows = states.reshape(&[batch, slots * hidden])?;
-        split_forward(&self.ctx, &mut self.encoder, &rows, &earlier, &last)?;
+        let row_bytes = (hidden * 4) as u64;
+        for b in 0..batch {
+            let from = ((b * slots + slots - 1) * hidden * 4) as u64;
+            self.encoder
+                .copy_buffer_to_buffer(states.buffer(), from, last.buffer(), b as u64 * row_bytes, row_bytes);
+        }
         Ok(last)
     }
 
