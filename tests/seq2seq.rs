@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
-use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq};
 use tsumugi::{Context, Tensor};
 
 const PAIRS: [(&str, &str); 4] = [
@@ -72,7 +72,7 @@ fn seq2seq_parameter_counts_equal_pytorchs_for_the_chapters_models() {
 }
 
 #[test]
-fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_its_targets() {
+fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_and_beam_decoding_return_its_targets() {
     for attention in [AttentionKind::Bahdanau, AttentionKind::LuongGeneral] {
         translate_toy(attention);
     }
@@ -176,6 +176,15 @@ fn translate_toy(attention: AttentionKind) {
             translation, *ja,
             "{attention:?}: {en} (losses every 40 steps: {losses:?})"
         );
+    }
+    // Beam search (3 hypotheses per sentence) finds the same translations first.
+    let beams = model
+        .beam_search(ctx, &mut store, &src, None, SOS, &BeamSearch::new(3, tgt_len, EOS))
+        .unwrap();
+    for (hypotheses, (en, ja)) in beams.iter().zip(PAIRS) {
+        let best: String = hypotheses[0].tokens.iter().map(|&id| tgt_vocab[id as usize]).collect();
+        assert_eq!(best, ja, "{attention:?} beam search: {en}: {hypotheses:?}");
+        assert!(hypotheses[0].finished);
     }
     // The heat-map rows: one softmax over the 2 source words per step and sentence.
     for step in weights {

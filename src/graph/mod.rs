@@ -376,6 +376,18 @@ impl<'s> Graph<'s> {
         self.tape.push(Box::new(backward));
     }
 
+    /// The context the step runs on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The step's command encoder, for kernels of your own (or the launchers of
+    /// [`crate::kernels`]) between the graph's ops: they run in the same submission, in
+    /// encoding order. What they write is not on the tape and gets no gradient.
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        &mut self.encoder
+    }
+
     /// The tensor behind `v`.
     pub fn value(&self, v: Var) -> &Tensor {
         &self.values[v.0]
