@@ -24,7 +24,9 @@ use crate::kernels::lstm_cell::{lstm_backward, lstm_forward, LstmBackward, LstmF
 use crate::kernels::matmul::{
     matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
-use crate::kernels::optim::{adam_step, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, Adam, Sgd};
+use crate::kernels::optim::{
+    adam_step, adam_step_guarded, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, sgd_step_guarded, Adam, Sgd,
+};
 use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
 use crate::kernels::sequence::{reverse_sequence_backward, reverse_sequence_forward};
 use crate::kernels::Lengths;
@@ -1122,6 +1124,19 @@ impl<'s> Graph<'s> {
     /// Encodes one Adam step (t counts from 1) over every trainable parameter that has a
     /// gradient, as `torch.optim.Adam.step`.
     pub fn adam_step(&mut self, op: &Adam, t: u64) -> Result<()> {
+        self.adam(op, t, None)
+    }
+
+    /// The training guard's Adam step: when `grad_norm` (the `[1]` total norm from
+    /// [`Graph::clip_grad_norm`]) is NaN or Inf, which any NaN or Inf in the loss or a
+    /// gradient makes it, no parameter and no optimizer state changes. Decided on the
+    /// GPU, so nothing waits; read the norm after the submission and stop with
+    /// [`check_step_finite`] (a skipped step still counts in `t`).
+    pub fn adam_step_guarded(&mut self, op: &Adam, t: u64, grad_norm: &Tensor) -> Result<()> {
+        self.adam(op, t, Some(grad_norm))
+    }
+
+    fn adam(&mut self, op: &Adam, t: u64, guard: Option<&Tensor>) -> Result<()> {
         for p in &mut self.store.params {
             if !p.trainable || !p.grad_live {
                 continue;
@@ -1133,7 +1148,12 @@ impl<'s> Graph<'s> {
                 ));
             }
             if let Some((m, v)) = &p.moments {
-                adam_step(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v)?;
+                match guard {
+                    Some(norm) => {
+                        adam_step_guarded(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v, norm)?
+                    }
+                    None => adam_step(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v)?,
+                }
             }
         }
         Ok(())
@@ -1158,6 +1178,16 @@ impl<'s> Graph<'s> {
     /// Encodes one SGD step (`torch.optim.SGD.step`) over every trainable parameter that
     /// has a gradient; the momentum buffers live with the parameters.
     pub fn sgd_step(&mut self, op: &Sgd) -> Result<()> {
+        self.sgd(op, None)
+    }
+
+    /// The training guard's SGD step: nothing changes when `grad_norm` is NaN or Inf (see
+    /// [`Graph::adam_step_guarded`]).
+    pub fn sgd_step_guarded(&mut self, op: &Sgd, grad_norm: &Tensor) -> Result<()> {
+        self.sgd(op, Some(grad_norm))
+    }
+
+    fn sgd(&mut self, op: &Sgd, guard: Option<&Tensor>) -> Result<()> {
         for p in &mut self.store.params {
             if !p.trainable || !p.grad_live {
                 continue;
@@ -1168,7 +1198,11 @@ impl<'s> Graph<'s> {
                 p.moments = Some((buffer.clone(), buffer));
             }
             let buffer = p.moments.as_ref().map(|(m, _)| m);
-            sgd_step(&self.ctx, &mut self.encoder, op, first_step, &p.value, &p.grad, buffer)?;
+            let (ctx, encoder) = (&self.ctx, &mut self.encoder);
+            match guard {
+                Some(norm) => sgd_step_guarded(ctx, encoder, op, first_step, &p.value, &p.grad, buffer, norm)?,
+                None => sgd_step(ctx, encoder, op, first_step, &p.value, &p.grad, buffer)?,
+            }
         }
         Ok(())
     }
@@ -1178,4 +1212,18 @@ impl<'s> Graph<'s> {
     pub fn submit(self) {
         self.ctx.submit(self.encoder);
     }
+}
+
+/// The host's half of the training guard: after step `step`'s submission, with its loss
+/// and gradient norm read back, `Error::NonFinite` naming the step and the quantity if
+/// either is NaN or Inf. With [`Graph::adam_step_guarded`] or
+/// [`Graph::sgd_step_guarded`] that step changed no weight, so stopping here keeps the
+/// model (and the last checkpoint) as they were before it.
+pub fn check_step_finite(step: u64, loss: f32, grad_norm: f32) -> Result<()> {
+    for (quantity, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+        if !value.is_finite() {
+            return Err(Error::NonFinite { step, quantity, value });
+        }
+    }
+    Ok(())
 }
