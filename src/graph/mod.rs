@@ -16,7 +16,7 @@ use crate::kernels::attention::{attention_backward, attention_forward, Attention
 use crate::kernels::cross_entropy::{argmax, cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
     add_backward, add_forward, concat_backward, concat_forward, dropout_backward, dropout_forward, split_backward,
-    split_forward, BinaryGrads, Dropout,
+    split_forward, sum_backward, sum_forward, BinaryGrads, Dropout,
 };
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBackward, EmbeddingWorkspace};
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
@@ -1063,6 +1063,23 @@ impl<'s> Graph<'s> {
         Ok((context_var, weights_var))
     }
 
+    /// The sum of every element of `x`, `[1]` (`x.sum()`), summed in a fixed order; may be
+    /// the root of [`Graph::backward`].
+    pub fn sum(&mut self, x: Var) -> Result<Var> {
+        let tx = self.value(x).clone();
+        let y = Tensor::empty(&self.ctx, &[1], DType::F32)?;
+        sum_forward(&self.ctx, &mut self.encoder, &tx, &y)?;
+        let out = self.computed(y, &[x]);
+        self.record(move |g| {
+            let Some(dy) = g.grad(out) else { return Ok(()) };
+            if let Some((grad, accumulate)) = g.target(x)? {
+                sum_backward(g.ctx, g.encoder, &dy, &grad, accumulate)?;
+            }
+            Ok(())
+        });
+        Ok(out)
+    }
+
     /// Softmax cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32): the loss
     /// `[1]`, to be the root of [`Graph::backward`].
     pub fn cross_entropy(&mut self, logits: Var, targets: &Tensor, op: &CrossEntropy) -> Result<Var> {
@@ -1103,9 +1120,13 @@ impl<'s> Graph<'s> {
 
     /// Encodes the backward pass from `loss` (a `[1]` value from [`Graph::cross_entropy`]).
     pub fn backward(&mut self, loss: Var) -> Result<()> {
+        if self.values[loss.0].shape() != [1] {
+            return Err(Error::shape("backward: loss", "[1]", self.values[loss.0].shape()));
+        }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.values.len()];
-        // The root's gradient is 1; its recorded backward only needs to know it exists.
-        grads[loss.0] = Some(self.values[loss.0].clone());
+        // The root's gradient: 1 (cross-entropy's backward only needs to know it exists;
+        // a sum broadcasts it).
+        grads[loss.0] = Some(Tensor::full(&self.ctx, &[1], 1.0f32)?);
         let tape = std::mem::take(&mut self.tape);
         let mut backward = Backward {
             ctx: &self.ctx,
