@@ -402,6 +402,51 @@ fn sentiment_bench(criterion: &mut Criterion) {
         },
     );
 
+    // S1's activations the backward needs: the embedding output, per layer its input,
+    // gates and (h, c) states, the logits.
+    let activations = batch * steps * embed
+        + 2 * (batch * steps * (4 * hidden + hidden) + 2 * batch * (steps + 1) * hidden)
+        + batch * 2;
+    let parameters = store.count().0;
+    memory_report(&ctx, "S1", parameters, activations, || {
+        step(&mut store, true).to_vec::<f32>().expect("wait");
+    });
+    group.finish();
+}
+
+/// Peak GPU bytes held by tensors (since `ctx` was made, so one workload per context)
+/// beside the floor: every parameter four times (value, gradient, Adam's two moments)
+/// plus `activations` f32 the backward needs; and whether a further step creates a
+/// buffer or holds more bytes.
+fn memory_report(ctx: &Context, name: &str, parameters: usize, activations: usize, mut step: impl FnMut()) {
+    let floor = 4 * (4 * parameters + activations) as u64;
+    step();
+    let before = ctx.pool_stats();
+    step();
+    let after = ctx.pool_stats();
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "{name} memory: peak {:.2} MiB of GPU buffers held, floor {:.2} MiB (parameters, gradients, Adam state: {:.2} MiB; activations: {:.2} MiB): {:.2}x the floor; a further step created {} buffers and held {:+} bytes more",
+        mib(after.peak_bytes_in_use),
+        mib(floor),
+        mib(16 * parameters as u64),
+        mib(4 * activations as u64),
+        after.peak_bytes_in_use as f64 / floor as f64,
+        after.buffers_created - before.buffers_created,
+        after.bytes_in_use as i64 - before.bytes_in_use as i64,
+    );
+}
+
+/// S2: the chapter's Seq2SeqWithAttention training step, B=32, S=T=20, vocabularies of 100.
+fn translator_bench(criterion: &mut Criterion) {
+    let ctx = Context::new().expect("a GPU adapter");
+    let mut group = criterion.benchmark_group("workload_training");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut rng = StdRng::seed_from_u64(6);
+    let adam = Adam::default();
     // S2: the chapter's Seq2SeqWithAttention, B=32, S=T=20, vocabularies of 100.
     let (batch, src_len, tgt_len, vocab, embed, hidden) = (32, 20, 20, 100, 128, 256);
     let mut store = ParamStore::new();
@@ -562,8 +607,26 @@ fn sentiment_bench(criterion: &mut Criterion) {
             step(&mut store, true).to_vec::<f32>().expect("wait");
         },
     );
+    // S2's activations the backward needs: the encoder's (embedding, gates, states,
+    // outputs, keys), per decoder step its embedding, query, attention weights, context,
+    // LSTM input, gates and states, and all the logits.
+    let per_layer =
+        |steps: usize, input: usize| batch * steps * (input + 5 * hidden) + 2 * batch * (steps + 1) * hidden;
+    let decoder_step = batch * (embed + hidden + src_len + hidden) + per_layer(1, embed + hidden);
+    let activations =
+        per_layer(src_len, embed) + batch * src_len * hidden + tgt_len * decoder_step + batch * tgt_len * vocab;
+    let parameters = store.count().0;
+    memory_report(&ctx, "S2", parameters, activations, || {
+        step(&mut store, true).to_vec::<f32>().expect("wait");
+    });
     group.finish();
 }
 
-criterion_group!(benches, layer_benches, inference_benches, sentiment_bench);
+criterion_group!(
+    benches,
+    layer_benches,
+    inference_benches,
+    sentiment_bench,
+    translator_bench
+);
 criterion_main!(benches);
