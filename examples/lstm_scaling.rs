@@ -14,6 +14,12 @@ use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::nn::{CellKind, Recurrent, RecurrentConfig};
 use tsumugi::{Context, Result, Tensor};
 
+/// (B, T, H)
+type Shape = (usize, usize, usize);
+
+/// A sweep: the swept dimension's name, the shapes, and which dimension of them is swept.
+type Sweep = (&'static str, Vec<Shape>, fn(Shape) -> usize);
+
 struct Options {
     backward: bool,
     samples: usize,
@@ -117,7 +123,7 @@ fn run(options: &Options) -> Result<()> {
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.adapter());
     let modes: &[bool] = if options.backward { &[false, true] } else { &[false] };
-    let sweeps: [(&str, Vec<(usize, usize, usize)>, fn((usize, usize, usize)) -> usize); 3] = [
+    let sweeps: [Sweep; 3] = [
         ("T", [16, 32, 64, 128, 256].map(|t| (32, t, 256)).to_vec(), |d| d.1),
         ("H", [64, 128, 256, 512, 1024].map(|h| (32, 64, h)).to_vec(), |d| d.2),
         ("B", [1, 8, 32, 128].map(|b| (b, 64, 256)).to_vec(), |d| d.0),
