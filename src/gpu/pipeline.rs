@@ -89,6 +89,12 @@ pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/sequence.wgsl"),
 };
 
+/// Beam-search expansion and selection (decoding only, no backward).
+pub(crate) const BEAM: ShaderFamily = ShaderFamily {
+    name: "beam",
+    source: include_str!("../../shaders/beam.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
     &[
@@ -102,6 +108,7 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         EMBEDDING,
         ELEMENTWISE,
         SEQUENCE,
+        BEAM,
     ]
 }
 

@@ -394,6 +394,18 @@ impl<'s> Graph<'s> {
         self.tape.push(Box::new(backward));
     }
 
+    /// The context the step runs on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The step's command encoder, for kernels of your own (or the launchers of
+    /// [`crate::kernels`]) between the graph's ops: they run in the same submission, in
+    /// encoding order. What they write is not on the tape and gets no gradient.
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        &mut self.encoder
+    }
+
     /// The tensor behind `v`.
     pub fn value(&self, v: Var) -> &Tensor {
         &self.values[v.0]
@@ -422,6 +434,48 @@ impl<'s> Graph<'s> {
             g.deliver(Some(x), &dy.reshape(&x_shape)?)
         });
         Ok(out)
+    }
+
+    /// `x[.., :at]` and `x[.., at:]`: `[.., A + B]` to `[.., A]`, `[.., B]` (copies). A
+    /// half nothing downstream uses sends back zeros.
+    pub fn split(&mut self, x: Var, at: usize) -> Result<(Var, Var)> {
+        let tx = self.value(x).clone();
+        let shape = tx.shape().to_vec();
+        let width = shape.last().copied().unwrap_or(0);
+        if at == 0 || at >= width {
+            return Err(Error::invalid(format!(
+                "split: the point {at} must be inside the last axis of {shape:?} (1..{width})"
+            )));
+        }
+        let mut shape_a = shape.clone();
+        let mut shape_b = shape;
+        *shape_a.last_mut().unwrap_or(&mut 0) = at;
+        *shape_b.last_mut().unwrap_or(&mut 0) = width - at;
+        let ya = Tensor::empty(&self.ctx, &shape_a, DType::F32)?;
+        let yb = Tensor::empty(&self.ctx, &shape_b, DType::F32)?;
+        split_forward(&self.ctx, &mut self.encoder, &tx, &ya, &yb)?;
+        let a = self.computed(ya, &[x]);
+        let b = self.computed(yb, &[x]);
+        self.record(move |g| {
+            let (da, db) = (g.grad(a), g.grad(b));
+            if da.is_none() && db.is_none() {
+                return Ok(());
+            }
+            let zeros = |shape: &[usize]| Tensor::zeros(g.ctx, shape, DType::F32);
+            let da = match da {
+                Some(da) => da,
+                None => zeros(&shape_a)?,
+            };
+            let db = match db {
+                Some(db) => db,
+                None => zeros(&shape_b)?,
+            };
+            if let Some((grad, accumulate)) = g.target(x)? {
+                split_backward(g.ctx, g.encoder, &da, &db, &grad, accumulate)?;
+            }
+            Ok(())
+        });
+        Ok((a, b))
     }
 
     /// `a ++ b` along the last axis: `[.., A]`, `[.., B]` to `[.., A + B]`.
