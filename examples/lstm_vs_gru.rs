@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tsumugi::graph::{Graph, ParamStore};
+use tsumugi::graph::{Graph, ParamStore, Var};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::models::RecurrentModel;
@@ -89,6 +89,40 @@ fn median_ms(samples: usize, mut call: impl FnMut() -> Result<()>) -> Result<f64
     Ok(times[times.len() / 2])
 }
 
+/// Median milliseconds of a forward pass (eval mode, logits read back) and of a training
+/// step (cross-entropy against `labels`, backward, Adam) of the model whose logits
+/// `logits` builds.
+fn time_model(
+    store: &mut ParamStore,
+    labels: &Tensor,
+    samples: usize,
+    logits: impl Fn(&mut Graph<'_>) -> Result<Var>,
+) -> Result<(f64, f64)> {
+    let ctx = labels.context().clone();
+    let forward_ms = median_ms(samples, || {
+        let mut g = Graph::new(&ctx, store, false, 0, 0);
+        let out = logits(&mut g)?;
+        let value = g.value(out).clone();
+        g.submit();
+        value.to_vec::<f32>().map(|_| ())
+    })?;
+    let adam = Adam::default();
+    let mut step = 0;
+    let train_ms = median_ms(samples, || {
+        step += 1;
+        store.zero_grad();
+        let mut g = Graph::new(&ctx, store, true, 0, step);
+        let out = logits(&mut g)?;
+        let loss = g.cross_entropy(out, labels, &CrossEntropy::default())?;
+        let value = g.value(loss).clone();
+        g.backward(loss)?;
+        g.adam_step(&adam, step)?;
+        g.submit();
+        value.to_vec::<f32>().map(|_| ())
+    })?;
+    Ok((forward_ms, train_ms))
+}
+
 /// What a row of the table holds.
 struct Row {
     name: String,
@@ -119,29 +153,10 @@ fn run(o: &Options) -> Result<()> {
         let layer = Recurrent::new(&ctx, &mut store, &mut rng, "rnn", RecurrentConfig::new(kind, i, h))?;
         let layer_count = store.count().0;
         let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", h, 2, true)?;
-        let forward_ms = median_ms(o.samples, || {
-            let mut g = Graph::new(&ctx, &mut store, false, 0, 0);
+        let (forward_ms, train_ms) = time_model(&mut store, &labels, o.samples, |g| {
             let x = g.input(&features);
-            let out = layer.forward(&mut g, x, None)?;
-            let h_n = g.value(out.h_n[0]).clone();
-            g.submit();
-            h_n.to_vec::<f32>().map(|_| ())
-        })?;
-        let adam = Adam::default();
-        let mut step = 0;
-        let train_ms = median_ms(o.samples, || {
-            step += 1;
-            store.zero_grad();
-            let mut g = Graph::new(&ctx, &mut store, true, 0, step);
-            let x = g.input(&features);
-            let out = layer.forward(&mut g, x, None)?;
-            let logits = fc.forward(&mut g, out.h_n[0])?;
-            let loss = g.cross_entropy(logits, &labels, &CrossEntropy::default())?;
-            let value = g.value(loss).clone();
-            g.backward(loss)?;
-            g.adam_step(&adam, step)?;
-            g.submit();
-            value.to_vec::<f32>().map(|_| ())
+            let out = layer.forward(g, x, None)?;
+            fc.forward(g, out.h_n[0])
         })?;
         rows.push(Row {
             name: format!("nn.{name}({i}, {h})"),
@@ -166,25 +181,8 @@ fn run(o: &Options) -> Result<()> {
                 vocab * i + layer_params(3, i) + 2 * h + 2,
             ),
         };
-        let forward_ms = median_ms(o.samples, || {
-            let mut g = Graph::new(&ctx, &mut store, false, 0, 0);
-            let logits = model.forward(&mut g, &tokens, None)?.logits;
-            let value = g.value(logits).clone();
-            g.submit();
-            value.to_vec::<f32>().map(|_| ())
-        })?;
-        let mut step = 0;
-        let train_ms = median_ms(o.samples, || {
-            step += 1;
-            store.zero_grad();
-            let mut g = Graph::new(&ctx, &mut store, true, 0, step);
-            let logits = model.forward(&mut g, &tokens, None)?.logits;
-            let loss = g.cross_entropy(logits, &labels, &CrossEntropy::default())?;
-            let value = g.value(loss).clone();
-            g.backward(loss)?;
-            g.adam_step(&adam, step)?;
-            g.submit();
-            value.to_vec::<f32>().map(|_| ())
+        let (forward_ms, train_ms) = time_model(&mut store, &labels, o.samples, |g| {
+            Ok(model.forward(g, &tokens, None)?.logits)
         })?;
         rows.push(Row {
             name: label,
