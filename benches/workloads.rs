@@ -84,21 +84,22 @@ fn host_linear(x: &[f64], w: &[f64], b: Option<&[f64]>, out: usize) -> Vec<f64> 
     y
 }
 
-/// One LSTM layer `prefix` (weights from the store) over `x [B, T, I]` from (h0, c0).
+/// Layer `layer` (`l0`, `l1`, ..) of the LSTM `prefix` (weights from the store) over `x [B, T, I]` from (h0, c0).
 fn host_lstm(
     store: &ParamStore,
     prefix: &str,
+    layer: &str,
     x: &[f64],
     dims: LstmDims,
     h0: &[f64],
     c0: &[f64],
 ) -> reference::lstm_cell::LstmSaved {
     let gates = 4 * dims.hidden;
-    let b_hh = values(store, &format!("{prefix}.bias_hh_l0"));
+    let b_hh = values(store, &format!("{prefix}.bias_hh_{layer}"));
     let mut xproj = host_linear(
         x,
-        &values(store, &format!("{prefix}.weight_ih_l0")),
-        Some(&values(store, &format!("{prefix}.bias_ih_l0"))),
+        &values(store, &format!("{prefix}.weight_ih_{layer}")),
+        Some(&values(store, &format!("{prefix}.bias_ih_{layer}"))),
         gates,
     );
     for (i, p) in xproj.iter_mut().enumerate() {
@@ -107,7 +108,7 @@ fn host_lstm(
     reference::lstm_cell::lstm_cell_forward(
         &dims,
         &xproj,
-        &values(store, &format!("{prefix}.weight_hh_l0")),
+        &values(store, &format!("{prefix}.weight_hh_{layer}")),
         None,
         h0,
         c0,
@@ -198,7 +199,7 @@ fn layer_benches(criterion: &mut Criterion) {
                     steps,
                     hidden: size,
                 };
-                let saved = host_lstm(&store, "rnn", &x64, dims, &zeros, &zeros);
+                let saved = host_lstm(&store, "rnn", "l0", &x64, dims, &zeros, &zeros);
                 let grads =
                     reference::lstm_cell::lstm_cell_backward(&dims, &w_hh, None, &saved, Some(&ones), &zeros, &zeros);
                 (saved.output, grads.grad_w_hh)
@@ -296,7 +297,7 @@ fn inference_benches(criterion: &mut Criterion) {
     };
     let x64: Vec<f64> = x_data.iter().map(|&v| f64::from(v)).collect();
     let zeros = vec![0.0; size];
-    let want = host_lstm(&store, "lstm", &x64, dims, &zeros, &zeros);
+    let want = host_lstm(&store, "lstm", "l0", &x64, dims, &zeros, &zeros);
     assert_close("K3 T=32 output", &whole, &want.output, 1e-4);
     let stepped = run_steps(&mut store, steps).to_vec::<f32>().expect("read");
     assert_close(
@@ -369,24 +370,9 @@ fn sentiment_bench(criterion: &mut Criterion) {
         .flat_map(|&i| table[i as usize * embed..(i as usize + 1) * embed].iter().copied())
         .collect();
     let zeros = vec![0.0; batch * hidden];
-    let layer = |store: &ParamStore, prefix: &str, suffix: &str, x: &[f64]| {
-        let gates = 4 * hidden;
-        let name = |w: &str| format!("{prefix}.{w}_{suffix}");
-        let b_hh = values(store, &name("bias_hh"));
-        let mut xproj = host_linear(
-            x,
-            &values(store, &name("weight_ih")),
-            Some(&values(store, &name("bias_ih"))),
-            gates,
-        );
-        for (i, p) in xproj.iter_mut().enumerate() {
-            *p += b_hh[i % gates];
-        }
-        let dims = LstmDims { batch, steps, hidden };
-        reference::lstm_cell::lstm_cell_forward(&dims, &xproj, &values(store, &name("weight_hh")), None, &zeros, &zeros)
-    };
-    let first = layer(&store, "lstm", "l0", &x);
-    let second = layer(&store, "lstm", "l1", &first.output);
+    let dims = LstmDims { batch, steps, hidden };
+    let first = host_lstm(&store, "lstm", "l0", &x, dims, &zeros, &zeros);
+    let second = host_lstm(&store, "lstm", "l1", &first.output, dims, &zeros, &zeros);
     let h_n = last_state(&second.h_states, LstmDims { batch, steps, hidden });
     let logits = host_linear(&h_n, &values(&store, "fc.weight"), Some(&values(&store, "fc.bias")), 2);
     let want = reference::cross_entropy::cross_entropy_forward(&CrossEntropy::default(), &logits, &labels_data, 2);
@@ -402,6 +388,51 @@ fn sentiment_bench(criterion: &mut Criterion) {
         },
     );
 
+    // S1's activations the backward needs: the embedding output, per layer its input,
+    // gates and (h, c) states, the logits.
+    let activations = batch * steps * embed
+        + 2 * (batch * steps * (4 * hidden + hidden) + 2 * batch * (steps + 1) * hidden)
+        + batch * 2;
+    let parameters = store.count().0;
+    memory_report(&ctx, "S1", parameters, activations, || {
+        step(&mut store, true).to_vec::<f32>().expect("wait");
+    });
+    group.finish();
+}
+
+/// Peak GPU bytes held by tensors (since `ctx` was made, so one workload per context)
+/// beside the floor: every parameter four times (value, gradient, Adam's two moments)
+/// plus `activations` f32 the backward needs; and whether a further step creates a
+/// buffer or holds more bytes.
+fn memory_report(ctx: &Context, name: &str, parameters: usize, activations: usize, mut step: impl FnMut()) {
+    let floor = 4 * (4 * parameters + activations) as u64;
+    step();
+    let before = ctx.pool_stats();
+    step();
+    let after = ctx.pool_stats();
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "{name} memory: peak {:.2} MiB of GPU buffers held, floor {:.2} MiB (parameters, gradients, Adam state: {:.2} MiB; activations: {:.2} MiB): {:.2}x the floor; a further step created {} buffers and held {:+} bytes more",
+        mib(after.peak_bytes_in_use),
+        mib(floor),
+        mib(16 * parameters as u64),
+        mib(4 * activations as u64),
+        after.peak_bytes_in_use as f64 / floor as f64,
+        after.buffers_created - before.buffers_created,
+        after.bytes_in_use as i64 - before.bytes_in_use as i64,
+    );
+}
+
+/// S2: the chapter's Seq2SeqWithAttention training step, B=32, S=T=20, vocabularies of 100.
+fn translator_bench(criterion: &mut Criterion) {
+    let ctx = Context::new().expect("a GPU adapter");
+    let mut group = criterion.benchmark_group("workload_training");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut rng = StdRng::seed_from_u64(6);
+    let adam = Adam::default();
     // S2: the chapter's Seq2SeqWithAttention, B=32, S=T=20, vocabularies of 100.
     let (batch, src_len, tgt_len, vocab, embed, hidden) = (32, 20, 20, 100, 128, 256);
     let mut store = ParamStore::new();
@@ -480,6 +511,7 @@ fn sentiment_bench(criterion: &mut Criterion) {
     let encoded = host_lstm(
         &store,
         "encoder.lstm",
+        "l0",
         &gather(&values(&store, "encoder.embedding.weight"), &src_data, embed),
         enc_dims,
         &zeros,
@@ -536,7 +568,7 @@ fn sentiment_bench(criterion: &mut Criterion) {
             steps: 1,
             hidden,
         };
-        let saved = host_lstm(&store, "decoder.lstm", &x, dims, &h, &c);
+        let saved = host_lstm(&store, "decoder.lstm", "l0", &x, dims, &h, &c);
         h = last_state(&saved.h_states, dims);
         c = last_state(&saved.c_states, dims);
         let logits = host_linear(
@@ -562,8 +594,26 @@ fn sentiment_bench(criterion: &mut Criterion) {
             step(&mut store, true).to_vec::<f32>().expect("wait");
         },
     );
+    // S2's activations the backward needs: the encoder's (embedding, gates, states,
+    // outputs, keys), per decoder step its embedding, query, attention weights, context,
+    // LSTM input, gates and states, and all the logits.
+    let per_layer =
+        |steps: usize, input: usize| batch * steps * (input + 5 * hidden) + 2 * batch * (steps + 1) * hidden;
+    let decoder_step = batch * (embed + hidden + src_len + hidden) + per_layer(1, embed + hidden);
+    let activations =
+        per_layer(src_len, embed) + batch * src_len * hidden + tgt_len * decoder_step + batch * tgt_len * vocab;
+    let parameters = store.count().0;
+    memory_report(&ctx, "S2", parameters, activations, || {
+        step(&mut store, true).to_vec::<f32>().expect("wait");
+    });
     group.finish();
 }
 
-criterion_group!(benches, layer_benches, inference_benches, sentiment_bench);
+criterion_group!(
+    benches,
+    layer_benches,
+    inference_benches,
+    sentiment_bench,
+    translator_bench
+);
 criterion_main!(benches);

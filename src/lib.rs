@@ -40,9 +40,11 @@ pub mod gpu;
 pub mod graph;
 pub mod io;
 pub mod kernels;
+pub mod metrics;
 pub mod nn;
 pub mod reference;
 mod tensor;
+pub mod text;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterOptions, AdapterSummary, Context, Encoder};

@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::models::{seq2seq, RecurrentModel};
+use common::models::seq2seq;
 use common::{assert_close, ctx, to_f64, Tolerance};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -25,6 +25,7 @@ use tsumugi::io::{load_state_dict_from_bytes, LoadOptions};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
+use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::CellKind;
 use tsumugi::Tensor;
 
@@ -247,51 +248,66 @@ fn recurrent_case(case: &'static str, store: &mut ParamStore, model: &RecurrentM
 #[test]
 fn golden_simple_rnn_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model = RecurrentModel::simple_rnn(ctx(), &mut store, 3, 5, 2).expect("model");
+    let model = RecurrentModel::simple_rnn(ctx(), &mut store, &mut StdRng::seed_from_u64(0), 3, 5, 2).expect("model");
     recurrent_case("simple_rnn", &mut store, &model, &["rnn_output"]);
 }
 
 #[test]
 fn golden_char_rnn_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model = RecurrentModel::char_rnn(ctx(), &mut store, 8, 6, 10).expect("model");
+    let model = RecurrentModel::char_rnn(ctx(), &mut store, &mut StdRng::seed_from_u64(0), 8, 6, 10).expect("model");
     recurrent_case("char_rnn", &mut store, &model, &[]);
 }
 
 #[test]
 fn golden_sentiment_lstm_two_layers_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model = RecurrentModel::sentiment_lstm(ctx(), &mut store, 12, 6, 8, 2, 2, 0.5).expect("model");
+    let model = RecurrentModel::sentiment_lstm(ctx(), &mut store, &mut StdRng::seed_from_u64(0), 12, 6, 8, 2, 2, 0.5)
+        .expect("model");
     recurrent_case("sentiment_lstm", &mut store, &model, &[]);
 }
 
 #[test]
 fn golden_text_classifier_gru_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model = RecurrentModel::text_classifier_gru(ctx(), &mut store, 12, 6, 8, 3).expect("model");
+    let model = RecurrentModel::text_classifier_gru(ctx(), &mut store, &mut StdRng::seed_from_u64(0), 12, 6, 8, 3)
+        .expect("model");
     recurrent_case("text_classifier_gru", &mut store, &model, &[]);
 }
 
 #[test]
 fn golden_char_level_rnn_two_layers_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model = RecurrentModel::char_level_rnn(ctx(), &mut store, 9, 6, 8, 2).expect("model");
+    let model =
+        RecurrentModel::char_level_rnn(ctx(), &mut store, &mut StdRng::seed_from_u64(0), 9, 6, 8, 2).expect("model");
     recurrent_case("char_level_rnn", &mut store, &model, &[]);
 }
 
 #[test]
 fn golden_bidirectional_two_layer_lstm_with_lengths_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model =
-        RecurrentModel::bidirectional_classifier(ctx(), &mut store, 0, CellKind::Lstm, (10, 5, 6, 3)).expect("model");
+    let model = RecurrentModel::bidirectional_classifier(
+        ctx(),
+        &mut store,
+        &mut StdRng::seed_from_u64(0),
+        CellKind::Lstm,
+        (10, 5, 6, 3),
+    )
+    .expect("model");
     recurrent_case("bilstm_lengths", &mut store, &model, &["output"]);
 }
 
 #[test]
 fn golden_bidirectional_two_layer_gru_with_lengths_matches_pytorch() {
     let mut store = ParamStore::new();
-    let model =
-        RecurrentModel::bidirectional_classifier(ctx(), &mut store, 0, CellKind::Gru, (10, 5, 6, 3)).expect("model");
+    let model = RecurrentModel::bidirectional_classifier(
+        ctx(),
+        &mut store,
+        &mut StdRng::seed_from_u64(0),
+        CellKind::Gru,
+        (10, 5, 6, 3),
+    )
+    .expect("model");
     recurrent_case("bigru_lengths", &mut store, &model, &["output"]);
 }
 

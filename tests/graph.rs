@@ -610,3 +610,62 @@ fn a_sum_loss_backpropagates_ones_through_a_recurrent_layer() {
     assert!(g.backward(input).is_err());
     g.submit();
 }
+
+/// `stack` (torch.cat along dim 0): the pieces land one after another, and each gets its
+/// own rows of the gradient, also when a piece is used twice.
+#[test]
+fn graph_stack_concatenates_rows_and_splits_the_gradient() {
+    let ctx = common::ctx();
+    let mut store = ParamStore::new();
+    let a = store
+        .add(
+            "a",
+            Tensor::from_slice(ctx, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap(),
+            true,
+        )
+        .unwrap();
+    let b = store
+        .add(
+            "b",
+            Tensor::from_slice(ctx, &[0.5f32, -1.0, 2.0], &[1, 3]).unwrap(),
+            true,
+        )
+        .unwrap();
+    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let (va, vb) = (g.param(a), g.param(b));
+    let stacked = g.stack(&[va, vb, va]).unwrap();
+    assert_eq!(g.value(stacked).shape(), &[5, 3]);
+    let targets = Tensor::from_slice(ctx, &[0u32, 1, 2, 0, 1], &[5]).unwrap();
+    let loss = g.cross_entropy(stacked, &targets, &CrossEntropy::default()).unwrap();
+    let stacked_t = g.value(stacked).clone();
+    g.backward(loss).unwrap();
+    g.submit();
+    let rows: Vec<f32> = stacked_t.to_vec().unwrap();
+    assert_eq!(
+        rows,
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.5, -1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
+    // d loss / d row = (softmax(row) - onehot(target)) / 5, a's rows twice.
+    let dlogits = |row: &[f32], target: usize| -> Vec<f32> {
+        let max = row.iter().cloned().fold(f32::MIN, f32::max);
+        let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+        row.iter()
+            .enumerate()
+            .map(|(i, x)| ((x - max).exp() / sum - if i == target { 1.0 } else { 0.0 }) / 5.0)
+            .collect()
+    };
+    // a's rows appear twice with the same targets (0 and 1): twice one row's gradient.
+    let expected_a: Vec<f32> = (0..2)
+        .flat_map(|r| dlogits(&rows[r * 3..r * 3 + 3], r))
+        .map(|d| 2.0 * d)
+        .collect();
+    let expected_b = dlogits(&rows[6..9], 2);
+    let got_a: Vec<f32> = store.grad(a).unwrap().to_vec().unwrap();
+    let got_b: Vec<f32> = store.grad(b).unwrap().to_vec().unwrap();
+    for (got, want) in got_a.iter().chain(&got_b).zip(expected_a.iter().chain(&expected_b)) {
+        assert!(
+            (got - want).abs() < 1e-6,
+            "{got_a:?} {got_b:?} vs {expected_a:?} {expected_b:?}"
+        );
+    }
+}

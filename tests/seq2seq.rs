@@ -200,6 +200,95 @@ fn translate_toy(attention: AttentionKind) {
     }
 }
 
+/// `forward_time_major` is `forward` with the rows in (t, b) order: the same logits and,
+/// with the labels laid out the same way, the same loss and parameter gradients, whether
+/// the output projection is hoisted (teacher forcing 1) or run per step (0.5, argmax fed
+/// back).
+#[test]
+fn seq2seq_forward_time_major_matches_forward_with_rows_reordered() {
+    let ctx = ctx();
+    let (batch, src_len, steps, vocab) = (3, 4, 5, 11);
+    let src: Vec<u32> = (0..batch * src_len).map(|i| 3 + (i * 7 % 8) as u32).collect();
+    let src = Tensor::from_slice(ctx, &src, &[batch, src_len]).unwrap();
+    let lengths = tsumugi::kernels::Lengths::new(ctx, &[4, 2, 3], src_len).unwrap();
+    let inputs: Vec<Tensor> = (0..steps)
+        .map(|t| {
+            let ids: Vec<u32> = (0..batch).map(|b| 1 + ((t * 3 + b * 5) % 10) as u32).collect();
+            Tensor::from_slice(ctx, &ids, &[batch, 1]).unwrap()
+        })
+        .collect();
+    let labels_bt: Vec<u32> = (0..batch * steps).map(|i| (i * 4 % vocab) as u32).collect();
+    let labels_tb: Vec<u32> = (0..steps * batch)
+        .map(|r| labels_bt[(r % batch) * steps + r / batch])
+        .collect();
+    let ce = CrossEntropy {
+        ignore_index: Some(PAD),
+        ..CrossEntropy::default()
+    };
+    for teacher_forcing in [1.0, 0.5] {
+        let mut results = Vec::new();
+        for time_major in [false, true] {
+            let mut store = ParamStore::new();
+            let model = seq2seq(ctx, &mut store, (vocab, vocab), (6, 8), Some(AttentionKind::Bahdanau));
+            let mut rng = StdRng::seed_from_u64(5);
+            let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+            let (logits, labels) = if time_major {
+                let logits = model
+                    .forward_time_major(&mut g, &src, Some(&lengths), &inputs, teacher_forcing, &mut rng)
+                    .unwrap();
+                (logits, &labels_tb)
+            } else {
+                let logits = model
+                    .forward(&mut g, &src, Some(&lengths), &inputs, teacher_forcing, &mut rng)
+                    .unwrap();
+                (logits, &labels_bt)
+            };
+            let labels = Tensor::from_slice(ctx, labels, &[batch * steps]).unwrap();
+            let loss = g.cross_entropy(logits, &labels, &ce).unwrap();
+            let (logits_t, loss_t) = (g.value(logits).clone(), g.value(loss).clone());
+            g.backward(loss).unwrap();
+            g.submit();
+            let mut logits = logits_t.to_vec::<f32>().unwrap();
+            if time_major {
+                // (t, b) rows back to (b, t).
+                let reordered: Vec<f32> = (0..batch * steps)
+                    .flat_map(|r| {
+                        let (b, t) = (r / steps, r % steps);
+                        let row = t * batch + b;
+                        logits[row * vocab..(row + 1) * vocab].to_vec()
+                    })
+                    .collect();
+                logits = reordered;
+            }
+            let grads: Vec<Vec<f32>> = [
+                "decoder.fc.weight",
+                "decoder.attention.W1.weight",
+                "encoder.embedding.weight",
+            ]
+            .iter()
+            .map(|name| {
+                let id = store.find(name).unwrap();
+                store.grad(id).unwrap().to_vec::<f32>().unwrap()
+            })
+            .collect();
+            results.push((logits, loss_t.to_vec::<f32>().unwrap()[0], grads));
+        }
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
+                    "{what}[{i}]: {x} vs {y} (tf {teacher_forcing})"
+                );
+            }
+        };
+        close(&results[1].0, &results[0].0, "logits");
+        close(&[results[1].1], &[results[0].1], "loss");
+        for (a, b) in results[1].2.iter().zip(&results[0].2) {
+            close(a, b, "gradient");
+        }
+    }
+}
+
 #[test]
 fn every_attention_modules_gradients_match_finite_differences() {
     // Each attention of a decoder on its own, with inputs large enough that the scores

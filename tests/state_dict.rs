@@ -5,7 +5,7 @@
 mod common;
 
 use common::ctx;
-use common::models::{seq2seq, RecurrentModel};
+use common::models::seq2seq;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -14,6 +14,7 @@ use tsumugi::io::{
     load_state_dict, load_state_dict_from_bytes, save_state_dict, state_dict_to_bytes, LoadOptions, Mismatch,
     MAX_HEADER_BYTES,
 };
+use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::Error;
 
@@ -66,8 +67,14 @@ fn saved_weights_have_pytorchs_state_dict_layout_and_load_back_bit_identical() {
             seq2seq(common::ctx(), store, seed, (13, 12, 8, 16), true).expect("model");
         }),
         ("bilstm_lengths", |store, seed| {
-            RecurrentModel::bidirectional_classifier(common::ctx(), store, seed, CellKind::Lstm, (10, 5, 6, 3))
-                .expect("model");
+            RecurrentModel::bidirectional_classifier(
+                common::ctx(),
+                store,
+                &mut StdRng::seed_from_u64(seed),
+                CellKind::Lstm,
+                (10, 5, 6, 3),
+            )
+            .expect("model");
         }),
     ];
     for (case, build) in cases {
@@ -108,13 +115,27 @@ fn saved_weights_have_pytorchs_state_dict_layout_and_load_back_bit_identical() {
 fn a_prefix_loads_a_nested_model_or_one_part_of_a_larger_one() {
     let ctx = ctx();
     let mut model = ParamStore::new();
-    RecurrentModel::bidirectional_classifier(ctx, &mut model, 1, CellKind::Gru, (10, 5, 6, 3)).expect("model");
+    RecurrentModel::bidirectional_classifier(
+        ctx,
+        &mut model,
+        &mut StdRng::seed_from_u64(1),
+        CellKind::Gru,
+        (10, 5, 6, 3),
+    )
+    .expect("model");
     // Saved as the `model` attribute of a larger PyTorch module.
     let bytes = state_dict_to_bytes(&model, "model").expect("save");
     assert!(layout(&bytes, "").iter().all(|(name, _, _)| name.starts_with("model.")));
 
     let mut fresh = ParamStore::new();
-    RecurrentModel::bidirectional_classifier(ctx, &mut fresh, 2, CellKind::Gru, (10, 5, 6, 3)).expect("model");
+    RecurrentModel::bidirectional_classifier(
+        ctx,
+        &mut fresh,
+        &mut StdRng::seed_from_u64(2),
+        CellKind::Gru,
+        (10, 5, 6, 3),
+    )
+    .expect("model");
     // Without the prefix nothing matches: every parameter is missing, every tensor unexpected.
     match load_state_dict_from_bytes(&bytes, "nested", &mut fresh, &LoadOptions::default()) {
         Err(Error::Format { source_name, message }) => {

@@ -248,12 +248,20 @@ impl Backward<'_> {
             return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", h_states.shape()));
         };
         let steps = slots - 1;
+        // With one step (a decoder run step by step) the batch folds into the inner
+        // dimension: one product over K = B instead of B products over K = 1, which the
+        // tiled kernel runs several times faster.
+        let (inner, products, lhs_col, rhs_row) = if steps == 1 {
+            (batch, 1, width * hidden, slots * hidden)
+        } else {
+            (steps, batch, width * hidden, hidden)
+        };
         for &(column, row, blocks) in pieces {
             let op = StridedMatmul {
                 rows: blocks * hidden,
                 cols: hidden,
-                inner: steps,
-                batch,
+                inner,
+                batch: products,
                 sum_batches: true,
                 beta: if accumulate { 1.0 } else { 0.0 },
             };
@@ -261,12 +269,12 @@ impl Backward<'_> {
                 offset: column * hidden,
                 batch: steps * width * hidden,
                 row: 1,
-                col: width * hidden,
+                col: lhs_col,
             };
             let rhs = Strides {
                 offset: 0,
                 batch: slots * hidden,
-                row: hidden,
+                row: rhs_row,
                 col: 1,
             };
             let out = Strides {
@@ -321,6 +329,16 @@ impl Backward<'_> {
                 Ok(())
             }
             None => Ok(()),
+        }
+    }
+
+    /// Whether `v` takes a gradient at all (a computed value that needs one, or a
+    /// trainable parameter).
+    fn target_needed(&self, v: Var) -> bool {
+        match self.sources[v.0] {
+            Source::Input | Source::Computed { requires_grad: false } => false,
+            Source::Param(id) => self.store.params[id.0].trainable,
+            Source::Computed { requires_grad: true } => true,
         }
     }
 
@@ -517,6 +535,61 @@ impl<'s> Graph<'s> {
                     accumulate,
                 };
                 concat_backward(g.ctx, g.encoder, &dy, grads)?;
+            }
+            Ok(())
+        });
+        Ok(out)
+    }
+
+    /// `torch.cat(xs, dim=0)`: values of the same trailing shape `[N_i, ..]` stacked along
+    /// the first axis into `[sum N_i, ..]`. The pieces are contiguous in the result, so
+    /// forward and backward are buffer copies, one per piece, and no kernel: the way to
+    /// gather a decoder's per-step states `[B, H]` into one `[T * B, H]` (rows in (t, b)
+    /// order) for a single output projection, instead of growing a concatenation step by
+    /// step (which copies O(T^2) elements).
+    pub fn stack(&mut self, xs: &[Var]) -> Result<Var> {
+        let first = xs.first().ok_or_else(|| Error::invalid("stack: no values"))?;
+        let inner = self.value(*first).shape().get(1..).unwrap_or(&[]).to_vec();
+        let pieces: Vec<Tensor> = xs.iter().map(|&x| self.value(x).clone()).collect();
+        let mut rows = 0;
+        for (i, t) in pieces.iter().enumerate() {
+            match t.shape().split_first() {
+                Some((&n, rest)) if rest == inner.as_slice() && t.dtype() == DType::F32 => rows += n,
+                _ => {
+                    let mut expected = vec!["N".to_string()];
+                    expected.extend(inner.iter().map(usize::to_string));
+                    return Err(Error::shape(
+                        format!("stack: value {i}"),
+                        format!("[{}] (f32)", expected.join(", ")),
+                        t.shape(),
+                    ));
+                }
+            }
+        }
+        let mut shape = vec![rows];
+        shape.extend(&inner);
+        let y = Tensor::empty(&self.ctx, &shape, DType::F32)?;
+        let mut offset = 0;
+        for t in &pieces {
+            self.encoder
+                .copy_buffer_to_buffer(t.buffer(), 0, y.buffer(), offset, t.size_in_bytes());
+            offset += t.size_in_bytes();
+        }
+        let out = self.computed(y, xs);
+        let xs = xs.to_vec();
+        self.record(move |g| {
+            let Some(dy) = g.grad(out) else { return Ok(()) };
+            let mut offset = 0;
+            for (&x, t) in xs.iter().zip(&pieces) {
+                let bytes = t.size_in_bytes();
+                if g.target_needed(x) {
+                    // A fresh slice per piece: deliver hands it over or adds it.
+                    let dx = Tensor::empty(g.ctx, t.shape(), DType::F32)?;
+                    g.encoder
+                        .copy_buffer_to_buffer(dy.buffer(), offset, dx.buffer(), 0, bytes);
+                    g.deliver(Some(x), &dx)?;
+                }
+                offset += bytes;
             }
             Ok(())
         });

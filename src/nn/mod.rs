@@ -3,6 +3,7 @@
 //! [`ParamStore`] under `{prefix}.{name}` (the state-dict names) and adds its ops to a
 //! [`Graph`] in `forward`. One `StdRng`, seeded once, initialises a whole model.
 
+pub mod models;
 pub mod seq2seq;
 
 use rand::rngs::StdRng;

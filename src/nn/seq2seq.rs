@@ -320,6 +320,25 @@ impl Decoder {
         memory: Option<&Memory>,
         src_lengths: Option<&Lengths>,
     ) -> Result<DecoderStep> {
+        let (state, weights) = self.step_state(g, ids, state, memory, src_lengths)?;
+        Ok(DecoderStep {
+            logits: self.fc.forward(g, state.0)?,
+            state,
+            weights,
+        })
+    }
+
+    /// [`Decoder::step`] without the output projection: the new state (h, c) and the
+    /// attention weights. A caller that knows every step's input in advance (teacher
+    /// forcing) applies `fc` once to all steps' h instead.
+    pub fn step_state(
+        &self,
+        g: &mut Graph<'_>,
+        ids: &Tensor,
+        state: (Var, Var),
+        memory: Option<&Memory>,
+        src_lengths: Option<&Lengths>,
+    ) -> Result<((Var, Var), Option<Var>)> {
         let batch = ids.shape().first().copied().unwrap_or(0);
         let emb = self.embedding.forward(g, ids)?;
         let emb = g.reshape(emb, &[batch, self.embed])?;
@@ -334,12 +353,7 @@ impl Decoder {
         let width = g.value(input).shape()[1];
         let input = g.reshape(input, &[batch, 1, width])?;
         let states = self.lstm.forward_from(g, input, None, &[state.0], &[state.1])?;
-        let (h, c) = (states.h_n[0], states.c_n[0]);
-        Ok(DecoderStep {
-            logits: self.fc.forward(g, h)?,
-            state: (h, c),
-            weights,
-        })
+        Ok(((states.h_n[0], states.c_n[0]), weights))
     }
 }
 
@@ -421,6 +435,65 @@ impl Seq2Seq {
         let all = all.ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
         let vocab = g.value(all).shape()[1] / tgt_inputs.len();
         g.reshape(all, &[batch * tgt_inputs.len(), vocab])
+    }
+
+    /// [`Seq2Seq::forward`] with the logits in time-major order: `[T * B, V]`, rows in
+    /// (t, b) order, so the labels must be laid out the same way (cross-entropy does not
+    /// care about row order). With `teacher_forcing >= 1` every step's input is known in
+    /// advance, so the per-step states are stacked and `decoder.fc` runs once over all
+    /// `T * B` rows (one large matmul instead of T small ones, and no per-step argmax);
+    /// otherwise each step's logits are computed for its argmax and stacked. Either way
+    /// nothing grows step by step. Same math and the same random draws as `forward`.
+    pub fn forward_time_major(
+        &self,
+        g: &mut Graph<'_>,
+        src: &Tensor,
+        src_lengths: Option<&Lengths>,
+        tgt_inputs: &[Tensor],
+        teacher_forcing: f64,
+        rng: &mut StdRng,
+    ) -> Result<Var> {
+        if !(0.0..=1.0).contains(&teacher_forcing) {
+            return Err(Error::invalid(format!(
+                "seq2seq: the teacher-forcing ratio must be in [0, 1], got {teacher_forcing}"
+            )));
+        }
+        let first = tgt_inputs
+            .first()
+            .ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
+        let batch = first.shape().first().copied().unwrap_or(0);
+        let (values, h, c) = self.encoder.forward(g, src, src_lengths)?;
+        let memory = match &self.decoder.attention {
+            Some(attention) => Some(attention.memory(g, values)?),
+            None => None,
+        };
+        let mut state = (h, c);
+        let mut ids = first.clone();
+        let mut rows = Vec::with_capacity(tgt_inputs.len());
+        let always_forced = teacher_forcing >= 1.0;
+        for (t, reference) in tgt_inputs.iter().enumerate() {
+            if t > 0 && rng.random_bool(teacher_forcing) {
+                ids = reference.clone();
+            }
+            if always_forced {
+                let (next, _) = self.decoder.step_state(g, &ids, state, memory.as_ref(), src_lengths)?;
+                state = next;
+                rows.push(state.0);
+            } else {
+                let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
+                state = step.state;
+                if t + 1 < tgt_inputs.len() {
+                    ids = g.argmax(step.logits)?.reshape(&[batch, 1])?;
+                }
+                rows.push(step.logits);
+            }
+        }
+        let stacked = g.stack(&rows)?;
+        if always_forced {
+            self.decoder.fc.forward(g, stacked)
+        } else {
+            Ok(stacked)
+        }
     }
 
     /// Greedy decoding from `<sos>` ids `[B, 1]` for `max_len` steps: the chosen ids of each

@@ -1,0 +1,845 @@
+//! English-to-Japanese translation: the chapter's Seq2SeqWithAttention (LSTM encoder,
+//! Bahdanau attention, LSTM decoder over [embedding; context]) trained on the Tanaka
+//! corpus (`data/tanaka_en_ja/`), then evaluated on its dev split with corpus chrF and
+//! character BLEU-4, sample translations and attention heat maps.
+//!
+//! ```sh
+//! cargo run --release --example translate                      # train (defaults), evaluate, save
+//! cargo run --release --example translate -- --translate "I like tea."
+//! cargo run --release --example translate -- --eval data/tanaka_en_ja/dev.tsv --beam 4
+//! cargo run --release --example translate -- --toy              # the chapter's 4 sentences
+//! cargo run --release --example translate -- --help
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tsumugi::graph::{Graph, ParamStore};
+use tsumugi::io::{load_checkpoint, save_checkpoint, write_atomically};
+use tsumugi::kernels::cross_entropy::CrossEntropy;
+use tsumugi::kernels::optim::Adam;
+use tsumugi::kernels::Lengths;
+use tsumugi::metrics::{char_bleu, chrf};
+use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq};
+use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
+use tsumugi::{Context, Error, Tensor};
+
+const HELP: &str = "\
+translate: English-to-Japanese seq2seq with Bahdanau attention on the Tanaka corpus
+
+USAGE: cargo run --release --example translate -- [FLAGS]
+
+Training (the default action), then evaluation on the dev split:
+  --epochs N            epochs over the training split            [default: 10]
+  --batch N             sentence pairs per step                    [default: 64]
+  --lr X                Adam learning rate                         [default: 0.002]
+  --hidden N            LSTM hidden size                           [default: 256]
+  --embed N             embedding size                             [default: 128]
+  --teacher-forcing X   teacher-forcing ratio in [0, 1]            [default: 1]
+  --clip X              gradient-norm clipping                     [default: 1]
+  --min-freq N          keep tokens seen at least N times          [default: 2]
+  --max-train N         use only the first N training pairs        [default: all]
+  --seed N              seed of initialisation and batching        [default: 0]
+  --full                train on train_full.tsv.xz (113,698 pairs) instead of train.tsv
+  --data DIR            dataset folder                             [default: data/tanaka_en_ja]
+  --out DIR             heat maps and vocabularies go here         [default: target/translate]
+  --checkpoint PATH     checkpoint file                            [default: OUT/translate.safetensors]
+  --resume              continue training from the checkpoint
+
+Using a trained checkpoint (no training):
+  --eval FILE           chrF and BLEU of the checkpoint on a TSV english<TAB>japanese[<TAB>...]
+  --translate TEXT      translate one English sentence
+  --beam N              beam width for decoding (1 = greedy)       [default: 1]
+
+Other:
+  --toy                 train on the chapter's 4 sentence pairs; greedy decoding returns them
+  -h, --help            this text
+";
+
+/// Everything the command line sets.
+#[derive(Clone, Debug)]
+struct Args {
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    hidden: usize,
+    embed: usize,
+    teacher_forcing: f64,
+    clip: f64,
+    min_freq: usize,
+    max_train: Option<usize>,
+    seed: u64,
+    full: bool,
+    data: PathBuf,
+    out: PathBuf,
+    checkpoint: Option<PathBuf>,
+    resume: bool,
+    eval: Option<PathBuf>,
+    translate: Option<String>,
+    beam: usize,
+    toy: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Args {
+            epochs: 10,
+            batch: 64,
+            lr: 0.002,
+            hidden: 256,
+            embed: 128,
+            teacher_forcing: 1.0,
+            clip: 1.0,
+            min_freq: 2,
+            max_train: None,
+            seed: 0,
+            full: false,
+            data: root.join("data/tanaka_en_ja"),
+            out: root.join("target/translate"),
+            checkpoint: None,
+            resume: false,
+            eval: None,
+            translate: None,
+            beam: 1,
+            toy: false,
+        }
+    }
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn parse_args() -> AnyResult<Option<Args>> {
+    fn value<T: std::str::FromStr>(flag: &str, raw: Option<String>) -> AnyResult<T> {
+        let raw = raw.ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+        raw.parse()
+            .map_err(|_| format!("{flag}: cannot parse {raw:?} (see --help)").into())
+    }
+    let mut args = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--epochs" => args.epochs = value(&flag, it.next())?,
+            "--batch" => args.batch = value(&flag, it.next())?,
+            "--lr" => args.lr = value(&flag, it.next())?,
+            "--hidden" => args.hidden = value(&flag, it.next())?,
+            "--embed" => args.embed = value(&flag, it.next())?,
+            "--teacher-forcing" => args.teacher_forcing = value(&flag, it.next())?,
+            "--clip" => args.clip = value(&flag, it.next())?,
+            "--min-freq" => args.min_freq = value(&flag, it.next())?,
+            "--max-train" => args.max_train = Some(value(&flag, it.next())?),
+            "--seed" => args.seed = value(&flag, it.next())?,
+            "--full" => args.full = true,
+            "--data" => args.data = value(&flag, it.next())?,
+            "--out" => args.out = value(&flag, it.next())?,
+            "--checkpoint" => args.checkpoint = Some(value(&flag, it.next())?),
+            "--resume" => args.resume = true,
+            "--eval" => args.eval = Some(value(&flag, it.next())?),
+            "--translate" => args.translate = Some(value(&flag, it.next())?),
+            "--beam" => args.beam = value(&flag, it.next())?,
+            "--toy" => args.toy = true,
+            other => return Err(format!("unknown flag {other:?} (see --help)").into()),
+        }
+    }
+    if args.batch == 0 || args.hidden == 0 || args.embed == 0 || args.beam == 0 {
+        return Err("--batch, --hidden, --embed and --beam must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&args.teacher_forcing) {
+        return Err(format!("--teacher-forcing must be in [0, 1], got {}", args.teacher_forcing).into());
+    }
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if !positive(args.lr) || !positive(args.clip) {
+        return Err("--lr and --clip must be positive".into());
+    }
+    Ok(Some(args))
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{HELP}");
+            return;
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = run(&args) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> AnyResult<()> {
+    if args.toy {
+        return toy(args);
+    }
+    let checkpoint = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| args.out.join("translate.safetensors"));
+    if args.eval.is_some() || args.translate.is_some() {
+        let ctx = Context::new()?;
+        let mut store = ParamStore::new();
+        let (model, meta, _) = Translator::load(&ctx, &mut store, &checkpoint)?;
+        if let Some(text) = &args.translate {
+            let out = model.translate(&ctx, &mut store, &[text.as_str()], args.beam)?;
+            println!("{text}\n-> {}", out[0]);
+        }
+        if let Some(path) = &args.eval {
+            let pairs = read_tsv(path)?;
+            if pairs.is_empty() {
+                return Err(format!("{}: no sentence pairs", path.display()).into());
+            }
+            let start = Instant::now();
+            let scores = evaluate(&ctx, &mut store, &model, &pairs, args.beam)?;
+            println!(
+                "{}: {} pairs, chrF {:.1}, char-BLEU {:.1} ({}, {:.0} s; checkpoint after epoch {})",
+                path.display(),
+                pairs.len(),
+                scores.chrf,
+                scores.bleu,
+                decoding_name(args.beam),
+                start.elapsed().as_secs_f64(),
+                meta.epoch
+            );
+            print_samples(&pairs, &scores.hypotheses, 5);
+        }
+        return Ok(());
+    }
+    train(args, &checkpoint)
+}
+
+fn decoding_name(beam: usize) -> String {
+    if beam == 1 {
+        "greedy".to_string()
+    } else {
+        format!("beam {beam}")
+    }
+}
+
+/// The training pairs: `train.tsv`, or with `--full` the xz-compressed `train_full.tsv.xz`.
+fn training_pairs(args: &Args) -> AnyResult<Vec<Pair>> {
+    let mut pairs = if args.full {
+        let path = args.data.join("train_full.tsv.xz");
+        let file = std::fs::File::open(&path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
+        let mut bytes = Vec::new();
+        lzma_rs::xz_decompress(&mut std::io::BufReader::new(file), &mut bytes)
+            .map_err(|err| format!("{}: not a valid xz file: {err:?}", path.display()))?;
+        tsumugi::text::parse_tsv(&path.display().to_string(), &bytes)?
+    } else {
+        read_tsv(&args.data.join("train.tsv"))?
+    };
+    if let Some(n) = args.max_train {
+        pairs.truncate(n);
+    }
+    if pairs.is_empty() {
+        return Err("the training split has no sentence pairs".into());
+    }
+    Ok(pairs)
+}
+
+/// What a checkpoint needs beside its tensors to be used again: the model's sizes and
+/// vocabularies, saved next to it (`PATH.meta`, `PATH.src.vocab`, `PATH.tgt.vocab`).
+struct Meta {
+    embed: usize,
+    hidden: usize,
+    epoch: usize,
+}
+
+fn sidecar(checkpoint: &Path, suffix: &str) -> PathBuf {
+    let mut name = checkpoint.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The model with its vocabularies.
+struct Translator {
+    model: Seq2Seq,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+}
+
+impl Translator {
+    fn new(
+        ctx: &Context,
+        store: &mut ParamStore,
+        src_vocab: Vocab,
+        tgt_vocab: Vocab,
+        embed: usize,
+        hidden: usize,
+        seed: u64,
+    ) -> tsumugi::Result<Translator> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pad = Some(Vocab::PAD_ID);
+        let model = Seq2Seq {
+            encoder: Encoder::new(ctx, store, &mut rng, "encoder", src_vocab.len(), embed, hidden, pad)?,
+            decoder: Decoder::new(
+                ctx,
+                store,
+                &mut rng,
+                "decoder",
+                tgt_vocab.len(),
+                embed,
+                hidden,
+                pad,
+                Some(AttentionKind::Bahdanau),
+            )?,
+        };
+        Ok(Translator {
+            model,
+            src_vocab,
+            tgt_vocab,
+        })
+    }
+
+    fn save(&self, store: &ParamStore, checkpoint: &Path, meta: &Meta, step: u64) -> tsumugi::Result<()> {
+        if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.src_vocab.save(&sidecar(checkpoint, ".src.vocab"))?;
+        self.tgt_vocab.save(&sidecar(checkpoint, ".tgt.vocab"))?;
+        let text = format!("embed {}\nhidden {}\nepoch {}\n", meta.embed, meta.hidden, meta.epoch);
+        write_atomically(&sidecar(checkpoint, ".meta"), text.as_bytes())?;
+        save_checkpoint(checkpoint, store, step)
+    }
+
+    /// Rebuilds the model a checkpoint was saved from and loads its tensors.
+    /// Returns the model, its sizes and the optimizer's step count.
+    fn load(ctx: &Context, store: &mut ParamStore, checkpoint: &Path) -> AnyResult<(Translator, Meta, u64)> {
+        let meta_path = sidecar(checkpoint, ".meta");
+        let text = std::fs::read_to_string(&meta_path).map_err(|err| {
+            format!(
+                "cannot read {} ({err}); train first: cargo run --release --example translate",
+                meta_path.display()
+            )
+        })?;
+        let field = |key: &str| -> AnyResult<usize> {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+                .ok_or_else(|| format!("{}: no valid `{key}` line", meta_path.display()).into())
+        };
+        let meta = Meta {
+            embed: field("embed ")?,
+            hidden: field("hidden ")?,
+            epoch: field("epoch ")?,
+        };
+        let src_vocab = Vocab::load(&sidecar(checkpoint, ".src.vocab"))?;
+        let tgt_vocab = Vocab::load(&sidecar(checkpoint, ".tgt.vocab"))?;
+        let translator = Translator::new(ctx, store, src_vocab, tgt_vocab, meta.embed, meta.hidden, 0)?;
+        let step = load_checkpoint(checkpoint, store)?;
+        Ok((translator, meta, step))
+    }
+
+    fn encode(&self, pair: &Pair) -> Example {
+        Example::encode(
+            &word_tokens(&pair.source),
+            &char_tokens(&pair.target),
+            &self.src_vocab,
+            &self.tgt_vocab,
+        )
+    }
+
+    /// Source ids `[B, S]` and lengths of English sentences, each ending in `<eos>`.
+    fn source_batch(&self, ctx: &Context, sentences: &[&str]) -> tsumugi::Result<(Tensor, Lengths, usize)> {
+        let examples: Vec<Example> = sentences
+            .iter()
+            .map(|s| Example::encode(&word_tokens(s), &[], &self.src_vocab, &self.tgt_vocab))
+            .collect();
+        let refs: Vec<&Example> = examples.iter().collect();
+        let batch = Seq2SeqBatch::new(&refs)?;
+        let src = Tensor::from_slice(ctx, &batch.source, &[batch.batch, batch.source_steps])?;
+        let lengths = Lengths::new(ctx, &batch.source_lengths, batch.source_steps)?;
+        Ok((src, lengths, batch.source_steps))
+    }
+
+    /// Translations of `sentences`, greedy (`beam` 1) or by beam search.
+    fn translate(
+        &self,
+        ctx: &Context,
+        store: &mut ParamStore,
+        sentences: &[&str],
+        beam: usize,
+    ) -> AnyResult<Vec<String>> {
+        let (src, lengths, steps) = self.source_batch(ctx, sentences)?;
+        let max_len = max_output_len(steps);
+        let ids: Vec<Vec<u32>> = if beam > 1 {
+            let options = BeamSearch::new(beam, max_len, Vocab::EOS_ID);
+            let found = self
+                .model
+                .beam_search(ctx, store, &src, Some(&lengths), Vocab::SOS_ID, &options)?;
+            found
+                .into_iter()
+                .map(|hyps| hyps.into_iter().next().map(|h| h.tokens).unwrap_or_default())
+                .collect()
+        } else {
+            let (chosen, _) = self.greedy(ctx, store, &src, &lengths, max_len, false)?;
+            chosen
+        };
+        // `<unk>` stands for characters the vocabulary lacks: left out of the text.
+        Ok(ids
+            .iter()
+            .map(|ids| {
+                let tokens = self.tgt_vocab.decode(ids);
+                tokens.into_iter().filter(|&t| t != tsumugi::text::UNK).collect()
+            })
+            .collect())
+    }
+
+    /// Greedy decoding: each row's ids (cut at `<eos>` by the caller's decode) and, if
+    /// asked, each row's attention weights `[steps][S]`.
+    #[allow(clippy::type_complexity)]
+    fn greedy(
+        &self,
+        ctx: &Context,
+        store: &mut ParamStore,
+        src: &Tensor,
+        lengths: &Lengths,
+        max_len: usize,
+        with_weights: bool,
+    ) -> tsumugi::Result<(Vec<Vec<u32>>, Vec<Vec<Vec<f32>>>)> {
+        let batch = src.shape()[0];
+        let source = src.shape()[1];
+        let sos = Tensor::from_slice(ctx, &vec![Vocab::SOS_ID; batch], &[batch, 1])?;
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let (chosen, weights) = self.model.greedy(&mut g, src, Some(lengths), &sos, max_len)?;
+        let weights: Vec<Tensor> = if with_weights {
+            weights.iter().map(|&w| g.value(w).clone()).collect()
+        } else {
+            Vec::new()
+        };
+        g.submit();
+        let steps: Vec<Vec<u32>> = chosen.iter().map(|t| t.to_vec()).collect::<tsumugi::Result<_>>()?;
+        let rows = (0..batch).map(|b| steps.iter().map(|s| s[b]).collect()).collect();
+        let mut maps = vec![Vec::new(); if with_weights { batch } else { 0 }];
+        for step in &weights {
+            let values: Vec<f32> = step.to_vec()?;
+            for (b, map) in maps.iter_mut().enumerate() {
+                map.push(values[b * source..(b + 1) * source].to_vec());
+            }
+        }
+        Ok((rows, maps))
+    }
+}
+
+/// Decoding steps for sources of up to `source_steps` tokens: the training targets have
+/// at most 30 characters, and a Japanese sentence rarely has more than 3 per English word.
+fn max_output_len(source_steps: usize) -> usize {
+    (3 * source_steps + 4).clamp(32, 160)
+}
+
+struct Scores {
+    chrf: f64,
+    bleu: f64,
+    hypotheses: Vec<String>,
+}
+
+/// Translates every pair's source (in batches of similar source length) and scores the
+/// translations against the targets.
+fn evaluate(
+    ctx: &Context,
+    store: &mut ParamStore,
+    model: &Translator,
+    pairs: &[Pair],
+    beam: usize,
+) -> AnyResult<Scores> {
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&i| word_tokens(&pairs[i].source).len());
+    let chunk = if beam > 1 { 64 } else { 200 };
+    let mut hypotheses = vec![String::new(); pairs.len()];
+    for indices in order.chunks(chunk) {
+        let sentences: Vec<&str> = indices.iter().map(|&i| pairs[i].source.as_str()).collect();
+        let out = model.translate(ctx, store, &sentences, beam)?;
+        for (&i, text) in indices.iter().zip(out) {
+            hypotheses[i] = text;
+        }
+    }
+    let hyps: Vec<&str> = hypotheses.iter().map(String::as_str).collect();
+    let refs: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+    Ok(Scores {
+        chrf: chrf(&hyps, &refs)?,
+        bleu: char_bleu(&hyps, &refs)?,
+        hypotheses,
+    })
+}
+
+fn print_samples(pairs: &[Pair], hypotheses: &[String], n: usize) {
+    for (pair, hyp) in pairs.iter().zip(hypotheses).take(n) {
+        println!("  EN:  {}\n  REF: {}\n  OUT: {}\n", pair.source, pair.target, hyp);
+    }
+}
+
+fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
+    let dev_path = args.data.join("dev.tsv");
+    let train_pairs = training_pairs(args)?;
+    let dev_pairs = read_tsv(&dev_path)?;
+    let ctx = Context::new()?;
+    println!("adapter: {}", ctx.adapter());
+    let mut store = ParamStore::new();
+    let (translator, mut epoch, mut step) = if args.resume {
+        let (translator, meta, step) = Translator::load(&ctx, &mut store, checkpoint)?;
+        println!(
+            "resumed {} after epoch {} (step {step})",
+            checkpoint.display(),
+            meta.epoch
+        );
+        (translator, meta.epoch, step)
+    } else {
+        let src: Vec<Vec<String>> = train_pairs.iter().map(|p| word_tokens(&p.source)).collect();
+        let tgt: Vec<Vec<String>> = train_pairs.iter().map(|p| char_tokens(&p.target)).collect();
+        let src_vocab = Vocab::build(&src, args.min_freq);
+        let tgt_vocab = Vocab::build(&tgt, args.min_freq);
+        let translator = Translator::new(
+            &ctx,
+            &mut store,
+            src_vocab,
+            tgt_vocab,
+            args.embed,
+            args.hidden,
+            args.seed,
+        )?;
+        (translator, 0, 0)
+    };
+    let examples: Vec<Example> = train_pairs.iter().map(|p| translator.encode(p)).collect();
+    let (total, _) = store.count();
+    println!(
+        "{} training pairs ({}), {} dev pairs; vocabularies: {} English words, {} Japanese characters; {} parameters",
+        examples.len(),
+        if args.full { "train_full" } else { "train" },
+        dev_pairs.len(),
+        translator.src_vocab.len(),
+        translator.tgt_vocab.len(),
+        total
+    );
+    println!(
+        "embed {}, hidden {}, batch {}, Adam lr {}, clip {}, teacher forcing {}, {} epochs",
+        args.embed, args.hidden, args.batch, args.lr, args.clip, args.teacher_forcing, args.epochs
+    );
+    let adam = Adam {
+        lr: args.lr,
+        ..Adam::default()
+    };
+    let ce = CrossEntropy {
+        ignore_index: Some(Vocab::PAD_ID),
+        ..CrossEntropy::default()
+    };
+    // Batching and teacher forcing draw from their own stream, keyed by the epoch so a
+    // resumed run continues where it would have been.
+    let start = Instant::now();
+    let first_epoch = epoch;
+    while epoch < first_epoch + args.epochs {
+        epoch += 1;
+        let mut rng = StdRng::seed_from_u64(args.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let batches = bucketed_batches(&examples, args.batch, &mut rng)?;
+        let bar = ProgressBar::new(batches.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+                .map_err(|err| format!("progress bar template: {err}"))?
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", first_epoch + args.epochs));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut loss_tokens, mut tokens) = (0.0f64, 0usize, 0usize);
+        for indices in &batches {
+            let refs: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
+            let batch = Seq2SeqBatch::new(&refs)?;
+            step += 1;
+            let loss = train_step(
+                &ctx,
+                &mut store,
+                &translator.model,
+                &batch,
+                args,
+                &adam,
+                &ce,
+                step,
+                &mut rng,
+            )?;
+            loss_sum += f64::from(loss) * batch.target_tokens as f64;
+            loss_tokens += batch.target_tokens;
+            tokens += batch.target_tokens + batch.source_lengths.iter().map(|&l| l as usize).sum::<usize>();
+            bar.set_message(format!(
+                "loss {:.3}, {:.0} tok/s",
+                loss_sum / loss_tokens as f64,
+                tokens as f64 / epoch_start.elapsed().as_secs_f64()
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        println!(
+            "epoch {epoch}: loss {:.3}, {:.0} tok/s, {:.1} min",
+            loss_sum / loss_tokens.max(1) as f64,
+            tokens as f64 / epoch_start.elapsed().as_secs_f64(),
+            epoch_start.elapsed().as_secs_f64() / 60.0
+        );
+        let meta = Meta {
+            embed: translator_dims(&store, &translator).0,
+            hidden: translator_dims(&store, &translator).1,
+            epoch,
+        };
+        translator.save(&store, checkpoint, &meta, step)?;
+    }
+    let train_time = start.elapsed();
+    println!(
+        "trained {} epochs in {:.1} min; checkpoint {}",
+        args.epochs,
+        train_time.as_secs_f64() / 60.0,
+        checkpoint.display()
+    );
+
+    let eval_start = Instant::now();
+    let scores = evaluate(&ctx, &mut store, &translator, &dev_pairs, args.beam)?;
+    println!(
+        "dev ({} pairs, {}): chrF {:.1}, char-BLEU {:.1} (evaluation {:.0} s; total {:.1} min)",
+        dev_pairs.len(),
+        decoding_name(args.beam),
+        scores.chrf,
+        scores.bleu,
+        eval_start.elapsed().as_secs_f64(),
+        start.elapsed().as_secs_f64() / 60.0
+    );
+    print_samples(&dev_pairs, &scores.hypotheses, 5);
+    heat_maps(&ctx, &mut store, &translator, &dev_pairs[..4], &args.out)?;
+    Ok(())
+}
+
+/// (embed, hidden) of a trained model, from its parameter shapes.
+fn translator_dims(store: &ParamStore, translator: &Translator) -> (usize, usize) {
+    let embed = store.value(translator.model.encoder.embedding.weight).shape()[1];
+    let hidden = store.value(translator.model.decoder.fc.weight).shape()[1];
+    (embed, hidden)
+}
+
+/// One training step on one batch: the mean cross-entropy per target token.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    ctx: &Context,
+    store: &mut ParamStore,
+    model: &Seq2Seq,
+    batch: &Seq2SeqBatch,
+    args: &Args,
+    adam: &Adam,
+    ce: &CrossEntropy,
+    step: u64,
+    rng: &mut StdRng,
+) -> tsumugi::Result<f32> {
+    let src = Tensor::from_slice(ctx, &batch.source, &[batch.batch, batch.source_steps])?;
+    let lengths = Lengths::new(ctx, &batch.source_lengths, batch.source_steps)?;
+    let inputs: Vec<Tensor> = batch
+        .decoder_inputs
+        .iter()
+        .map(|ids| Tensor::from_slice(ctx, ids, &[batch.batch, 1]))
+        .collect::<tsumugi::Result<_>>()?;
+    let labels = Tensor::from_slice(ctx, &batch.labels, &[batch.labels.len()])?;
+    store.zero_grad();
+    let mut g = Graph::new(ctx, store, true, args.seed, step);
+    let logits = model.forward_time_major(&mut g, &src, Some(&lengths), &inputs, args.teacher_forcing, rng)?;
+    let loss = g.cross_entropy(logits, &labels, ce)?;
+    let loss_value = g.value(loss).clone();
+    g.backward(loss)?;
+    g.clip_grad_norm(args.clip)?;
+    g.adam_step(adam, step)?;
+    g.submit();
+    let loss = loss_value.to_vec::<f32>()?[0];
+    if !loss.is_finite() {
+        return Err(Error::InvalidArgument {
+            message: format!("the loss became {loss} at step {step}; try a smaller --lr"),
+        });
+    }
+    Ok(loss)
+}
+
+/// The chapter's `visualize_attention` for a few sentences: `attention_N.png` (a grey
+/// heat map, one cell per (output character, source word), darker = more weight) and
+/// `attention_N.svg` (the same with the tokens on the axes; a PNG would need a font with
+/// Japanese glyphs).
+fn heat_maps(ctx: &Context, store: &mut ParamStore, model: &Translator, pairs: &[Pair], out: &Path) -> AnyResult<()> {
+    std::fs::create_dir_all(out).map_err(|err| format!("cannot create {}: {err}", out.display()))?;
+    let sentences: Vec<&str> = pairs.iter().map(|p| p.source.as_str()).collect();
+    let (src, lengths, steps) = model.source_batch(ctx, &sentences)?;
+    let (ids, maps) = model.greedy(ctx, store, &src, &lengths, max_output_len(steps), true)?;
+    for (n, (pair, (ids, map))) in pairs.iter().zip(ids.iter().zip(&maps)).enumerate() {
+        let mut source: Vec<String> = word_tokens(&pair.source)
+            .into_iter()
+            .map(|w| model.src_vocab.token(model.src_vocab.id(&w)).to_string())
+            .collect();
+        source.push("<eos>".to_string());
+        let mut output: Vec<String> = model.tgt_vocab.decode(ids).iter().map(|s| s.to_string()).collect();
+        if output.len() < ids.len() {
+            output.push("<eos>".to_string());
+        }
+        let rows: Vec<Vec<f32>> = map
+            .iter()
+            .take(output.len())
+            .map(|r| r[..source.len()].to_vec())
+            .collect();
+        let png = out.join(format!("attention_{}.png", n + 1));
+        let svg = out.join(format!("attention_{}.svg", n + 1));
+        write_atomically(&png, &heat_map_png(&rows)?)?;
+        write_atomically(&svg, heat_map_svg(&rows, &source, &output).as_bytes())?;
+    }
+    println!(
+        "attention heat maps of {} dev sentences: {}/attention_*.png and .svg",
+        pairs.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Cells of `CELL` pixels, white (0) to black (1), one-pixel grey grid lines.
+fn heat_map_png(rows: &[Vec<f32>]) -> AnyResult<Vec<u8>> {
+    const CELL: usize = 24;
+    let (h, w) = (rows.len().max(1), rows.first().map_or(1, Vec::len).max(1));
+    let (width, height) = (w * CELL + 1, h * CELL + 1);
+    let mut pixels = vec![160u8; width * height];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+            for y in r * CELL + 1..(r + 1) * CELL {
+                pixels[y * width + c * CELL + 1..y * width + (c + 1) * CELL].fill(shade);
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&pixels)?;
+    writer.finish()?;
+    Ok(bytes)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The heat map as SVG: source words along the top (rotated), output characters down
+/// the left, the weight in each cell's title.
+fn heat_map_svg(rows: &[Vec<f32>], source: &[String], output: &[String]) -> String {
+    const CELL: usize = 28;
+    let (left, top) = (60, 90);
+    let width = left + source.len() * CELL + 10;
+    let height = top + output.len() * CELL + 10;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"14\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (c, word) in source.iter().enumerate() {
+        let x = left + c * CELL + CELL / 2;
+        svg += &format!(
+            "<text transform=\"translate({x},{}) rotate(-60)\">{}</text>\n",
+            top - 6,
+            xml_escape(word)
+        );
+    }
+    for (r, ch) in output.iter().enumerate() {
+        let y = top + r * CELL + CELL / 2 + 5;
+        svg += &format!(
+            "<text x=\"{}\" y=\"{y}\" text-anchor=\"end\">{}</text>\n",
+            left - 6,
+            xml_escape(ch)
+        );
+        for (c, &v) in rows.get(r).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+            let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+            svg += &format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"rgb({shade},{shade},{shade})\" stroke=\"#aaa\"><title>{v:.3}</title></rect>\n",
+                left + c * CELL,
+                top + r * CELL
+            );
+        }
+    }
+    svg += "</svg>\n";
+    svg
+}
+
+/// The chapter's toy translator: 4 sentence pairs, trained until greedy decoding
+/// returns every target.
+fn toy(args: &Args) -> AnyResult<()> {
+    const PAIRS: [(&str, &str); 4] = [
+        ("good morning", "おはよう"),
+        ("thank you", "ありがとう"),
+        ("good night", "おやすみ"),
+        ("see you", "またね"),
+    ];
+    let ctx = Context::new()?;
+    let pairs: Vec<Pair> = PAIRS
+        .iter()
+        .enumerate()
+        .map(|(i, (en, ja))| Pair {
+            source: en.to_string(),
+            target: ja.to_string(),
+            line: i + 1,
+        })
+        .collect();
+    let src: Vec<Vec<String>> = pairs.iter().map(|p| word_tokens(&p.source)).collect();
+    let tgt: Vec<Vec<String>> = pairs.iter().map(|p| char_tokens(&p.target)).collect();
+    let mut store = ParamStore::new();
+    // Small sizes and a larger step than the Tanaka defaults: 4 sentences need little.
+    let (embed, hidden) = (16, 32);
+    let translator = Translator::new(
+        &ctx,
+        &mut store,
+        Vocab::build(&src, 1),
+        Vocab::build(&tgt, 1),
+        embed,
+        hidden,
+        args.seed,
+    )?;
+    let examples: Vec<Example> = pairs.iter().map(|p| translator.encode(p)).collect();
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = Seq2SeqBatch::new(&refs)?;
+    let toy_args = Args {
+        lr: 0.01,
+        ..args.clone()
+    };
+    let adam = Adam {
+        lr: toy_args.lr,
+        ..Adam::default()
+    };
+    let ce = CrossEntropy {
+        ignore_index: Some(Vocab::PAD_ID),
+        ..CrossEntropy::default()
+    };
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let start = Instant::now();
+    let mut loss = f32::NAN;
+    for step in 1..=200 {
+        loss = train_step(
+            &ctx,
+            &mut store,
+            &translator.model,
+            &batch,
+            &toy_args,
+            &adam,
+            &ce,
+            step,
+            &mut rng,
+        )?;
+    }
+    println!(
+        "toy: 200 steps in {:.1} s, final loss {loss:.4} (embed {embed}, hidden {hidden}, Adam lr 0.01)",
+        start.elapsed().as_secs_f64()
+    );
+    let sentences: Vec<&str> = PAIRS.iter().map(|(en, _)| *en).collect();
+    let out = translator.translate(&ctx, &mut store, &sentences, 1)?;
+    let mut all = true;
+    for ((en, ja), got) in PAIRS.iter().zip(&out) {
+        let ok = got == ja;
+        all &= ok;
+        println!("  {en:<14} -> {got}  (target {ja}{})", if ok { "" } else { ", WRONG" });
+    }
+    if !all {
+        return Err("greedy decoding did not return every target".into());
+    }
+    println!("greedy decoding returns all 4 targets");
+    Ok(())
+}
