@@ -368,12 +368,13 @@ fn virtual_bytes() -> u64 {
 fn running_out_of_gpu_memory_is_a_typed_error_not_a_panic() {
     // A software GPU's memory is the process's, so the child process caps its address
     // space (RLIMIT_AS, through the shell's ulimit) a little above what it uses after
-    // making its context, then allocates 64 MiB tensors until the driver refuses.
+    // making its context, then allocates 256 MiB tensors until the driver refuses (large,
+    // so that the GPU allocation fails long before a small host allocation would).
     if std::env::var(OOM_CHILD).is_ok() {
         let ctx = Context::new().unwrap();
         let mut held = Vec::new();
-        for i in 0..256 {
-            match Tensor::zeros(&ctx, &[16 << 20], DType::F32) {
+        for i in 0..64 {
+            match Tensor::zeros(&ctx, &[64 << 20], DType::F32) {
                 Ok(t) => held.push(t),
                 Err(err @ (Error::OutOfMemory { .. } | Error::DeviceLost { .. })) => {
                     println!("OOM-CHILD typed error after {i} tensors: {err:?}");

@@ -181,8 +181,9 @@ fn assert_flat(samples: &[Sample], warm_up: usize, rss_slack: u64) {
 fn soak_training_keeps_buffers_and_memory_flat_200_steps() {
     let samples = soak(200, 25);
     // Samples at steps 1, 25, 50, ...: the pool is warm after the first full step and
-    // evaluation; resident memory settles after a few (allocator and driver caches).
-    assert_flat(&samples, 2, 16 << 20);
+    // evaluation; resident memory still settles until about step 75 (allocator and driver
+    // caches, about 10 MiB on lavapipe), hence the slack; the long run is strict.
+    assert_flat(&samples, 1, 32 << 20);
 }
 
 #[test]
