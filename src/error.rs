@@ -93,6 +93,16 @@ pub enum Error {
         /// The value read back.
         value: f32,
     },
+    /// A tensor holds NaN or Inf where finite values are required (see
+    /// [`crate::Tensor::check_finite`] and [`crate::graph::ParamStore::check_finite`]).
+    NonFiniteValue {
+        /// Which tensor, e.g. a parameter's state-dict name.
+        tensor: String,
+        /// Where the first non-finite element is, outermost index first.
+        index: Vec<usize>,
+        /// Its value.
+        value: f32,
+    },
     /// Reading or writing a file failed.
     Io(std::io::Error),
     /// A file or a byte stream is not in the expected format.
@@ -162,6 +172,9 @@ impl fmt::Display for Error {
                 f,
                 "training step {step}: the {quantity} is {value}; the step's update was skipped, the weights are those before it"
             ),
+            Error::NonFiniteValue { tensor, index, value } => {
+                write!(f, "{tensor} holds {value} at {index:?}")
+            }
             Error::Io(err) => write!(f, "I/O error: {err}"),
             Error::Format { source_name, message } => write!(f, "{source_name}: {message}"),
         }

@@ -115,10 +115,17 @@ impl Tensor {
     pub fn full<T: Element>(ctx: &Context, shape: &[usize], value: T) -> Result<Tensor> {
         let count = element_count(shape)?;
         let tensor = Self::allocate(ctx, shape, T::DTYPE, "tensor")?;
-        if count > 0 {
-            let data = vec![value; count];
+        // In pieces of at most 4 MiB from one small host vector: filling a large tensor
+        // must not need its size in host memory (twice, with wgpu's staging copy).
+        let piece = count.min((4 << 20) / std::mem::size_of::<T>());
+        let data = vec![value; piece];
+        let mut offset = 0;
+        while offset < count {
+            let len = piece.min(count - offset);
+            let at = (offset * std::mem::size_of::<T>()) as u64;
             ctx.queue()
-                .write_buffer(tensor.buffer(), 0, bytemuck::cast_slice(&data));
+                .write_buffer(tensor.buffer(), at, bytemuck::cast_slice(&data[..len]));
+            offset += len;
         }
         Ok(tensor)
     }
@@ -162,6 +169,34 @@ impl Tensor {
         }
         let bytes = gpu::read_buffer(&self.ctx, self.buffer(), self.size_in_bytes()).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Reads the tensor back (blocking, like [`Tensor::to_vec`]) and checks that every
+    /// element is finite: `Err(NonFiniteValue)` names `name`, the index of the first NaN
+    /// or Inf and its value. A u32 tensor is always finite. Kernels propagate NaN and Inf
+    /// as PyTorch does; this is the explicit check, e.g. for weights loaded from a file.
+    pub fn check_finite(&self, name: &str) -> Result<()> {
+        if self.dtype != DType::F32 {
+            return Ok(());
+        }
+        let values = self.to_vec::<f32>()?;
+        match values.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(flat) => {
+                // Row-major: peel the innermost dimension off first.
+                let mut index = vec![0; self.shape.len()];
+                let mut rest = flat;
+                for (slot, &dim) in index.iter_mut().zip(&self.shape).rev() {
+                    *slot = rest % dim;
+                    rest /= dim;
+                }
+                Err(Error::NonFiniteValue {
+                    tensor: name.to_string(),
+                    index,
+                    value: values[flat],
+                })
+            }
+        }
     }
 
     /// The shape, outermost first.

@@ -12,6 +12,7 @@ use tsumugi::kernels::Lengths;
 use tsumugi::reference::attention::{self as reference, AttentionInputs};
 use tsumugi::{Error, Tensor};
 
+#[derive(Debug)]
 struct Case {
     dims: AttentionDims,
     score: Score,
@@ -165,7 +166,13 @@ fn run_reference(case: &Case, data: &Data) -> ReferenceRun {
 #[test]
 fn attention_forward_matches_reference() {
     for (i, case) in cases().iter().enumerate() {
-        let data = Data::new(case, 10 + i as u64);
+        check_forward(case, 10 + i as u64);
+    }
+}
+
+fn check_forward(case: &Case, seed: u64) {
+    {
+        let data = Data::new(case, seed);
         let gpu = Gpu::new(case, &data);
         let ctx = ctx();
         let mut encoder = ctx.create_encoder();
@@ -193,13 +200,18 @@ fn attention_forward_matches_reference() {
 #[test]
 fn attention_backward_matches_reference() {
     for (i, case) in cases().iter().enumerate() {
+        check_backward(case, 40 + i as u64);
+    }
+}
+
+fn check_backward(case: &Case, seed: u64) {
+    {
         for (accumulate, with_grad_weights) in [(false, false), (true, true)] {
             let name = format!(
                 "{}{}",
                 case.name(),
                 if accumulate { "_accumulate_grad_weights" } else { "" }
             );
-            let seed = 40 + i as u64;
             let d = case.dims;
             let data = Data::new(case, seed);
             let gpu = Gpu::new(case, &data);
@@ -425,4 +437,38 @@ fn attention_rejects_bad_shapes_and_missing_v() {
         matches!(&err, Error::ShapeMismatch { tensor, .. } if tensor == "attention: lengths"),
         "{err}"
     );
+}
+
+/// Random valid shapes (S past the 64-wide workgroup, odd widths, both scores, lengths
+/// on some) against the CPU reference, forward and backward.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn random_case() -> impl Strategy<Value = Case> {
+        let dims = (
+            1usize..=4,
+            1usize..=80,
+            1usize..=20,
+            1usize..=20,
+            any::<bool>(),
+            any::<bool>(),
+        );
+        dims.prop_flat_map(|(batch, source, width, value_width, dot, padded)| {
+            let lengths = proptest::collection::vec(1..=source as u32, batch);
+            lengths.prop_map(move |lengths| {
+                let score = if dot { Score::Dot } else { Score::Additive };
+                case(batch, source, width, value_width, score, padded.then_some(lengths))
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(common::prop_config(32))]
+        #[test]
+        fn attention_matches_reference_on_random_shapes(case in random_case(), seed in 0u64..1000) {
+            check_forward(&case, seed);
+            check_backward(&case, seed);
+        }
+    }
 }

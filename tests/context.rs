@@ -78,6 +78,16 @@ fn tensor_errors_name_the_tensor_and_both_shapes() {
 }
 
 #[test]
+fn full_fills_a_tensor_larger_than_one_upload_piece() {
+    // `full` uploads in pieces of 4 MiB: every element of a 6 MiB tensor, the last too.
+    let len = (6 << 20) / 4 + 3;
+    let t = Tensor::full(ctx(), &[len], 2.5f32).unwrap();
+    let values = t.to_vec::<f32>().unwrap();
+    assert_eq!(values.len(), len);
+    assert!(values.iter().all(|&v| v == 2.5), "an element was not filled");
+}
+
+#[test]
 fn a_tensor_larger_than_the_device_allows_is_a_device_limit_error() {
     let ctx = ctx();
     let too_many = (ctx.limits().max_buffer_size / 4) as usize + 1024;

@@ -471,3 +471,29 @@ fn top_k_beyond_a_cpu_adapters_loop_budget_is_a_device_limit_error() {
     let err = top_k(ctx, &mut encoder, &logits_t, k, &values, &indices).unwrap_err();
     assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
 }
+
+/// Random valid shapes (V from 1 to past the 256-wide workgroup) and options (ignore
+/// index, label smoothing, reduction) against the CPU reference.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(common::prop_config(32))]
+        #[test]
+        fn cross_entropy_matches_reference_on_random_shapes(
+            n in 1usize..=20,
+            v in 1usize..=300,
+            option in 0usize..16,
+            seed in 0u64..1000,
+        ) {
+            let ops = options();
+            let op = &ops[option % ops.len()];
+            let x = logits(seed, n * v);
+            let t = targets(seed + 1, n, v, op.ignore_index);
+            let gpu = run(op, &x, &t, n, v);
+            let want = reference::cross_entropy::cross_entropy_forward(op, &to_f64(&x), &t, v);
+            compare(&format!("n{n}_v{v} {op:?} seed {seed}"), &gpu, &want);
+        }
+    }
+}

@@ -761,3 +761,35 @@ fn elementwise_rejects_mismatched_shapes_and_arguments_naming_the_tensor() {
         "{err}"
     );
 }
+
+/// Random valid shapes (one to three dimensions, lengths not multiples of 4 or of the
+/// workgroup) against the CPU reference: add, mul and sum.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(common::prop_config(32))]
+        #[test]
+        fn add_mul_and_sum_match_reference_on_random_shapes(
+            shape in proptest::collection::vec(1usize..=70, 1..=3),
+            seed in 0u64..1000,
+        ) {
+            let len = shape.iter().product();
+            let (a, b) = (seeded(seed, len), seeded(seed + 1, len));
+            let (a_t, b_t) = (upload(&a, &shape), upload(&b, &shape));
+            let (added, product, total) = (nan_tensor(&shape), nan_tensor(&shape), nan_tensor(&[1]));
+            run(|ctx, encoder| {
+                add_forward(ctx, encoder, &a_t, &b_t, &added).unwrap();
+                mul_forward(ctx, encoder, &a_t, &b_t, &product).unwrap();
+                sum_forward(ctx, encoder, &a_t, &total).unwrap();
+            });
+            let case = format!("{} seed {seed}", name(&shape));
+            let tol = Tolerance { atol: 0.0, rtol: 6e-8 };
+            assert_close("add: y", &case, &read(&added), &reference::add_forward(&to_f64(&a), &to_f64(&b)), tol);
+            assert_close("mul: y", &case, &read(&product), &reference::mul_forward(&to_f64(&a), &to_f64(&b)), tol);
+            let want_sum = reference::sum_forward(&to_f64(&a));
+            assert_close("sum: y", &case, &read(&total), &[want_sum], Tolerance::F32_SUMS);
+        }
+    }
+}

@@ -491,3 +491,32 @@ fn embedding_rejects_mismatched_shapes_naming_the_tensor() {
     );
     assert!(EmbeddingWorkspace::new(ctx, 0).is_err());
 }
+
+/// Random valid shapes (V, E past the workgroup width, repeated ids, a padding index on
+/// some) against the CPU reference, forward and backward.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn case() -> impl Strategy<Value = Case> {
+        (1usize..=70, 1usize..=70, 1usize..=5, 1usize..=40, any::<bool>()).prop_flat_map(|(v, e, b, t, padded)| {
+            (0..v as u32).prop_map(move |p| Case {
+                padding_idx: padded.then_some(p),
+                ..Case::new(v, e, b, t)
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(common::prop_config(32))]
+        #[test]
+        fn embedding_matches_reference_on_random_shapes(case in case(), seed in 0u64..1000) {
+            let ids = case.ids(seed);
+            let weight = seeded(seed + 1, case.v * case.e);
+            let got = run_forward(&case, &ids, &weight);
+            let want = reference::embedding::embedding_forward(&ids, &to_f64(&weight), case.e);
+            assert_close("out", &format!("{} seed {seed}", case.name()), &got, &want, Tolerance::EXACT);
+            check_backward(&case, seed);
+        }
+    }
+}

@@ -388,3 +388,33 @@ fn lstm_forward_runs_long_sequences_step_by_step_where_one_workgroup_would_excee
     ctx.submit(encoder);
     gpu.compare("b1_t200_h64", &inputs.reference());
 }
+
+/// Random valid shapes (B, T, H up to past the 32-wide workgroup and the 4-row block,
+/// lengths on some) against the CPU reference: the step kernel, the one-dispatch
+/// sequence kernel and the backward.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn case() -> impl Strategy<Value = Case> {
+        (1usize..=6, 1usize..=5, 1usize..=40, any::<bool>()).prop_flat_map(|(batch, steps, hidden, padded)| {
+            let lengths = proptest::collection::vec(1..=steps as u32, batch);
+            (
+                Just(batch),
+                Just(steps),
+                Just(hidden),
+                lengths.prop_map(move |l| padded.then_some(l)),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(common::prop_config(12))]
+        #[test]
+        fn lstm_kernels_match_reference_on_random_shapes(case in case()) {
+            check_step_kernel(vec![case.clone()]);
+            check_sequence_kernel(vec![case.clone()]);
+            check_backward(vec![case]);
+        }
+    }
+}

@@ -636,3 +636,44 @@ mod strided {
         assert!(matches!(err, Error::InvalidArgument { .. }), "out aliasing lhs: {err}");
     }
 }
+
+/// Random valid shapes (M, N, K from 1 to past the 64-wide tile, transposes, shared
+/// operands) against the CPU reference, forward and backward.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn case() -> impl Strategy<Value = Case> {
+        let sizes = (1usize..=3, 1usize..=70, 1usize..=70, 1usize..=70);
+        (sizes, any::<[bool; 4]>()).prop_map(|((batch, m, n, k), [trans_a, trans_b, a, b])| Case {
+            batch,
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            a_shared: batch > 1 && a,
+            b_shared: batch == 1 || b,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(common::prop_config(16))]
+        #[test]
+        fn matmul_matches_reference_on_random_shapes(case in case(), seed in 0u64..1000, with_bias in any::<bool>()) {
+            let (a, b, bias) = inputs(&case, seed);
+            let bias = with_bias.then_some(&bias[..]);
+            let got = run_forward(&case, &a, &b, bias, None, 0.0);
+            let want = reference::matmul::matmul_forward(
+                &dims(&case),
+                &case.op(0.0),
+                &to_f64(&a),
+                &to_f64(&b),
+                bias.map(to_f64).as_deref(),
+                &[],
+            );
+            assert_close("c", &format!("{} seed {seed}", case.name()), &got, &want, Tolerance::F32_SUMS);
+            run_backward(&case, seed, seed % 2 == 1);
+        }
+    }
+}

@@ -236,6 +236,13 @@ impl Context {
             return Err(Error::DeviceLost { reason: reason.clone() });
         }
         if let Some(message) = lock(&self.inner.uncaptured).take() {
+            // After `destroy` or a driver reset, wgpu reports the first uses of the dead
+            // device as invalid objects before its lost callback has run; a non-blocking
+            // poll (only on this error path) runs the callback, so the error says why.
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+            if let Some(reason) = lock(&self.inner.lost).as_ref() {
+                return Err(Error::DeviceLost { reason: reason.clone() });
+            }
             return Err(Error::Gpu { message });
         }
         Ok(())

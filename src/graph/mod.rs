@@ -121,6 +121,24 @@ impl ParamStore {
         }
     }
 
+    /// Reads every parameter and its optimizer state back (blocking) and checks they are
+    /// finite: `Err(NonFiniteValue)` names the first parameter holding NaN or Inf (optimizer
+    /// state as `optimizer.{name}.state0`/`state1`, as in a checkpoint) and the element.
+    /// For after a load or before a save; training itself is guarded per step (see
+    /// [`Graph::adam_step_guarded`]).
+    pub fn check_finite(&self) -> Result<()> {
+        for p in &self.params {
+            p.value.check_finite(&p.name)?;
+            if let Some((first, second)) = &p.moments {
+                first.check_finite(&format!("optimizer.{}.state0", p.name))?;
+                if !second.shares_buffer_with(first) {
+                    second.check_finite(&format!("optimizer.{}.state1", p.name))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Elements of every parameter, and of the trainable ones.
     pub fn count(&self) -> (usize, usize) {
         let total = self.params.iter().map(|p| p.value.len()).sum();
@@ -422,6 +440,12 @@ impl<'s> Graph<'s> {
     pub fn param(&mut self, id: ParamId) -> Var {
         let value = self.store.params[id.0].value.clone();
         self.push(value, Source::Param(id))
+    }
+
+    /// The state-dict name of a parameter of the step's store (modules name themselves in
+    /// their errors with it).
+    pub fn param_name(&self, id: ParamId) -> &str {
+        self.store.name(id)
     }
 
     /// The same elements with another shape (no copy); the gradient flows back reshaped.

@@ -68,7 +68,18 @@ impl Linear {
 
     /// `x [.., in]` to `[.., out]`.
     pub fn forward(&self, g: &mut Graph<'_>, x: Var) -> Result<Var> {
+        // Checked here too, so that a module wired to the wrong one names itself.
         let w = g.param(self.weight);
+        let in_features = g.value(w).shape()[1];
+        let x_shape = g.value(x).shape();
+        if x_shape.last() != Some(&in_features) {
+            let name = g.param_name(self.weight);
+            return Err(Error::shape(
+                format!("{}: input", name.strip_suffix(".weight").unwrap_or(name)),
+                format!("[.., {in_features}]"),
+                x_shape,
+            ));
+        }
         let b = self.bias.map(|b| g.param(b));
         g.linear(x, w, b)
     }
@@ -299,6 +310,16 @@ impl Recurrent {
             h_n: Vec::new(),
             c_n: Vec::new(),
         };
+        // The input's features, checked here so that an error names the module.
+        let x_shape = g.value(x).shape();
+        if x_shape.len() != 3 || x_shape[2] != self.config.input_size {
+            let name = g.param_name(self.layers[0][0][0]);
+            return Err(Error::shape(
+                format!("{}: input", name.strip_suffix(".weight_ih_l0").unwrap_or(name)),
+                format!("[B, T, {}]", self.config.input_size),
+                x_shape,
+            ));
+        }
         let mut state_index = 0;
         for (k, directions) in self.layers.iter().enumerate() {
             let input = if k == 0 {

@@ -168,7 +168,15 @@ impl Vocab {
         }
         let vocab = Self::from_tokens_unchecked(tokens);
         if vocab.index.len() != vocab.tokens.len() {
-            return Err(Error::invalid("a vocabulary token appears twice"));
+            // The index keeps a repeated token's last id, so its first id is the first
+            // position the index does not point back to.
+            let (first, token) = (vocab.tokens.iter().enumerate())
+                .find(|&(i, t)| vocab.index[t] as usize != i)
+                .unwrap_or((0, &vocab.tokens[0]));
+            return Err(Error::invalid(format!(
+                "vocabulary token {token:?} appears twice, at ids {first} and {}",
+                vocab.index[token]
+            )));
         }
         if let Some(bad) = vocab.tokens.iter().find(|t| t.is_empty() || t.contains(['\n', '\r'])) {
             return Err(Error::invalid(format!(
@@ -233,15 +241,25 @@ impl Vocab {
         crate::io::write_atomically(path, self.to_text().as_bytes())
     }
 
-    /// Reads a vocabulary written by [`Vocab::save`].
+    /// Reads a vocabulary written by [`Vocab::save`]: `Error::Io` naming the path if it
+    /// cannot be read, `Error::Format` naming the file (and the line, for text that is not
+    /// UTF-8) if it is not a vocabulary.
     pub fn load(path: &Path) -> Result<Vocab> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
+        let bytes = std::fs::read(path).map_err(|err| {
             Error::Io(std::io::Error::new(
                 err.kind(),
                 format!("cannot read {}: {err}", path.display()),
             ))
         })?;
-        Self::from_text(&path.display().to_string(), &text)
+        let name = path.display().to_string();
+        let text = std::str::from_utf8(&bytes).map_err(|err| {
+            let line = bytes[..err.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            Error::Format {
+                source_name: name.clone(),
+                message: format!("line {line} is not UTF-8"),
+            }
+        })?;
+        Self::from_text(&name, text)
     }
 }
 

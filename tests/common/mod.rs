@@ -159,3 +159,22 @@ pub fn assert_param_gradients_match_finite_differences(
         }
     }
 }
+
+/// Property-test settings: `cases` random cases from a fixed seed, so a CI run is short
+/// and repeatable; `PROPTEST_CASES` and `PROPTEST_RNG_SEED` override both for a longer
+/// or different search (`PROPTEST_CASES=500 cargo test --release --test matmul prop`).
+/// No failure files are written; a failing case prints its shapes and seed.
+pub fn prop_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let mut config = Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = cases;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = RngSeed::Fixed(0x7375_6d75_6769);
+    }
+    config.failure_persistence = None;
+    // Shrinking re-runs GPU cases; a few steps are enough to see a smaller shape.
+    config.max_shrink_iters = 32;
+    config
+}
