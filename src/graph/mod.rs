@@ -205,6 +205,8 @@ pub struct Graph<'s> {
     seed: u64,
     /// Counts dropout calls, so each gets its own mask.
     dropout_calls: u64,
+    /// `[1]` u32 shared by the step's embedding lookups: ids >= V counted on the GPU.
+    id_errors: Option<Tensor>,
     step: u64,
 }
 
@@ -387,6 +389,7 @@ impl<'s> Graph<'s> {
             training,
             seed,
             dropout_calls: 0,
+            id_errors: None,
             step,
         }
     }
@@ -424,6 +427,15 @@ impl<'s> Graph<'s> {
     /// encoding order. What they write is not on the tape and gets no gradient.
     pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         &mut self.encoder
+    }
+
+    /// The count of token ids `>= V` that this step's embedding lookups met (`[1]` u32;
+    /// None before the first lookup), read after [`Graph::submit`]. Ids uploaded through
+    /// [`upload_ids`](crate::kernels::embedding::upload_ids) are checked on the host; this
+    /// catches ids made on the GPU (a sampled or argmax token fed back), which look up a
+    /// zero row instead.
+    pub fn id_errors(&self) -> Option<&Tensor> {
+        self.id_errors.as_ref()
     }
 
     /// The tensor behind `v`.
@@ -705,7 +717,14 @@ impl<'s> Graph<'s> {
         let mut shape = ids.shape().to_vec();
         shape.push(embed);
         let y = Tensor::empty(&self.ctx, &shape, DType::F32)?;
-        let error_flag = Tensor::zeros(&self.ctx, &[1], DType::U32)?;
+        let error_flag = match &self.id_errors {
+            Some(flag) => flag.clone(),
+            None => {
+                let flag = Tensor::zeros(&self.ctx, &[1], DType::U32)?;
+                self.id_errors = Some(flag.clone());
+                flag
+            }
+        };
         embedding_forward(&self.ctx, &mut self.encoder, ids, &tw, &y, &error_flag)?;
         let out = self.computed(y, &[weight]);
         let ids = ids.clone();
