@@ -18,7 +18,7 @@ pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
 pub use pipeline::{shader_families, ShaderFamily};
 pub(crate) use pipeline::{
     Access, KernelSpec, ATTENTION, CROSS_ENTROPY, ELEMENTWISE, EMBEDDING, GRU_CELL, LSTM_CELL, MATMUL, OPTIM, RNN_CELL,
-    SEQUENCE,
+    SAMPLING, SEQUENCE,
 };
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};

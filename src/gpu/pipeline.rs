@@ -89,6 +89,12 @@ pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/sequence.wgsl"),
 };
 
+/// Softmax with temperature, top-k and a seeded draw per row (a game's generator).
+pub(crate) const SAMPLING: ShaderFamily = ShaderFamily {
+    name: "sampling",
+    source: include_str!("../../shaders/sampling.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
     &[
@@ -102,6 +108,7 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         EMBEDDING,
         ELEMENTWISE,
         SEQUENCE,
+        SAMPLING,
     ]
 }
 
