@@ -30,6 +30,42 @@
 //! The state of a stream advances as PyTorch's `nn.LSTM`/`nn.GRU` over the tokens fed so
 //! far: step t of stream b gives exactly the logits that the batch forward of the same
 //! model over that stream's first t+1 tokens gives at position t.
+//!
+//! ```no_run
+//! use tsumugi::graph::ParamStore;
+//! use tsumugi::kernels::sampling::Sampling;
+//! use tsumugi::nn::generator::Generator;
+//! use tsumugi::nn::{Embedding, Linear, Recurrent};
+//! use tsumugi::Context;
+//!
+//! /// At load time: tsumugi on the game's device and queue, 16 NPC streams.
+//! fn start(
+//!     device: &wgpu::Device,
+//!     queue: &wgpu::Queue,
+//!     (store, embedding, lstm, fc): (&ParamStore, &Embedding, &Recurrent, &Linear),
+//! ) -> tsumugi::Result<(Context, Generator)> {
+//!     let ctx = Context::from_wgpu(device.clone(), queue.clone());
+//!     let sampling = Sampling { temperature: 0.8, top_k: Some(10), seed: 1 };
+//!     let mut npcs = Generator::new(&ctx, store, embedding, lstm, fc, 16, sampling)?;
+//!     let mut encoder = device.create_command_encoder(&Default::default());
+//!     for slot in 0..npcs.streams() {
+//!         npcs.reset_slot(&mut encoder, slot, 0)?; // start token 0
+//!     }
+//!     queue.submit([encoder.finish()]);
+//!     Ok((ctx, npcs))
+//! }
+//!
+//! /// Every frame: one token for every NPC, in the frame's own encoder.
+//! fn frame(device: &wgpu::Device, queue: &wgpu::Queue, ctx: &Context, npcs: &mut Generator) -> tsumugi::Result<()> {
+//!     let mut encoder = device.create_command_encoder(&Default::default());
+//!     npcs.step(&mut encoder)?;
+//!     // The game's passes bind npcs.tokens().buffer() (u32 [B]) and
+//!     // npcs.probabilities().buffer() (f32 [B, V]) here, read-only.
+//!     queue.submit([encoder.finish()]);
+//!     ctx.recycle_after_submit();
+//!     Ok(())
+//! }
+//! ```
 
 use crate::graph::ParamStore;
 use crate::kernels::elementwise::add_forward;
