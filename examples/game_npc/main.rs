@@ -545,9 +545,14 @@ mod window {
             let surface = instance.create_surface(window.clone()).map_err(|e| e.to_string())?;
             let (adapter, device, queue) = game_device(&instance, Some(&surface))?;
             let size = window.inner_size();
-            let config = surface
+            let mut config = surface
                 .get_default_config(&adapter, size.width.max(1), size.height.max(1))
                 .ok_or("the surface does not work with this adapter")?;
+            // The shader's colours are written as they are (as into the PNGs): a
+            // non-sRGB format keeps them from being gamma-encoded a second time.
+            if let Some(&plain) = surface.get_capabilities(&adapter).formats.iter().find(|f| !f.is_srgb()) {
+                config.format = plain;
+            }
             surface.configure(&device, &config);
             let game = Game::new(device, queue, self.args, config.format, TIMED_FRAMES)?;
             Ok(Running {
