@@ -3,7 +3,8 @@
 //! through `#[path]`) run in one encoder per frame with the generator's buffers bound
 //! directly; one readback of the frame afterwards shows bars whose heights are the
 //! read-back probabilities (within one pixel) and the drawn token highlighted. tsumugi
-//! created no device of its own.
+//! created no device of its own. The optional readback is asynchronous: a frame loop that
+//! only polls (never waits) receives the drawn tokens a few frames later.
 
 #[path = "../examples/game_npc/render.rs"]
 mod render;
@@ -11,10 +12,12 @@ mod render;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
+use std::future::Future;
 use tsumugi::graph::ParamStore;
 use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+
 use tsumugi::Context;
 
 /// The host's device, made with plain wgpu as a game would.
@@ -134,4 +137,47 @@ fn game_frame_bars_match_the_generator_probabilities_on_the_host_device() {
         0,
         "tsumugi created no device of its own"
     );
+}
+
+/// `Tensor::read` from a frame loop that never blocks: the future is polled once per
+/// "frame" with a no-op waker while the device is polled without waiting, until the
+/// tokens arrive; they equal what a blocking read gives afterwards.
+#[test]
+fn game_reads_the_drawn_tokens_back_asynchronously_without_waiting() {
+    let (device, queue) = host_device();
+    let ctx = Context::from_wgpu(device.clone(), queue.clone());
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    let embedding = Embedding::new(&ctx, &mut store, &mut rng, "embedding", 9, 4, None).unwrap();
+    let gru = Recurrent::new(
+        &ctx,
+        &mut store,
+        &mut rng,
+        "gru",
+        RecurrentConfig::new(CellKind::Gru, 4, 8),
+    )
+    .unwrap();
+    let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", 8, 9, true).unwrap();
+    let mut generator = Generator::new(&ctx, &store, &embedding, &gru, &fc, 5, Sampling::default()).unwrap();
+    let mut encoder = device.create_command_encoder(&Default::default());
+    generator.step(&mut encoder).unwrap();
+    queue.submit([encoder.finish()]);
+    ctx.recycle_after_submit();
+
+    let tokens = generator.tokens().clone();
+    let mut read = std::pin::pin!(tokens.read::<u32>());
+    let mut waker_context = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut frames = 0;
+    let got = loop {
+        if let std::task::Poll::Ready(result) = read.as_mut().poll(&mut waker_context) {
+            break result.unwrap();
+        }
+        device.poll(wgpu::PollType::Poll).unwrap();
+        frames += 1;
+        assert!(frames < 100_000, "the readback never arrived");
+        std::thread::yield_now();
+    };
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|&t| t < 9));
+    assert_eq!(got, generator.tokens().to_vec::<u32>().unwrap());
 }
