@@ -164,7 +164,8 @@ impl Generator {
     /// Every stream starts with zero state and token 0. `ctx` is the context the
     /// generator encodes on: the host's, made by [`Context::from_wgpu`], inside a game.
     /// Uploads a few small constants and submits one tiny encoder that folds the
-    /// biases; nothing waits.
+    /// biases; nothing waits. Call it between frames (at load time), not while an encoder
+    /// of the host's holding tsumugi work is still unsubmitted.
     pub fn new(
         ctx: &Context,
         store: &ParamStore,
@@ -277,7 +278,9 @@ impl Generator {
     }
 
     /// Folds the biases of the input projections (`b_ih + b_hh` for an LSTM, `b_ih`
-    /// for a GRU) in an encoder of its own, submitted at once.
+    /// for a GRU) in an encoder of its own, submitted at once. A context encoder, so that
+    /// threads sharing the context stay safe; its submission recycles the uniform space
+    /// of finished work, hence "between frames" in the callers' docs.
     fn write_biases(&self) -> Result<()> {
         let mut encoder = self.ctx.create_encoder();
         for layer in &self.layers {
@@ -300,7 +303,8 @@ impl Generator {
     /// Recomputes the folded input-projection biases from the store's current values,
     /// after the model's parameters changed (further training, a loaded checkpoint); the
     /// weights themselves are shared and need nothing. Submits one small encoder of its
-    /// own, so call it between frames, not while a frame's encoder is open.
+    /// own, so call it between frames, not while an encoder of the host's holding
+    /// tsumugi work is still unsubmitted.
     pub fn refresh_weights(&self) -> Result<()> {
         self.write_biases()
     }
