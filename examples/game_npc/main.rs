@@ -50,6 +50,7 @@ OPTIONS:
   --out DIR           folder for the PNG frames (default game_npc_frames)
   --checkpoint PATH   load the model from PATH if it exists, else train it and save it there
   --train-steps N     training steps at start-up when no checkpoint is loaded (default 100)
+  --hidden H          the LSTM's hidden size, 2 layers (default 64; 256 times the bench's model)
   --temperature T     sampling temperature, > 0 (default 0.8)
   --top-k K           sample among the K most likely characters (default: all)
   --seed S            sampling seed (default 1)
@@ -64,6 +65,7 @@ struct Args {
     out: PathBuf,
     checkpoint: Option<PathBuf>,
     train_steps: u64,
+    hidden: usize,
     sampling: Sampling,
     wall_time: bool,
     window: bool,
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         out: PathBuf::from("game_npc_frames"),
         checkpoint: None,
         train_steps: 100,
+        hidden: 64,
         sampling: Sampling {
             temperature: 0.8,
             top_k: None,
@@ -100,6 +103,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--train-steps" => args.train_steps = number("--train-steps", value("--train-steps")?)?,
             "--temperature" => args.sampling.temperature = number("--temperature", value("--temperature")?)?,
             "--top-k" => args.sampling.top_k = Some(number("--top-k", value("--top-k")?)?),
+            "--hidden" => args.hidden = number("--hidden", value("--hidden")?)?,
             "--seed" => args.sampling.seed = number("--seed", value("--seed")?)?,
             "--wall-time" => args.wall_time = true,
             "--window" => args.window = true,
@@ -108,6 +112,9 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     if args.frames == 0 || args.frames > 2000 {
         return Err(format!("--frames must be in 1..=2000, got {}", args.frames));
+    }
+    if args.hidden == 0 || args.hidden > 1024 {
+        return Err(format!("--hidden must be in 1..=1024, got {}", args.hidden));
     }
     if args.npcs == 0 || args.npcs > 64 {
         return Err(format!("--npcs must be in 1..=64, got {}", args.npcs));
@@ -132,7 +139,7 @@ struct Model {
     fc: Linear,
 }
 
-/// A 2-layer char-LSTM (E = 16, H = 64) on `ctx`, trained on the corpus (or loaded).
+/// A 2-layer char-LSTM (E = 16, H = `--hidden`) on `ctx`, trained on the corpus (or loaded).
 fn model(ctx: &Context, args: &Args, chars: &[char]) -> tsumugi::Result<Model> {
     let v = chars.len();
     let mut store = ParamStore::new();
@@ -140,10 +147,10 @@ fn model(ctx: &Context, args: &Args, chars: &[char]) -> tsumugi::Result<Model> {
     let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", v, 16, None)?;
     let config = RecurrentConfig {
         num_layers: 2,
-        ..RecurrentConfig::new(CellKind::Lstm, 16, 64)
+        ..RecurrentConfig::new(CellKind::Lstm, 16, args.hidden)
     };
     let lstm = Recurrent::new(ctx, &mut store, &mut rng, "lstm", config)?;
-    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 64, v, true)?;
+    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", args.hidden, v, true)?;
     let mut model = Model {
         store,
         embedding,
