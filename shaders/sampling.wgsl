@@ -20,7 +20,7 @@
 // Layout of the work: one workgroup per row; invocation i owns the contiguous chunk
 // [i C, (i+1) C) of the row, C = ceil(V / ROW_WG), so that the draw is chunk sums, one
 // invocation's exclusive prefix over the ROW_WG chunk sums, and a scan of the single
-// chunk holding the goal. The top-k threshold is k rounds of "the next element in
+// chunk holding the goal u sum w (`target` is a WGSL keyword). The top-k threshold is k rounds of "the next element in
 // decoding order after the previous pick", as cross_entropy.wgsl's top_k (no sort, no
 // mark per element). Every sum is a fixed order, never an atomic: the result depends
 // only on the inputs, the seed, the step and ROW_WG. NaN logits give NaN probabilities.
@@ -57,7 +57,7 @@ var<workgroup> red_index: array<u32, MAX_WG>;
 var<workgroup> chunk_sum: array<f32, MAX_WG>;
 // Invocation 0's answer: the chunk that holds the goal, and the goal.
 var<workgroup> draw_owner: u32;
-var<workgroup> draw_target: f32;
+var<workgroup> draw_goal: f32;
 var<workgroup> draw_total: f32;
 
 struct Pick {
@@ -170,14 +170,14 @@ fn sample_tokens(
             prefix += s;
         }
         draw_owner = owner;
-        draw_target = goal;
+        draw_goal = goal;
         draw_total = total;
     }
     workgroupBarrier();
 
     let total = draw_total;
     if (lid == draw_owner) {
-        let goal = draw_target;
+        let goal = draw_goal;
         var acc = chunk_sum[lid];
         var token = NONE;
         var last_kept = span.x;
