@@ -9,6 +9,8 @@
 // clip_grad_norm_partial  partials[first + w] = sum of g_i^2 over chunk w of one gradient
 // clip_grad_norm_total    total_norm = sqrt(sum of every partial)                (one workgroup)
 // clip_grad_norm_scale    g *= min(1, max_norm / (total_norm + 1e-6))
+// Guarded adam_step / sgd_step do nothing when guard[0] (the step's gradient norm from
+// clip_grad_norm_total) is NaN or Inf: the training guard, decided on the GPU.
 //
 // Nothing is saved for a backward: these are the ends of a training step. The state
 // tensors (exp_avg, exp_avg_sq, momentum_buffer) are updated in place beside the
@@ -46,6 +48,9 @@ struct Params {
 const FLAG_MOMENTUM: u32 = 1u;
 const FLAG_FIRST_STEP: u32 = 2u;
 const FLAG_NESTEROV: u32 = 4u;
+// adam_step, sgd_step: skip the whole update (parameter and state) when guard[0], the
+// step's gradient norm, is not finite: a NaN or Inf step never reaches the weights.
+const FLAG_GUARDED: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
@@ -58,6 +63,13 @@ const FLAG_NESTEROV: u32 = 4u;
 @group(0) @binding(5) var<storage, read_write> clip_grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(7) var<storage, read_write> total_norm: array<f32>;
+// adam_step, sgd_step with FLAG_GUARDED: [1], the gradient norm of the step.
+@group(0) @binding(8) var<storage, read> guard: array<f32>;
+
+// A guarded update whose guard is NaN or Inf does nothing.
+fn update_skipped() -> bool {
+    return (params.flags & FLAG_GUARDED) != 0u && !is_finite_f32(guard[0]);
+}
 
 // Invocations of the element-wise passes and of the norm's trees (a power of two <= 256).
 override WG: u32 = 256u;
@@ -70,7 +82,7 @@ var<workgroup> red: array<f32, 256>;
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index_gid(gid, nwg, WG);
-    if (i >= params.len) {
+    if (i >= params.len || update_skipped()) {
         return;
     }
     let p = param[i];
@@ -94,7 +106,7 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(WG)
 fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index_gid(gid, nwg, WG);
-    if (i >= params.len) {
+    if (i >= params.len || update_skipped()) {
         return;
     }
     let p = param[i];

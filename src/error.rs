@@ -83,6 +83,16 @@ pub enum Error {
         /// What was being done and wgpu's message.
         message: String,
     },
+    /// Training met a NaN or Inf: the step it happened at and what was not finite. A
+    /// guarded optimizer step skipped the update, so the weights are those before it.
+    NonFinite {
+        /// The training step.
+        step: u64,
+        /// `"loss"` or `"gradient norm"`.
+        quantity: &'static str,
+        /// The value read back.
+        value: f32,
+    },
     /// Reading or writing a file failed.
     Io(std::io::Error),
     /// A file or a byte stream is not in the expected format.
@@ -148,6 +158,10 @@ impl fmt::Display for Error {
             }
             Error::DeviceLost { reason } => write!(f, "the GPU device was lost: {reason}"),
             Error::Gpu { message } => write!(f, "GPU error: {message}"),
+            Error::NonFinite { step, quantity, value } => write!(
+                f,
+                "training step {step}: the {quantity} is {value}; the step's update was skipped, the weights are those before it"
+            ),
             Error::Io(err) => write!(f, "I/O error: {err}"),
             Error::Format { source_name, message } => write!(f, "{source_name}: {message}"),
         }

@@ -563,3 +563,50 @@ mod attention_op {
         }
     }
 }
+
+#[test]
+fn a_sum_loss_backpropagates_ones_through_a_recurrent_layer() {
+    // loss = output.sum() (the benchmarks' K1/K2 loss): every output element's gradient
+    // is 1, checked by finite differences through a GRU layer with lengths.
+    use tsumugi::nn::{CellKind, Recurrent, RecurrentConfig};
+    let ctx = ctx();
+    let mut store = ParamStore::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let gru = Recurrent::new(
+        ctx,
+        &mut store,
+        &mut rng,
+        "gru",
+        RecurrentConfig::new(CellKind::Gru, 3, 5),
+    )
+    .unwrap();
+    let x_data: Vec<f32> = (0..2 * 4 * 3).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let x = Tensor::from_slice(ctx, &x_data, &[2, 4, 3]).unwrap();
+    let lengths = tsumugi::kernels::Lengths::new(ctx, &[4, 2], 4).unwrap();
+    let loss = |store: &mut ParamStore, backward: bool| -> f64 {
+        store.zero_grad();
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let input = g.input(&x);
+        let out = gru.forward(&mut g, input, Some(&lengths)).unwrap();
+        let loss = g.sum(out.output).unwrap();
+        let value = g.value(loss).clone();
+        if backward {
+            g.backward(loss).unwrap();
+        }
+        g.submit();
+        f64::from(value.to_vec::<f32>().unwrap()[0])
+    };
+    loss(&mut store, true);
+    let params: Vec<ParamId> = ["gru.weight_ih_l0", "gru.weight_hh_l0", "gru.bias_hh_l0"]
+        .iter()
+        .map(|name| store.find(name).unwrap())
+        .collect();
+    common::assert_param_gradients_match_finite_differences("sum of a GRU's outputs", &mut store, &params, 4, |s| {
+        loss(s, false)
+    });
+    // Only a [1] value can be the root.
+    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let input = g.input(&x);
+    assert!(g.backward(input).is_err());
+    g.submit();
+}

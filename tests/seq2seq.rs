@@ -12,7 +12,9 @@ use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
-use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::{
+    Attention, AttentionKind, BahdanauAttention, BeamSearch, Decoder, Encoder, LuongAttention, LuongScore, Seq2Seq,
+};
 use tsumugi::{Context, Tensor};
 
 const PAIRS: [(&str, &str); 4] = [
@@ -72,8 +74,12 @@ fn seq2seq_parameter_counts_equal_pytorchs_for_the_chapters_models() {
 }
 
 #[test]
-fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_decoding_returns_its_targets() {
-    for attention in [AttentionKind::Bahdanau, AttentionKind::LuongGeneral] {
+fn seq2seq_with_attention_learns_the_toy_translator_and_greedy_and_beam_decoding_return_its_targets() {
+    for attention in [
+        AttentionKind::Bahdanau,
+        AttentionKind::Luong(LuongScore::General),
+        AttentionKind::Luong(LuongScore::Concat),
+    ] {
         translate_toy(attention);
     }
 }
@@ -177,10 +183,171 @@ fn translate_toy(attention: AttentionKind) {
             "{attention:?}: {en} (losses every 40 steps: {losses:?})"
         );
     }
+    // Beam search (3 hypotheses per sentence) finds the same translations first.
+    let beams = model
+        .beam_search(ctx, &mut store, &src, None, SOS, &BeamSearch::new(3, tgt_len, EOS))
+        .unwrap();
+    for (hypotheses, (en, ja)) in beams.iter().zip(PAIRS) {
+        let best: String = hypotheses[0].tokens.iter().map(|&id| tgt_vocab[id as usize]).collect();
+        assert_eq!(best, ja, "{attention:?} beam search: {en}: {hypotheses:?}");
+        assert!(hypotheses[0].finished);
+    }
     // The heat-map rows: one softmax over the 2 source words per step and sentence.
     for step in weights {
         for row in step.to_vec::<f32>().unwrap().chunks(2) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
         }
+    }
+}
+
+#[test]
+fn every_attention_modules_gradients_match_finite_differences() {
+    // Each attention of a decoder on its own, with inputs large enough that the scores
+    // matter (through a whole seq2seq at the initial scale its gradients are ~1e-5,
+    // below what finite differences of an f32 loss resolve): query `[B, H]` and encoder
+    // outputs `[B, S, H]` as parameters, context projected to 3 classes, a summed
+    // cross-entropy. Luong concat's W_a gradient comes from both halves of its split.
+    let ctx = ctx();
+    let (batch, steps, hidden) = (2, 4, 5);
+    let lengths = tsumugi::kernels::Lengths::new(ctx, &[4, 3], steps).unwrap();
+    let labels = Tensor::from_slice(ctx, &[2u32, 0], &[batch]).unwrap();
+    let ce = CrossEntropy {
+        reduction: tsumugi::kernels::cross_entropy::Reduction::Sum,
+        ..CrossEntropy::default()
+    };
+    let kinds = [
+        AttentionKind::Bahdanau,
+        AttentionKind::Luong(LuongScore::Dot),
+        AttentionKind::Luong(LuongScore::General),
+        AttentionKind::Luong(LuongScore::Concat),
+    ];
+    for kind in kinds {
+        let mut store = ParamStore::new();
+        let mut rng = StdRng::seed_from_u64(8);
+        let prefix = "attention";
+        let attention = match kind {
+            AttentionKind::Bahdanau => {
+                Attention::Bahdanau(BahdanauAttention::new(ctx, &mut store, &mut rng, prefix, hidden).unwrap())
+            }
+            AttentionKind::Luong(score) => {
+                Attention::Luong(LuongAttention::new(ctx, &mut store, &mut rng, prefix, hidden, score).unwrap())
+            }
+        };
+        let mut add = |name: &str, shape: &[usize], seed: u64, scale: f32| {
+            let data: Vec<f32> = common::seeded(seed, shape.iter().product())
+                .iter()
+                .map(|x| scale * x)
+                .collect();
+            store
+                .add(name, Tensor::from_slice(ctx, &data, shape).unwrap(), true)
+                .unwrap()
+        };
+        let query = add("query", &[batch, hidden], 1, 1.5);
+        let values = add("values", &[batch, steps, hidden], 2, 1.5);
+        let proj = add("proj", &[3, hidden], 3, 2.0);
+        // Sharper scores: the attention's own weights at twice their initial scale.
+        let ids: Vec<_> = store
+            .entries()
+            .filter(|(name, _, _)| name.starts_with(prefix))
+            .map(|(name, _, _)| store.find(name).unwrap())
+            .collect();
+        for &id in &ids {
+            let scaled: Vec<f32> = store
+                .value(id)
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| 2.0 * x)
+                .collect();
+            store.value(id).write(&scaled).unwrap();
+        }
+        let loss = |store: &mut ParamStore, backward: bool| -> f64 {
+            store.zero_grad();
+            let mut g = Graph::new(ctx, store, false, 0, 0);
+            let (q, v, p) = (g.param(query), g.param(values), g.param(proj));
+            let memory = attention.memory(&mut g, v).unwrap();
+            let (context, _) = attention.forward(&mut g, q, &memory, Some(&lengths)).unwrap();
+            let logits = g.linear(context, p, None).unwrap();
+            let loss = g.cross_entropy(logits, &labels, &ce).unwrap();
+            let value = g.value(loss).clone();
+            if backward {
+                g.backward(loss).unwrap();
+            }
+            g.submit();
+            f64::from(value.to_vec::<f32>().unwrap()[0])
+        };
+        loss(&mut store, true);
+        // Bahdanau's V.bias shifts every score alike: it gets no gradient, by design.
+        let mut params: Vec<_> = ids
+            .into_iter()
+            .filter(|&id| store.name(id) != "attention.V.bias")
+            .collect();
+        params.extend([query, values]);
+        for &id in &params {
+            let grad: Vec<f32> = store.grad(id).unwrap().to_vec().unwrap();
+            let largest = grad.iter().fold(0f32, |a, b| a.max(b.abs()));
+            let name = store.name(id);
+            assert!(
+                largest > 0.05,
+                "{kind:?}: {name} has gradients of at most {largest}: too small to check"
+            );
+        }
+        common::assert_param_gradients_match_finite_differences(
+            &format!("{kind:?}"),
+            &mut store,
+            &params,
+            4,
+            |store| loss(store, false),
+        );
+    }
+}
+
+#[test]
+fn scheduled_sampling_ratios_follow_their_schedules_and_bad_ratios_are_errors() {
+    use tsumugi::nn::seq2seq::TeacherForcing;
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert_eq!(TeacherForcing::Constant(0.5).ratio(1000).unwrap(), 0.5);
+    let linear = TeacherForcing::Linear {
+        start: 1.0,
+        end: 0.2,
+        steps: 100,
+    };
+    assert_eq!(linear.ratio(0).unwrap(), 1.0);
+    assert!(close(linear.ratio(50).unwrap(), 0.6));
+    assert!(close(linear.ratio(100).unwrap(), 0.2));
+    assert!(close(linear.ratio(5000).unwrap(), 0.2));
+    let exponential = TeacherForcing::Exponential { k: 0.99 };
+    assert!(close(exponential.ratio(10).unwrap(), 0.99f64.powi(10)));
+    // Bengio et al.'s inverse sigmoid: k / (k + exp(i / k)).
+    let sigmoid = TeacherForcing::InverseSigmoid { k: 10.0 };
+    assert!(close(sigmoid.ratio(0).unwrap(), 10.0 / 11.0));
+    assert!(close(sigmoid.ratio(50).unwrap(), 10.0 / (10.0 + 5f64.exp())));
+    for bad in [
+        TeacherForcing::Constant(1.5),
+        TeacherForcing::Constant(f64::NAN),
+        TeacherForcing::Linear {
+            start: -0.1,
+            end: 0.0,
+            steps: 3,
+        },
+        TeacherForcing::Exponential { k: 1.0 },
+        TeacherForcing::InverseSigmoid { k: 0.5 },
+    ] {
+        assert!(bad.ratio(1).is_err(), "{bad:?}");
+    }
+
+    // A ratio outside [0, 1] given to forward is an error, not a panic.
+    let ctx = ctx();
+    let mut store = ParamStore::new();
+    let model = seq2seq(ctx, &mut store, (5, 5), (4, 4), None);
+    let src = Tensor::from_slice(ctx, &[1u32, 2], &[1, 2]).unwrap();
+    let inputs = [Tensor::from_slice(ctx, &[SOS], &[1, 1]).unwrap()];
+    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let mut rng = StdRng::seed_from_u64(0);
+    for ratio in [f64::NAN, -0.5, 2.0] {
+        assert!(
+            model.forward(&mut g, &src, None, &inputs, ratio, &mut rng).is_err(),
+            "{ratio}"
+        );
     }
 }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
 pub use pipeline::{shader_families, ShaderFamily};
 pub(crate) use pipeline::{
-    Access, KernelSpec, ATTENTION, CROSS_ENTROPY, ELEMENTWISE, EMBEDDING, GRU_CELL, LSTM_CELL, MATMUL, OPTIM, RNN_CELL,
-    SAMPLING, SEQUENCE,
+    Access, KernelSpec, ATTENTION, BEAM, CROSS_ENTROPY, ELEMENTWISE, EMBEDDING, GRU_CELL, LSTM_CELL, MATMUL, OPTIM,
+    RNN_CELL, SAMPLING, SEQUENCE,
 };
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};

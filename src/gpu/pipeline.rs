@@ -89,6 +89,12 @@ pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/sequence.wgsl"),
 };
 
+/// Beam-search expansion and selection (decoding only, no backward).
+pub(crate) const BEAM: ShaderFamily = ShaderFamily {
+    name: "beam",
+    source: include_str!("../../shaders/beam.wgsl"),
+};
+
 /// Softmax with temperature, top-k and a seeded draw per row (a game's generator).
 pub(crate) const SAMPLING: ShaderFamily = ShaderFamily {
     name: "sampling",
@@ -108,6 +114,7 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         EMBEDDING,
         ELEMENTWISE,
         SEQUENCE,
+        BEAM,
         SAMPLING,
     ]
 }

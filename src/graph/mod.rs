@@ -16,7 +16,7 @@ use crate::kernels::attention::{attention_backward, attention_forward, Attention
 use crate::kernels::cross_entropy::{argmax, cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
     add_backward, add_forward, concat_backward, concat_forward, dropout_backward, dropout_forward, split_backward,
-    split_forward, BinaryGrads, Dropout,
+    split_forward, sum_backward, sum_forward, BinaryGrads, Dropout,
 };
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBackward, EmbeddingWorkspace};
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
@@ -24,7 +24,9 @@ use crate::kernels::lstm_cell::{lstm_backward, lstm_forward, LstmBackward, LstmF
 use crate::kernels::matmul::{
     matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
-use crate::kernels::optim::{adam_step, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, Adam, Sgd};
+use crate::kernels::optim::{
+    adam_step, adam_step_guarded, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, sgd_step_guarded, Adam, Sgd,
+};
 use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
 use crate::kernels::sequence::{reverse_sequence_backward, reverse_sequence_forward};
 use crate::kernels::Lengths;
@@ -376,6 +378,18 @@ impl<'s> Graph<'s> {
         self.tape.push(Box::new(backward));
     }
 
+    /// The context the step runs on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The step's command encoder, for kernels of your own (or the launchers of
+    /// [`crate::kernels`]) between the graph's ops: they run in the same submission, in
+    /// encoding order. What they write is not on the tape and gets no gradient.
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        &mut self.encoder
+    }
+
     /// The tensor behind `v`.
     pub fn value(&self, v: Var) -> &Tensor {
         &self.values[v.0]
@@ -404,6 +418,48 @@ impl<'s> Graph<'s> {
             g.deliver(Some(x), &dy.reshape(&x_shape)?)
         });
         Ok(out)
+    }
+
+    /// `x[.., :at]` and `x[.., at:]`: `[.., A + B]` to `[.., A]`, `[.., B]` (copies). A
+    /// half nothing downstream uses sends back zeros.
+    pub fn split(&mut self, x: Var, at: usize) -> Result<(Var, Var)> {
+        let tx = self.value(x).clone();
+        let shape = tx.shape().to_vec();
+        let width = shape.last().copied().unwrap_or(0);
+        if at == 0 || at >= width {
+            return Err(Error::invalid(format!(
+                "split: the point {at} must be inside the last axis of {shape:?} (1..{width})"
+            )));
+        }
+        let mut shape_a = shape.clone();
+        let mut shape_b = shape;
+        *shape_a.last_mut().unwrap_or(&mut 0) = at;
+        *shape_b.last_mut().unwrap_or(&mut 0) = width - at;
+        let ya = Tensor::empty(&self.ctx, &shape_a, DType::F32)?;
+        let yb = Tensor::empty(&self.ctx, &shape_b, DType::F32)?;
+        split_forward(&self.ctx, &mut self.encoder, &tx, &ya, &yb)?;
+        let a = self.computed(ya, &[x]);
+        let b = self.computed(yb, &[x]);
+        self.record(move |g| {
+            let (da, db) = (g.grad(a), g.grad(b));
+            if da.is_none() && db.is_none() {
+                return Ok(());
+            }
+            let zeros = |shape: &[usize]| Tensor::zeros(g.ctx, shape, DType::F32);
+            let da = match da {
+                Some(da) => da,
+                None => zeros(&shape_a)?,
+            };
+            let db = match db {
+                Some(db) => db,
+                None => zeros(&shape_b)?,
+            };
+            if let Some((grad, accumulate)) = g.target(x)? {
+                split_backward(g.ctx, g.encoder, &da, &db, &grad, accumulate)?;
+            }
+            Ok(())
+        });
+        Ok((a, b))
     }
 
     /// `a ++ b` along the last axis: `[.., A]`, `[.., B]` to `[.., A + B]`.
@@ -1007,6 +1063,23 @@ impl<'s> Graph<'s> {
         Ok((context_var, weights_var))
     }
 
+    /// The sum of every element of `x`, `[1]` (`x.sum()`), summed in a fixed order; may be
+    /// the root of [`Graph::backward`].
+    pub fn sum(&mut self, x: Var) -> Result<Var> {
+        let tx = self.value(x).clone();
+        let y = Tensor::empty(&self.ctx, &[1], DType::F32)?;
+        sum_forward(&self.ctx, &mut self.encoder, &tx, &y)?;
+        let out = self.computed(y, &[x]);
+        self.record(move |g| {
+            let Some(dy) = g.grad(out) else { return Ok(()) };
+            if let Some((grad, accumulate)) = g.target(x)? {
+                sum_backward(g.ctx, g.encoder, &dy, &grad, accumulate)?;
+            }
+            Ok(())
+        });
+        Ok(out)
+    }
+
     /// Softmax cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32): the loss
     /// `[1]`, to be the root of [`Graph::backward`].
     pub fn cross_entropy(&mut self, logits: Var, targets: &Tensor, op: &CrossEntropy) -> Result<Var> {
@@ -1047,9 +1120,13 @@ impl<'s> Graph<'s> {
 
     /// Encodes the backward pass from `loss` (a `[1]` value from [`Graph::cross_entropy`]).
     pub fn backward(&mut self, loss: Var) -> Result<()> {
+        if self.values[loss.0].shape() != [1] {
+            return Err(Error::shape("backward: loss", "[1]", self.values[loss.0].shape()));
+        }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.values.len()];
-        // The root's gradient is 1; its recorded backward only needs to know it exists.
-        grads[loss.0] = Some(self.values[loss.0].clone());
+        // The root's gradient: 1 (cross-entropy's backward only needs to know it exists;
+        // a sum broadcasts it).
+        grads[loss.0] = Some(Tensor::full(&self.ctx, &[1], 1.0f32)?);
         let tape = std::mem::take(&mut self.tape);
         let mut backward = Backward {
             ctx: &self.ctx,
@@ -1068,6 +1145,19 @@ impl<'s> Graph<'s> {
     /// Encodes one Adam step (t counts from 1) over every trainable parameter that has a
     /// gradient, as `torch.optim.Adam.step`.
     pub fn adam_step(&mut self, op: &Adam, t: u64) -> Result<()> {
+        self.adam(op, t, None)
+    }
+
+    /// The training guard's Adam step: when `grad_norm` (the `[1]` total norm from
+    /// [`Graph::clip_grad_norm`]) is NaN or Inf, which any NaN or Inf in the loss or a
+    /// gradient makes it, no parameter and no optimizer state changes. Decided on the
+    /// GPU, so nothing waits; read the norm after the submission and stop with
+    /// [`check_step_finite`] (a skipped step still counts in `t`).
+    pub fn adam_step_guarded(&mut self, op: &Adam, t: u64, grad_norm: &Tensor) -> Result<()> {
+        self.adam(op, t, Some(grad_norm))
+    }
+
+    fn adam(&mut self, op: &Adam, t: u64, guard: Option<&Tensor>) -> Result<()> {
         for p in &mut self.store.params {
             if !p.trainable || !p.grad_live {
                 continue;
@@ -1079,7 +1169,12 @@ impl<'s> Graph<'s> {
                 ));
             }
             if let Some((m, v)) = &p.moments {
-                adam_step(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v)?;
+                match guard {
+                    Some(norm) => {
+                        adam_step_guarded(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v, norm)?
+                    }
+                    None => adam_step(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v)?,
+                }
             }
         }
         Ok(())
@@ -1104,6 +1199,16 @@ impl<'s> Graph<'s> {
     /// Encodes one SGD step (`torch.optim.SGD.step`) over every trainable parameter that
     /// has a gradient; the momentum buffers live with the parameters.
     pub fn sgd_step(&mut self, op: &Sgd) -> Result<()> {
+        self.sgd(op, None)
+    }
+
+    /// The training guard's SGD step: nothing changes when `grad_norm` is NaN or Inf (see
+    /// [`Graph::adam_step_guarded`]).
+    pub fn sgd_step_guarded(&mut self, op: &Sgd, grad_norm: &Tensor) -> Result<()> {
+        self.sgd(op, Some(grad_norm))
+    }
+
+    fn sgd(&mut self, op: &Sgd, guard: Option<&Tensor>) -> Result<()> {
         for p in &mut self.store.params {
             if !p.trainable || !p.grad_live {
                 continue;
@@ -1114,7 +1219,11 @@ impl<'s> Graph<'s> {
                 p.moments = Some((buffer.clone(), buffer));
             }
             let buffer = p.moments.as_ref().map(|(m, _)| m);
-            sgd_step(&self.ctx, &mut self.encoder, op, first_step, &p.value, &p.grad, buffer)?;
+            let (ctx, encoder) = (&self.ctx, &mut self.encoder);
+            match guard {
+                Some(norm) => sgd_step_guarded(ctx, encoder, op, first_step, &p.value, &p.grad, buffer, norm)?,
+                None => sgd_step(ctx, encoder, op, first_step, &p.value, &p.grad, buffer)?,
+            }
         }
         Ok(())
     }
@@ -1124,4 +1233,18 @@ impl<'s> Graph<'s> {
     pub fn submit(self) {
         self.ctx.submit(self.encoder);
     }
+}
+
+/// The host's half of the training guard: after step `step`'s submission, with its loss
+/// and gradient norm read back, `Error::NonFinite` naming the step and the quantity if
+/// either is NaN or Inf. With [`Graph::adam_step_guarded`] or
+/// [`Graph::sgd_step_guarded`] that step changed no weight, so stopping here keeps the
+/// model (and the last checkpoint) as they were before it.
+pub fn check_step_finite(step: u64, loss: f32, grad_norm: f32) -> Result<()> {
+    for (quantity, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+        if !value.is_finite() {
+            return Err(Error::NonFinite { step, quantity, value });
+        }
+    }
+    Ok(())
 }

@@ -1,20 +1,30 @@
-//! Checkpoints: a [`ParamStore`]'s parameters (under their PyTorch state-dict names) and
-//! its optimizer state in one safetensors file, written atomically.
+//! Files: PyTorch state dicts ([`load_state_dict`], [`save_state_dict`]) and checkpoints
+//! (a [`ParamStore`]'s parameters under their PyTorch state-dict names plus its optimizer
+//! state) in safetensors, written atomically.
 //!
-//! Layout: every parameter as an F32 tensor named as in the store; the optimizer state of
-//! parameter `p` as `optimizer.p.state0` and `optimizer.p.state1` (Adam's exp_avg and
-//! exp_avg_sq; SGD's momentum buffer twice); the step count in the metadata under
-//! `tsumugi.step`. A file written by `safetensors.torch.save_file(model.state_dict())`
-//! loads too (it simply has no optimizer state).
+//! Checkpoint layout: every parameter as an F32 tensor named as in the store; the
+//! optimizer state of parameter `p` as `optimizer.p.state0` and `optimizer.p.state1`
+//! (Adam's exp_avg and exp_avg_sq; SGD's momentum buffer twice); the step count in the
+//! metadata under `tsumugi.step`. A file written by
+//! `safetensors.torch.save_file(model.state_dict())` loads too (it simply has no optimizer
+//! state), and a checkpoint loads in PyTorch with `load_state_dict(strict=False)` (the
+//! optimizer entries are unexpected there).
 
-use std::collections::HashMap;
+mod state_dict;
+
 use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::Dtype;
 
 use crate::graph::ParamStore;
 use crate::{Error, Result, Tensor};
+
+use state_dict::{apply, f32_from_le, named, plan, serialize, Parsed};
+pub use state_dict::{
+    load_state_dict, load_state_dict_from_bytes, save_state_dict, state_dict_to_bytes, LoadOptions, LoadReport,
+    Mismatch, MAX_HEADER_BYTES,
+};
 
 const STEP_KEY: &str = "tsumugi.step";
 
@@ -56,29 +66,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Saves every parameter and its optimizer state, with the optimizer's step count.
 /// Reads the tensors back from the GPU (a checkpoint is an explicit sync point).
 pub fn save_checkpoint(path: &Path, store: &ParamStore, step: u64) -> Result<()> {
-    let mut named: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
+    let mut tensors = Vec::new();
     for (name, value, state) in store.entries() {
-        named.push((name.to_string(), value.to_vec()?, value.shape().to_vec()));
+        tensors.push(named(name.to_string(), value)?);
         if let Some((first, second)) = state {
-            for (suffix, tensor) in [("state0", first), ("state1", second)] {
-                named.push((
-                    format!("optimizer.{name}.{suffix}"),
-                    tensor.to_vec()?,
-                    tensor.shape().to_vec(),
-                ));
-            }
+            tensors.push(named(format!("optimizer.{name}.state0"), first)?);
+            tensors.push(named(format!("optimizer.{name}.state1"), second)?);
         }
     }
-    let views = named
-        .iter()
-        .map(|(name, data, shape)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map(|view| (name.clone(), view))
-                .map_err(|err| format_error(path, err))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([(STEP_KEY.to_string(), step.to_string())]);
-    let bytes = safetensors::tensor::serialize(views, Some(metadata)).map_err(|err| format_error(path, err))?;
+    let source_name = path.display().to_string();
+    let bytes = serialize(&tensors, &[(STEP_KEY, step.to_string())], &source_name)?;
     write_atomically(path, &bytes)
 }
 
@@ -87,80 +84,56 @@ pub fn save_checkpoint(path: &Path, store: &ParamStore, step: u64) -> Result<()>
 /// error lists every problem. Returns the step count (0 for a plain state dict).
 pub fn load_checkpoint(path: &Path, store: &mut ParamStore) -> Result<u64> {
     let bytes = std::fs::read(path)?;
-    // The crate validates the header against the file's length before anything is read.
-    let file = SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|err| format_error(path, err))?;
-    let step = match metadata.metadata().as_ref().and_then(|m| m.get(STEP_KEY)) {
+    let source_name = path.display().to_string();
+    let parsed = Parsed::new(&bytes, &source_name)?;
+    let step = match parsed.metadata().and_then(|m| m.get(STEP_KEY)) {
         Some(step) => step
             .parse::<u64>()
             .map_err(|_| format_error(path, format!("{STEP_KEY} is not a count: {step:?}")))?,
         None => 0,
     };
-    let mut problems = Vec::new();
-    let mut loads: Vec<(String, Vec<f32>)> = Vec::new();
-    let expected: Vec<(String, Vec<usize>)> = store
-        .entries()
-        .map(|(name, value, _)| (name.to_string(), value.shape().to_vec()))
-        .collect();
-    for (name, shape) in &expected {
-        match file.tensor(name) {
-            Err(_) => problems.push(format!("missing {name} {shape:?}")),
-            Ok(view) if view.dtype() != Dtype::F32 => {
-                problems.push(format!("{name}: dtype {:?}, expected F32", view.dtype()))
-            }
-            Ok(view) if view.shape() != &shape[..] => {
-                problems.push(format!("{name}: shape {:?}, expected {shape:?}", view.shape()))
-            }
-            Ok(view) => loads.push((name.clone(), bytemuck::pod_collect_to_vec(view.data()))),
-        }
-    }
-    let known = |name: &str| {
-        expected.iter().any(|(n, _)| n == name)
-            || expected
-                .iter()
-                .any(|(n, _)| name == format!("optimizer.{n}.state0") || name == format!("optimizer.{n}.state1"))
+    let is_state = |name: &str| {
+        name.strip_prefix("optimizer.")
+            .and_then(|rest| rest.strip_suffix(".state0").or_else(|| rest.strip_suffix(".state1")))
+            .is_some_and(|param| store.find(param).is_some())
     };
-    for name in file.names() {
-        if !known(name) {
-            problems.push(format!("unexpected {name}"));
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort();
+    let (report, loads) = plan(&parsed, store, "", is_state);
+    if !report.is_complete() {
         return Err(format_error(
             path,
-            format!("does not match the model: {}", problems.join("; ")),
+            format!("does not match the model: {}", report.problems()),
         ));
     }
-    for (name, data) in loads {
-        let id = store
-            .find(&name)
-            .ok_or_else(|| format_error(path, format!("no parameter {name}")))?;
-        store.value(id).write(&data)?;
-        let state = |suffix: &str| -> Result<Option<Tensor>> {
-            match file.tensor(&format!("optimizer.{name}.{suffix}")) {
-                Err(_) => Ok(None),
-                Ok(view) if view.dtype() == Dtype::F32 && view.shape() == store.value(id).shape() => {
-                    let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
-                    Ok(Some(Tensor::from_slice(
-                        store.value(id).context(),
-                        &data,
-                        view.shape(),
-                    )?))
+    // Check the optimizer state too before anything is written, so a bad file changes nothing.
+    let mut states = Vec::new();
+    for (id, name) in &loads {
+        let shape = store.value(*id).shape();
+        let mut pair = Vec::new();
+        for suffix in ["state0", "state1"] {
+            let state_name = format!("optimizer.{name}.{suffix}");
+            match parsed.tensor(&state_name) {
+                None => {}
+                Some((Dtype::F32, found, bytes)) if found == shape => pair.push(f32_from_le(bytes)),
+                Some((dtype, found, _)) => {
+                    return Err(format_error(
+                        path,
+                        format!("{state_name}: {dtype:?} {found:?}, expected F32 {shape:?}"),
+                    ))
                 }
-                Ok(view) => Err(format_error(
-                    path,
-                    format!(
-                        "optimizer.{name}.{suffix}: {:?} {:?}, expected F32 {:?}",
-                        view.dtype(),
-                        view.shape(),
-                        store.value(id).shape()
-                    ),
-                )),
             }
-        };
-        let moments = match (state("state0")?, state("state1")?) {
-            (Some(first), Some(second)) => Some((first, second)),
+        }
+        states.push((*id, pair));
+    }
+    apply(&parsed, store, &loads, &source_name)?;
+    for (id, pair) in states {
+        let moments = match &pair[..] {
+            [first, second] => {
+                let (ctx, shape) = (store.value(id).context().clone(), store.value(id).shape().to_vec());
+                Some((
+                    Tensor::from_slice(&ctx, first, &shape)?,
+                    Tensor::from_slice(&ctx, second, &shape)?,
+                ))
+            }
             _ => None,
         };
         store.set_optimizer_state(id, moments);

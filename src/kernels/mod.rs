@@ -5,6 +5,7 @@
 //! waits.
 
 pub mod attention;
+pub mod beam;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
@@ -26,6 +27,7 @@ use crate::{Error, Result, Tensor};
 #[derive(Clone, Debug)]
 pub struct Lengths {
     tensor: Tensor,
+    host: Vec<u32>,
     steps: usize,
 }
 
@@ -46,8 +48,25 @@ impl Lengths {
         }
         Ok(Lengths {
             tensor: Tensor::from_slice(ctx, lengths, &[lengths.len()])?,
+            host: lengths.to_vec(),
             steps,
         })
+    }
+
+    /// The lengths as uploaded.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.host
+    }
+
+    /// Each row's length `times` times in a row (`repeat_interleave`): the lengths of a
+    /// batch whose rows were each repeated, as beam search repeats each source.
+    pub fn repeat_each(&self, times: usize) -> Result<Lengths> {
+        let repeated: Vec<u32> = self
+            .host
+            .iter()
+            .flat_map(|&len| std::iter::repeat_n(len, times))
+            .collect();
+        Lengths::new(self.tensor.context(), &repeated, self.steps)
     }
 
     /// The `[B]` u32 tensor.

@@ -88,6 +88,7 @@ struct Params {
 const FLAG_MOMENTUM: u32 = 1;
 const FLAG_FIRST_STEP: u32 = 2;
 const FLAG_NESTEROV: u32 = 4;
+const FLAG_GUARDED: u32 = 8;
 
 const ADAM_STEP: KernelSpec = KernelSpec {
     family: &OPTIM,
@@ -98,6 +99,7 @@ const ADAM_STEP: KernelSpec = KernelSpec {
         (2, Access::ReadWrite),
         (3, Access::ReadWrite),
         (4, Access::Params),
+        (8, Access::Read),
     ],
 };
 
@@ -109,6 +111,7 @@ const SGD_STEP: KernelSpec = KernelSpec {
         (1, Access::Read),
         (2, Access::ReadWrite),
         (4, Access::Params),
+        (8, Access::Read),
     ],
 };
 
@@ -165,6 +168,42 @@ pub fn adam_step(
     exp_avg: &Tensor,
     exp_avg_sq: &Tensor,
 ) -> Result<()> {
+    encode_adam(ctx, encoder, op, t, [param, grad, exp_avg, exp_avg_sq], None)
+}
+
+/// [`adam_step`] that does nothing (parameter and state untouched) when `guard[0]`, the
+/// step's gradient norm `[1]` (from [`clip_grad_norm`]), is NaN or Inf. The test runs on
+/// the GPU, so nothing waits for the norm.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_guarded(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &Adam,
+    t: u64,
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    guard: &Tensor,
+) -> Result<()> {
+    encode_adam(ctx, encoder, op, t, [param, grad, exp_avg, exp_avg_sq], Some(guard))
+}
+
+fn check_guard(name: &str, guard: Option<&Tensor>) -> Result<u32> {
+    let Some(guard) = guard else { return Ok(0) };
+    guard.check_dtype(name, DType::F32)?;
+    guard.check_shape(name, &[1])?;
+    Ok(FLAG_GUARDED)
+}
+
+fn encode_adam(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &Adam,
+    t: u64,
+    [param, grad, exp_avg, exp_avg_sq]: [&Tensor; 4],
+    guard: Option<&Tensor>,
+) -> Result<()> {
     let (beta1, beta2) = op.betas;
     check_hyper(
         "adam_step",
@@ -196,9 +235,12 @@ pub fn adam_step(
     check_like("adam_step: grad", grad, param)?;
     check_like("adam_step: exp_avg", exp_avg, param)?;
     check_like("adam_step: exp_avg_sq", exp_avg_sq, param)?;
+    let flags = check_guard("adam_step: guard", guard)?;
+    let mut inputs = vec![("adam_step: grad", grad)];
+    inputs.extend(guard.map(|g| ("adam_step: guard", g)));
     check_tensors(
         ctx,
-        &[("adam_step: grad", grad)],
+        &inputs,
         &[
             ("adam_step: param", param),
             ("adam_step: exp_avg", exp_avg),
@@ -224,6 +266,7 @@ pub fn adam_step(
         weight_decay: op.weight_decay as f32,
         step_size: (op.lr / bias_correction1) as f32,
         bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+        flags,
         ..Params::default()
     };
     ctx.encode_dispatch(
@@ -236,6 +279,7 @@ pub fn adam_step(
                 (1, grad.buffer(), "adam_step: grad"),
                 (2, exp_avg.buffer(), "adam_step: exp_avg"),
                 (3, exp_avg_sq.buffer(), "adam_step: exp_avg_sq"),
+                (8, guard.map_or(ctx.placeholder(), Tensor::buffer), "adam_step: guard"),
             ],
             params: &params,
             workgroups: element_grid(ctx, param.len(), WG),
@@ -256,6 +300,42 @@ pub fn sgd_step(
     param: &Tensor,
     grad: &Tensor,
     momentum_buffer: Option<&Tensor>,
+) -> Result<()> {
+    encode_sgd(ctx, encoder, op, first_step, [param, grad], momentum_buffer, None)
+}
+
+/// [`sgd_step`] that does nothing (parameter and momentum untouched) when `guard[0]`, the
+/// step's gradient norm `[1]`, is NaN or Inf.
+#[allow(clippy::too_many_arguments)]
+pub fn sgd_step_guarded(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &Sgd,
+    first_step: bool,
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buffer: Option<&Tensor>,
+    guard: &Tensor,
+) -> Result<()> {
+    encode_sgd(
+        ctx,
+        encoder,
+        op,
+        first_step,
+        [param, grad],
+        momentum_buffer,
+        Some(guard),
+    )
+}
+
+fn encode_sgd(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    op: &Sgd,
+    first_step: bool,
+    [param, grad]: [&Tensor; 2],
+    momentum_buffer: Option<&Tensor>,
+    guard: Option<&Tensor>,
 ) -> Result<()> {
     check_hyper(
         "sgd_step",
@@ -303,11 +383,13 @@ pub fn sgd_step(
     } else {
         None
     };
-    check_tensors(ctx, &[("sgd_step: grad", grad)], &outputs)?;
+    let mut flags = check_guard("sgd_step: guard", guard)?;
+    let mut inputs = vec![("sgd_step: grad", grad)];
+    inputs.extend(guard.map(|g| ("sgd_step: guard", g)));
+    check_tensors(ctx, &inputs, &outputs)?;
     if param.is_empty() {
         return Ok(());
     }
-    let mut flags = 0;
     if buffer.is_some() {
         flags |= FLAG_MOMENTUM;
     }
@@ -336,9 +418,12 @@ pub fn sgd_step(
                 (1, grad.buffer(), "sgd_step: grad"),
                 (
                     2,
-                    buffer.map_or(ctx.placeholder(), Tensor::buffer),
+                    // A writable binding: the scratch placeholder, so it never meets the
+                    // read-only placeholder of an absent guard in one dispatch.
+                    buffer.map_or(ctx.scratch_placeholder(), Tensor::buffer),
                     "sgd_step: momentum_buffer",
                 ),
+                (8, guard.map_or(ctx.placeholder(), Tensor::buffer), "sgd_step: guard"),
             ],
             params: &params,
             workgroups: element_grid(ctx, param.len(), WG),

@@ -4,6 +4,7 @@
 //! [`Graph`] in `forward`. One `StdRng`, seeded once, initialises a whole model.
 
 pub mod generator;
+pub mod models;
 pub mod seq2seq;
 
 use rand::rngs::StdRng;
@@ -16,7 +17,7 @@ use crate::{Context, Error, Result, Tensor};
 
 /// U(-bound, bound), PyTorch's `kaiming_uniform_(a=sqrt(5))`-equivalent default for
 /// Linear weights and the rule for every recurrent weight and bias.
-fn uniform(ctx: &Context, rng: &mut StdRng, shape: &[usize], bound: f32) -> Result<Tensor> {
+pub(crate) fn uniform(ctx: &Context, rng: &mut StdRng, shape: &[usize], bound: f32) -> Result<Tensor> {
     let data: Vec<f32> = (0..shape.iter().product())
         .map(|_| rng.random_range(-bound..=bound))
         .collect();

@@ -1,5 +1,5 @@
 //! The chapter's sequence-to-sequence models: `Encoder`, `Decoder`, `AttentionDecoder`
-//! with `BahdanauAttention` (W1, W2, V), `LuongAttention` (dot, general), and `Seq2Seq`
+//! with `BahdanauAttention` (W1, W2, V), `LuongAttention` (dot, general, concat), and `Seq2Seq`
 //! with teacher forcing drawn per step and greedy decoding that feeds each chosen token
 //! back on the GPU. Parameter names follow the chapter's classes (`encoder.embedding.weight`,
 //! `decoder.lstm.weight_ih_l0`, `decoder.attention.W1.weight`, ...).
@@ -7,11 +7,13 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
-use crate::graph::{Graph, ParamStore, Var};
+use super::{uniform, CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use crate::graph::{Graph, ParamId, ParamStore, Var};
 use crate::kernels::attention::Score;
+use crate::kernels::beam::{backtrack, beam_expand, beam_select, BeamSelection, BeamStep, Hypothesis};
+use crate::kernels::cross_entropy::top_k;
 use crate::kernels::Lengths;
-use crate::{Context, Error, Result, Tensor};
+use crate::{Context, DType, Error, Result, Tensor};
 
 /// `BahdanauAttention(hidden)`: `score = V(tanh(W1 q + W2 values))`.
 #[derive(Clone, Copy, Debug)]
@@ -37,37 +39,55 @@ impl BahdanauAttention {
     }
 }
 
-/// `LuongAttention` with the dot or general score (`q . k`, `q W_a . k`).
+/// Luong's three scores of a query `q` (the decoder state) against a key `k` (an
+/// encoder output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LuongScore {
+    /// `q . k`, no parameters.
+    Dot,
+    /// `(W_a q) . k`, a bias-free `W_a` `[H, H]`.
+    General,
+    /// `v . tanh(W_a [q; k] + b)`, `W_a` `[H, 2H]` with bias and `v` `[H]`: the layout of
+    /// PyTorch's chatbot tutorial's `Attn('concat')` (`attn` = Linear(2H, H), `v` a
+    /// parameter). Computed as an additive score with `W_a` split into its query and key
+    /// halves, so the key half runs once per source, not once per step.
+    Concat,
+}
+
+/// `LuongAttention` with the dot, general or concat score.
 #[derive(Clone, Copy, Debug)]
 pub struct LuongAttention {
-    /// `{prefix}.W_a`: Linear(H, H, bias=False), general only.
+    /// Which score.
+    pub score: LuongScore,
+    /// `{prefix}.W_a`: Linear(H, H, bias=False) for general, Linear(2H, H) for concat.
     pub w_a: Option<Linear>,
+    /// `{prefix}.v` `[H]`, concat only.
+    pub v: Option<ParamId>,
+    hidden: usize,
 }
 
 impl LuongAttention {
-    /// Dot (no parameters) or, with `general`, a bias-free `W_a`.
+    /// Registers the score's parameters under `prefix` (none for dot).
     pub fn new(
         ctx: &Context,
         store: &mut ParamStore,
         rng: &mut StdRng,
         prefix: &str,
         hidden: usize,
-        general: bool,
+        score: LuongScore,
     ) -> Result<Self> {
-        let w_a = if general {
-            Some(Linear::new(
-                ctx,
-                store,
-                rng,
-                &format!("{prefix}.W_a"),
-                hidden,
-                hidden,
-                false,
-            )?)
-        } else {
-            None
+        let name = format!("{prefix}.W_a");
+        let (w_a, v) = match score {
+            LuongScore::Dot => (None, None),
+            LuongScore::General => (Some(Linear::new(ctx, store, rng, &name, hidden, hidden, false)?), None),
+            LuongScore::Concat => {
+                let w_a = Linear::new(ctx, store, rng, &name, 2 * hidden, hidden, true)?;
+                let bound = 1.0 / (hidden as f32).sqrt();
+                let v = uniform(ctx, rng, &[hidden], bound)?;
+                (Some(w_a), Some(store.add(&format!("{prefix}.v"), v, true)?))
+            }
         };
-        Ok(LuongAttention { w_a })
+        Ok(LuongAttention { score, w_a, v, hidden })
     }
 }
 
@@ -87,8 +107,10 @@ pub struct Memory {
     pub values: Var,
     /// The keys: `W2 values` (Bahdanau) or the values themselves (Luong).
     pub keys: Var,
-    /// Bahdanau's `V.weight` as a vector `[H]`.
+    /// The score's vector `[H]`: Bahdanau's `V.weight`, Luong concat's `v`.
     pub v: Option<Var>,
+    /// Luong concat's query half of `W_a` `[H, H]`.
+    pub query_weight: Option<Var>,
 }
 
 impl Attention {
@@ -103,13 +125,30 @@ impl Attention {
                     values,
                     keys,
                     v: Some(v),
+                    query_weight: None,
                 })
             }
-            Attention::Luong(_) => Ok(Memory {
-                values,
-                keys: values,
-                v: None,
-            }),
+            Attention::Luong(a) => match (a.score, a.w_a, a.v) {
+                (LuongScore::Concat, Some(w_a), Some(v)) => {
+                    // W_a [q; k] + b = W_q q + (W_k k + b): the key half once per source.
+                    let weight = g.param(w_a.weight);
+                    let (w_q, w_k) = g.split(weight, a.hidden)?;
+                    let bias = w_a.bias.map(|b| g.param(b));
+                    let keys = g.linear(values, w_k, bias)?;
+                    Ok(Memory {
+                        values,
+                        keys,
+                        v: Some(g.param(v)),
+                        query_weight: Some(w_q),
+                    })
+                }
+                _ => Ok(Memory {
+                    values,
+                    keys: values,
+                    v: None,
+                    query_weight: None,
+                }),
+            },
         }
     }
 
@@ -126,13 +165,22 @@ impl Attention {
                 let q = a.w1.forward(g, query)?;
                 g.attention(Score::Additive, q, memory.keys, memory.v, memory.values, lengths)
             }
-            Attention::Luong(a) => {
-                let q = match a.w_a {
-                    Some(w_a) => w_a.forward(g, query)?,
-                    None => query,
-                };
-                g.attention(Score::Dot, q, memory.keys, None, memory.values, lengths)
-            }
+            Attention::Luong(a) => match (a.score, a.w_a, memory.query_weight) {
+                (LuongScore::Concat, _, Some(w_q)) => {
+                    let q = g.linear(query, w_q, None)?;
+                    g.attention(Score::Additive, q, memory.keys, memory.v, memory.values, lengths)
+                }
+                (LuongScore::Concat, _, None) => Err(Error::invalid(
+                    "Luong concat attention: the memory was not made by this attention",
+                )),
+                (_, w_a, _) => {
+                    let q = match w_a {
+                        Some(w_a) => w_a.forward(g, query)?,
+                        None => query,
+                    };
+                    g.attention(Score::Dot, q, memory.keys, None, memory.values, lengths)
+                }
+            },
         }
     }
 }
@@ -235,21 +283,13 @@ impl Decoder {
                 &attention_prefix,
                 hidden,
             )?)),
-            Some(AttentionKind::LuongDot) => Some(Attention::Luong(LuongAttention::new(
+            Some(AttentionKind::Luong(score)) => Some(Attention::Luong(LuongAttention::new(
                 ctx,
                 store,
                 rng,
                 &attention_prefix,
                 hidden,
-                false,
-            )?)),
-            Some(AttentionKind::LuongGeneral) => Some(Attention::Luong(LuongAttention::new(
-                ctx,
-                store,
-                rng,
-                &attention_prefix,
-                hidden,
-                true,
+                score,
             )?)),
         };
         let input = if attention.is_some() { embed + hidden } else { embed };
@@ -319,10 +359,8 @@ pub struct DecoderStep {
 pub enum AttentionKind {
     /// The chapter's additive attention.
     Bahdanau,
-    /// Luong's dot score.
-    LuongDot,
-    /// Luong's general score.
-    LuongGeneral,
+    /// Luong's dot, general or concat score.
+    Luong(LuongScore),
 }
 
 /// The chapter's `Seq2Seq` / `Seq2SeqWithAttention`.
@@ -349,6 +387,11 @@ impl Seq2Seq {
         teacher_forcing: f64,
         rng: &mut StdRng,
     ) -> Result<Var> {
+        if !(0.0..=1.0).contains(&teacher_forcing) {
+            return Err(Error::invalid(format!(
+                "seq2seq: the teacher-forcing ratio must be in [0, 1], got {teacher_forcing}"
+            )));
+        }
         let first = tgt_inputs
             .first()
             .ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
@@ -362,7 +405,7 @@ impl Seq2Seq {
         let mut ids = first.clone();
         let mut all: Option<Var> = None;
         for (t, reference) in tgt_inputs.iter().enumerate() {
-            if t > 0 && rng.random_bool(teacher_forcing.clamp(0.0, 1.0)) {
+            if t > 0 && rng.random_bool(teacher_forcing) {
                 ids = reference.clone();
             }
             let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
@@ -407,5 +450,217 @@ impl Seq2Seq {
             weights.extend(step.weights);
         }
         Ok((chosen, weights))
+    }
+
+    /// Beam search: for each of the `B` sources of `src` `[B, S]`, the `options.beam`
+    /// best hypotheses from `sos`, best first (see [`backtrack`] for the ranking). Every
+    /// step stays on the GPU (the decoder runs on the `B * K` live hypotheses, the
+    /// expansion, top-K and the reordering of the decoder's state by parent are kernels;
+    /// each chosen token is fed back as the next input), all `max_len` steps go in one
+    /// submission, and only the history and the final scores are read back. A hypothesis
+    /// that emits `eos` is finished and keeps its score. With `beam = 1` it is greedy
+    /// decoding. Runs its own graph in eval mode over `store`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn beam_search(
+        &self,
+        ctx: &Context,
+        store: &mut ParamStore,
+        src: &Tensor,
+        src_lengths: Option<&Lengths>,
+        sos: u32,
+        options: &BeamSearch,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let &BeamSearch {
+            beam,
+            max_len,
+            eos,
+            length_penalty,
+        } = options;
+        let (batch, steps) = match *src.shape() {
+            [b, s] if b >= 1 && s >= 1 => (b, s),
+            _ => return Err(Error::shape("beam_search: src", "[B, S] with B, S >= 1", src.shape())),
+        };
+        let vocab = store.value(self.decoder.fc.weight).shape()[0];
+        if beam == 0 || beam > vocab || max_len == 0 {
+            return Err(Error::invalid(format!(
+                "beam_search: need 1 <= beam <= {vocab} (the target vocabulary) and max_len >= 1, got beam {beam}, max_len {max_len}"
+            )));
+        }
+        for (name, id) in [("sos", sos), ("eos", eos)] {
+            if id as usize >= vocab {
+                return Err(Error::invalid(format!(
+                    "beam_search: {name} id {id} is outside the target vocabulary of {vocab}"
+                )));
+            }
+        }
+        let rows = batch * beam;
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let (values, h, c) = self.encoder.forward(&mut g, src, src_lengths)?;
+        let memory = match &self.decoder.attention {
+            Some(attention) => Some(attention.memory(&mut g, values)?),
+            None => None,
+        };
+        // Each source's rows repeated K times: gathers by the row ids b repeated K times.
+        let repeat: Vec<u32> = (0..batch as u32).flat_map(|b| std::iter::repeat_n(b, beam)).collect();
+        let repeat = Tensor::from_slice(ctx, &repeat, &[rows])?;
+        let repeat_rows = |g: &mut Graph<'_>, x: Var| -> Result<Var> {
+            let shape = g.value(x).shape().to_vec();
+            let width = shape[1..].iter().product::<usize>();
+            let flat = g.reshape(x, &[batch, width])?;
+            let out = g.embedding(&repeat, flat, None)?;
+            let mut out_shape = shape;
+            out_shape[0] = rows;
+            g.reshape(out, &out_shape)
+        };
+        let memory = match memory {
+            Some(m) => Some(Memory {
+                values: repeat_rows(&mut g, m.values)?,
+                keys: repeat_rows(&mut g, m.keys)?,
+                ..m
+            }),
+            None => None,
+        };
+        let lengths = src_lengths.map(|l| l.repeat_each(beam)).transpose()?;
+        if let Some(l) = &lengths {
+            if l.steps() != steps {
+                return Err(Error::shape(
+                    "beam_search: src_lengths",
+                    format!("lengths of {steps} steps"),
+                    &[l.steps()],
+                ));
+            }
+        }
+        let mut state = (repeat_rows(&mut g, h)?, repeat_rows(&mut g, c)?);
+        let mut ids = Tensor::full(ctx, &[rows, 1], sos)?;
+        let mut scores = Tensor::zeros(ctx, &[rows], DType::F32)?;
+        let mut finished = Tensor::zeros(ctx, &[rows], DType::U32)?;
+        let history = Tensor::empty(ctx, &[max_len, rows, 2], DType::U32)?;
+        for t in 0..max_len {
+            let step = self
+                .decoder
+                .step(&mut g, &ids, state, memory.as_ref(), lengths.as_ref())?;
+            let kernel_step = BeamStep {
+                beam,
+                eos,
+                first: t == 0,
+                step: t,
+            };
+            let logits = g.value(step.logits).clone();
+            let candidates = Tensor::empty(ctx, &[rows, vocab], DType::F32)?;
+            let new_scores = Tensor::empty(ctx, &[batch, beam], DType::F32)?;
+            let picks = Tensor::empty(ctx, &[batch, beam], DType::U32)?;
+            let tokens = Tensor::empty(ctx, &[rows], DType::U32)?;
+            let parents = Tensor::empty(ctx, &[rows], DType::U32)?;
+            let finished_out = Tensor::empty(ctx, &[rows], DType::U32)?;
+            let encoder = g.encoder();
+            beam_expand(ctx, encoder, &kernel_step, &logits, &scores, &finished, &candidates)?;
+            let by_sentence = candidates.reshape(&[batch, beam * vocab])?;
+            top_k(ctx, encoder, &by_sentence, beam, &new_scores, &picks)?;
+            let selection = BeamSelection {
+                tokens: &tokens,
+                parents: &parents,
+                finished: &finished_out,
+                history: &history,
+            };
+            beam_select(ctx, encoder, &kernel_step, vocab, &picks, &finished, &selection)?;
+            state = (
+                g.embedding(&parents, step.state.0, None)?,
+                g.embedding(&parents, step.state.1, None)?,
+            );
+            ids = tokens.reshape(&[rows, 1])?;
+            scores = new_scores.reshape(&[rows])?;
+            finished = finished_out;
+        }
+        g.submit();
+        let history = history.to_vec::<u32>()?;
+        let scores = scores.to_vec::<f32>()?;
+        backtrack(&history, &scores, beam, eos, length_penalty)
+    }
+}
+
+/// Scheduled sampling (Bengio et al., 2015): the teacher-forcing ratio as a function of
+/// the training step `i` (counted from 0), decaying from always feeding the reference
+/// token towards feeding the model's own predictions. Pass `ratio(i)` to
+/// [`Seq2Seq::forward`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TeacherForcing {
+    /// The same ratio at every step (the chapter's `teacher_forcing_ratio`).
+    Constant(f64),
+    /// From `start` to `end` in a straight line over `steps` steps, then `end`.
+    Linear {
+        /// The ratio at step 0.
+        start: f64,
+        /// The ratio from step `steps` on.
+        end: f64,
+        /// The length of the decay.
+        steps: u64,
+    },
+    /// `k^i`, `0 < k < 1`.
+    Exponential {
+        /// The decay per step.
+        k: f64,
+    },
+    /// `k / (k + exp(i / k))`, `k >= 1`: stays near 1 for about `k ln k` steps, then falls.
+    InverseSigmoid {
+        /// The schedule's scale.
+        k: f64,
+    },
+}
+
+impl TeacherForcing {
+    /// The ratio at step `step`, in [0, 1]; an error names a parameter outside its range.
+    pub fn ratio(&self, step: u64) -> Result<f64> {
+        let i = step as f64;
+        let unit = |name: &str, x: f64| {
+            if (0.0..=1.0).contains(&x) {
+                Ok(x)
+            } else {
+                Err(Error::invalid(format!(
+                    "teacher forcing: {name} must be in [0, 1], got {x}"
+                )))
+            }
+        };
+        match *self {
+            TeacherForcing::Constant(ratio) => unit("the ratio", ratio),
+            TeacherForcing::Linear { start, end, steps } => {
+                let (start, end) = (unit("start", start)?, unit("end", end)?);
+                let progress = if steps == 0 { 1.0 } else { (i / steps as f64).min(1.0) };
+                Ok(start + (end - start) * progress)
+            }
+            TeacherForcing::Exponential { k } if k > 0.0 && k < 1.0 => Ok(k.powf(i)),
+            TeacherForcing::Exponential { k } => Err(Error::invalid(format!(
+                "teacher forcing: the exponential decay k must be in (0, 1), got {k}"
+            ))),
+            TeacherForcing::InverseSigmoid { k } if k >= 1.0 => Ok(k / (k + (i / k).exp())),
+            TeacherForcing::InverseSigmoid { k } => Err(Error::invalid(format!(
+                "teacher forcing: the inverse-sigmoid scale k must be >= 1, got {k}"
+            ))),
+        }
+    }
+}
+
+/// The options of [`Seq2Seq::beam_search`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BeamSearch {
+    /// K, the hypotheses kept per source (`1..=V`).
+    pub beam: usize,
+    /// Decoding steps (the longest output, `eos` included).
+    pub max_len: usize,
+    /// The `<eos>` id.
+    pub eos: u32,
+    /// Ranking by `log_prob / length^length_penalty`; 1 (the default) is the mean
+    /// log-probability per token, 0 the plain sum.
+    pub length_penalty: f32,
+}
+
+impl BeamSearch {
+    /// `beam` hypotheses, `max_len` steps, `eos`, length penalty 1.
+    pub fn new(beam: usize, max_len: usize, eos: u32) -> Self {
+        BeamSearch {
+            beam,
+            max_len,
+            eos,
+            length_penalty: 1.0,
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! differences.
 
 pub mod attention;
+pub mod beam;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;

@@ -2,6 +2,8 @@
 //! tolerance, and comparisons that print the worst element and the first mismatches.
 #![allow(dead_code)]
 
+pub mod models;
+
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,127 @@
+// beam.wgsl: the two kernels of one beam-search step that stay on the GPU.
+//
+// Letters: B source sentences, K beams per sentence, V vocabulary. Row r = b * K + k is
+// beam k of sentence b. Scores are cumulative log-probabilities.
+//
+// beam_expand   one workgroup per row r:
+//                 finished[r] != 0  cand[r, eos] = score[r], every other class -inf
+//                                   (a finished hypothesis survives unchanged: its only
+//                                   continuation is <eos> at no cost)
+//                 first && k > 0    cand[r, :] = -inf (at the first step every beam of a
+//                                   sentence holds the same <sos>; only beam 0 expands,
+//                                   or the K best would be K copies of one token)
+//                 otherwise         cand[r, v] = score[r] + logits[r, v] - logsumexp(logits[r, :])
+//               The K best of each sentence's K * V candidates are then picked by the
+//               cross_entropy family's top_k on cand viewed as [B, K * V].
+// beam_select   one invocation per row r = b * K + j, from top_k's index i of pick j:
+//                 parent[r] = b * K + i / V, token[r] = i % V,
+//                 finished_out[r] = finished[parent[r]] | (token[r] == eos),
+//                 history[step, r] = (token[r], parent[r])
+//               The caller gathers the decoder's state rows by parent and feeds token back
+//               as the next input; top_k's values are the new scores. Not differentiable:
+//               decoding has no backward.
+
+struct Params {
+    rows: u32,
+    vocab: u32,
+    beam: u32,
+    eos: u32,
+    first: u32,
+    step: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;           // [B*K, V]
+@group(0) @binding(1) var<storage, read> scores: array<f32>;           // [B*K]
+@group(0) @binding(2) var<storage, read> finished: array<u32>;         // [B*K]
+@group(0) @binding(3) var<storage, read_write> candidates: array<f32>; // [B*K, V]
+@group(0) @binding(4) var<storage, read> picks: array<u32>;            // [B, K] from top_k
+@group(0) @binding(5) var<storage, read_write> tokens: array<u32>;     // [B*K]
+@group(0) @binding(6) var<storage, read_write> parents: array<u32>;    // [B*K]
+@group(0) @binding(7) var<storage, read_write> finished_out: array<u32>; // [B*K]
+@group(0) @binding(8) var<storage, read_write> history: array<u32>;    // [steps, B*K, 2]
+@group(0) @binding(9) var<uniform> params: Params;
+
+override WG: u32 = 64u;
+const MAX_WG: u32 = 256u;
+
+var<workgroup> red: array<f32, MAX_WG>;
+
+fn negative_infinity() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+// Sum over the workgroup of each invocation's `value`, or the max with `take_max`;
+// every invocation gets the result. Holds barriers: call from uniform control flow.
+fn workgroup_reduce(lid: u32, value: f32, take_max: bool) -> f32 {
+    red[lid] = value;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            let other = red[lid + stride];
+            red[lid] = select(red[lid] + other, max(red[lid], other), take_max);
+        }
+        workgroupBarrier();
+    }
+    let result = red[0];
+    workgroupBarrier();
+    return result;
+}
+
+@compute @workgroup_size(WG)
+fn beam_expand(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = row_of_workgroup(wid, nwg);
+    if (row >= params.rows) {
+        return;
+    }
+    let base = row * params.vocab;
+    // Every invocation runs both reductions (the barriers need uniform control flow;
+    // a value read from a storage buffer is not uniform to WGSL), then writes one case.
+    let keep_eos = finished[row] != 0u;
+    let masked = keep_eos || (params.first != 0u && row % params.beam != 0u);
+    var row_max = F32_LOWEST;
+    for (var c = lid; c < params.vocab; c += WG) {
+        row_max = max(row_max, logits[base + c]);
+    }
+    row_max = workgroup_reduce(lid, row_max, true);
+    var sum = 0.0;
+    for (var c = lid; c < params.vocab; c += WG) {
+        sum += exp(logits[base + c] - row_max);
+    }
+    sum = workgroup_reduce(lid, sum, false);
+    let shift = scores[row] - row_max - log(sum);
+    for (var c = lid; c < params.vocab; c += WG) {
+        var value = logits[base + c] + shift;
+        if (masked) {
+            value = select(negative_infinity(), scores[row], keep_eos && c == params.eos);
+        }
+        candidates[base + c] = value;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn beam_select(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = flat_index(wid, nwg, lid, WG);
+    if (row >= params.rows) {
+        return;
+    }
+    let sentence = row / params.beam;
+    let pick = picks[row];
+    let parent = sentence * params.beam + pick / params.vocab;
+    let token = pick % params.vocab;
+    tokens[row] = token;
+    parents[row] = parent;
+    finished_out[row] = u32(finished[parent] != 0u || token == params.eos);
+    let slot = (params.step * params.rows + row) * 2u;
+    history[slot] = token;
+    history[slot + 1u] = parent;
+}

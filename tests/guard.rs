@@ -1,0 +1,185 @@
+//! The training guard: a step whose loss or gradients are NaN or Inf changes no weight
+//! and no optimizer state (decided on the GPU), the host's check names the step, the last
+//! checkpoint still loads, and training goes on from the weights before the bad step.
+
+mod common;
+
+use common::{ctx, seeded};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tsumugi::graph::{check_step_finite, Graph, ParamStore};
+use tsumugi::io::{load_checkpoint, save_checkpoint};
+use tsumugi::kernels::cross_entropy::CrossEntropy;
+use tsumugi::kernels::optim::{adam_step, adam_step_guarded, sgd_step, sgd_step_guarded, Adam, Sgd};
+use tsumugi::kernels::rnn_cell::Nonlinearity;
+use tsumugi::nn::{CellKind, Linear, Recurrent, RecurrentConfig};
+use tsumugi::{Error, Tensor};
+
+#[test]
+fn guarded_optimizer_steps_skip_on_a_non_finite_norm_and_equal_plain_steps_otherwise() {
+    let ctx = ctx();
+    let len = 1000;
+    let upload = |seed: u64| Tensor::from_slice(ctx, &seeded(seed, len), &[len]).unwrap();
+    let read = |t: &Tensor| t.to_vec::<f32>().unwrap();
+    let grad = upload(2);
+    for guard_value in [1.5f32, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let guard = Tensor::from_slice(ctx, &[guard_value], &[1]).unwrap();
+        let skip = !guard_value.is_finite();
+        // Adam: a state that is not zero, so "untouched" is visible.
+        let (plain, guarded) = ((upload(1), upload(3), upload(4)), (upload(1), upload(3), upload(4)));
+        let squares = |t: &Tensor| {
+            let v: Vec<f32> = read(t).iter().map(|x| x * x).collect();
+            t.write(&v).unwrap();
+        };
+        squares(&plain.2);
+        squares(&guarded.2);
+        let before = read(&guarded.0);
+        let mut encoder = ctx.create_encoder();
+        adam_step(
+            ctx,
+            &mut encoder,
+            &Adam::default(),
+            3,
+            &plain.0,
+            &grad,
+            &plain.1,
+            &plain.2,
+        )
+        .unwrap();
+        let (p, m, v) = &guarded;
+        adam_step_guarded(ctx, &mut encoder, &Adam::default(), 3, p, &grad, m, v, &guard).unwrap();
+        // SGD with momentum.
+        let sgd = Sgd {
+            momentum: 0.9,
+            ..Sgd::default()
+        };
+        let (sgd_plain, sgd_guarded) = ((upload(5), upload(6)), (upload(5), upload(6)));
+        sgd_step(ctx, &mut encoder, &sgd, false, &sgd_plain.0, &grad, Some(&sgd_plain.1)).unwrap();
+        sgd_step_guarded(
+            ctx,
+            &mut encoder,
+            &sgd,
+            false,
+            &sgd_guarded.0,
+            &grad,
+            Some(&sgd_guarded.1),
+            &guard,
+        )
+        .unwrap();
+        ctx.submit(encoder);
+        let case = format!("guard {guard_value}");
+        if skip {
+            assert_eq!(read(&guarded.0), before, "{case}: Adam moved the parameter");
+            assert_eq!(read(&guarded.1), seeded(3, len), "{case}: Adam moved exp_avg");
+            assert_eq!(read(&sgd_guarded.0), seeded(5, len), "{case}: SGD moved the parameter");
+            assert_eq!(read(&sgd_guarded.1), seeded(6, len), "{case}: SGD moved its momentum");
+        } else {
+            assert_eq!(read(&guarded.0), read(&plain.0), "{case}");
+            assert_eq!(read(&guarded.1), read(&plain.1), "{case}");
+            assert_eq!(read(&guarded.2), read(&plain.2), "{case}");
+            assert_eq!(read(&sgd_guarded.0), read(&sgd_plain.0), "{case}");
+            assert_ne!(read(&guarded.0), before, "{case}: the step did nothing");
+        }
+    }
+    // A guard that is not one f32 is an error.
+    let (p, g, m, v) = (upload(1), upload(2), upload(3), upload(4));
+    let mut encoder = ctx.create_encoder();
+    let wide = Tensor::from_slice(ctx, &[1.0f32, 2.0], &[2]).unwrap();
+    assert!(adam_step_guarded(ctx, &mut encoder, &Adam::default(), 1, &p, &g, &m, &v, &wide).is_err());
+    let ids = Tensor::from_slice(ctx, &[1u32], &[1]).unwrap();
+    assert!(sgd_step_guarded(ctx, &mut encoder, &Sgd::default(), true, &p, &g, None, &ids).is_err());
+    ctx.submit(encoder);
+}
+
+/// A parameter's name, value and Adam moments.
+type Snapshot = (String, Vec<f32>, Vec<f32>, Vec<f32>);
+
+#[test]
+fn a_nan_input_stops_training_at_its_step_and_leaves_weights_and_checkpoint_intact() {
+    let ctx = ctx();
+    let (batch, steps, features, hidden) = (3, 4, 5, 6);
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(3);
+    let config = RecurrentConfig::new(CellKind::Rnn(Nonlinearity::Tanh), features, hidden);
+    let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", config).unwrap();
+    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", hidden, 2, true).unwrap();
+    let labels = Tensor::from_slice(ctx, &[0u32, 1, 1], &[batch]).unwrap();
+    let clean = seeded(7, batch * steps * features);
+    let adam = Adam {
+        lr: 0.01,
+        ..Adam::default()
+    };
+    // One guarded training step on `x`; returns (loss, gradient norm) read back.
+    let train = |store: &mut ParamStore, x: &[f32], t: u64| -> (f32, f32) {
+        let x = Tensor::from_slice(ctx, x, &[batch, steps, features]).unwrap();
+        store.zero_grad();
+        let mut g = Graph::new(ctx, store, true, 0, t);
+        let x = g.input(&x);
+        let h = rnn.forward(&mut g, x, None).unwrap().h_n[0];
+        let logits = fc.forward(&mut g, h).unwrap();
+        let loss = g.cross_entropy(logits, &labels, &CrossEntropy::default()).unwrap();
+        let loss_t = g.value(loss).clone();
+        g.backward(loss).unwrap();
+        let norm = g.clip_grad_norm(1.0).unwrap();
+        g.adam_step_guarded(&adam, t, &norm).unwrap();
+        g.submit();
+        (loss_t.to_vec::<f32>().unwrap()[0], norm.to_vec::<f32>().unwrap()[0])
+    };
+    let snapshot = |store: &ParamStore| -> Vec<Snapshot> {
+        store
+            .entries()
+            .map(|(name, value, state)| {
+                let (m, v) = state.map_or((vec![], vec![]), |(m, v)| (m.to_vec().unwrap(), v.to_vec().unwrap()));
+                (name.to_string(), value.to_vec().unwrap(), m, v)
+            })
+            .collect()
+    };
+
+    let dir = std::env::temp_dir().join(format!("tsumugi-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("last_good.safetensors");
+    let mut t = 1;
+    for _ in 0..3 {
+        let (loss, norm) = train(&mut store, &clean, t);
+        check_step_finite(t, loss, norm).unwrap();
+        t += 1;
+    }
+    save_checkpoint(&path, &store, t - 1).unwrap();
+    let before = snapshot(&store);
+
+    let mut poisoned = clean.clone();
+    poisoned[17] = f32::NAN;
+    let (loss, norm) = train(&mut store, &poisoned, t);
+    let err = check_step_finite(t, loss, norm).unwrap_err();
+    assert!(
+        matches!(err, Error::NonFinite { step, quantity: "loss", .. } if step == 4),
+        "{err}"
+    );
+    assert!(err.to_string().contains("step 4"), "{err}");
+    assert_eq!(
+        snapshot(&store),
+        before,
+        "the NaN step changed the weights or the optimizer state"
+    );
+
+    // An Inf input too (tanh saturates, but the products with Inf give NaN gradients).
+    let mut infinite = clean.clone();
+    infinite[3] = f32::INFINITY;
+    let (loss, norm) = train(&mut store, &infinite, t);
+    assert!(check_step_finite(t, loss, norm).is_err());
+    assert_eq!(snapshot(&store), before);
+
+    // The last good checkpoint is intact and equals the weights the guard kept.
+    let mut restored = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(99);
+    Recurrent::new(ctx, &mut restored, &mut rng, "rnn", config).unwrap();
+    Linear::new(ctx, &mut restored, &mut rng, "fc", hidden, 2, true).unwrap();
+    assert_eq!(load_checkpoint(&path, &mut restored).unwrap(), 3);
+    assert_eq!(snapshot(&restored), before);
+
+    // Clean data again: training goes on from there.
+    let (loss, norm) = train(&mut store, &clean, t);
+    check_step_finite(t, loss, norm).unwrap();
+    assert_ne!(snapshot(&store), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
