@@ -13,6 +13,7 @@ use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::rnn_cell::Nonlinearity;
 use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
+use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::{Context, DType, Error, Tensor};
 
@@ -128,6 +129,60 @@ fn generator_step_with_matches_batch_forward_lstm_2_layers_h12() {
 #[test]
 fn generator_step_with_matches_batch_forward_gru_2_layers_h16() {
     fed_steps_match_batch(CellKind::Gru, 2, 16, "gru l2 h16");
+}
+
+#[test]
+fn generator_step_with_matches_batch_forward_rnn_tanh_2_layers_and_relu() {
+    fed_steps_match_batch(CellKind::Rnn(Nonlinearity::Tanh), 2, 10, "rnn tanh l2 h10");
+    fed_steps_match_batch(CellKind::Rnn(Nonlinearity::Relu), 1, 8, "rnn relu l1 h8");
+}
+
+/// The chapter's character models from nn::models (CharRNN: nn.RNN; CharLevelRNN: a
+/// 2-layer LSTM) run as generators; a step equals the model's own forward, and a
+/// classifier is refused.
+#[test]
+fn generator_from_model_runs_the_chapters_character_models() {
+    let ctx = ctx();
+    let (b, t, v) = (2, 4, 10);
+    let ids: Vec<u32> = vec![1, 4, 2, 9, 0, 3, 3, 7];
+    for (name, char_level) in [("char_rnn", false), ("char_level_rnn", true)] {
+        let mut store = ParamStore::new();
+        let mut rng = StdRng::seed_from_u64(2);
+        let model = if char_level {
+            RecurrentModel::char_level_rnn(ctx, &mut store, &mut rng, v, 6, 8, 2).unwrap()
+        } else {
+            RecurrentModel::char_rnn(ctx, &mut store, &mut rng, v, 6, 8).unwrap()
+        };
+        let ids_t = Tensor::from_slice(ctx, &ids, &[b, t]).unwrap();
+        let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+        let logits = model.forward(&mut g, &ids_t, None).unwrap().logits;
+        let logits = g.value(logits).clone();
+        g.submit();
+        let logits: Vec<f32> = logits.to_vec().unwrap(); // [B * T, V]
+        let mut generator = Generator::from_model(ctx, &store, &model, b, Sampling::default()).unwrap();
+        for step in 0..t {
+            let input = generator.upload_tokens(&[ids[step], ids[t + step]]).unwrap();
+            let mut encoder = ctx.create_encoder();
+            generator.step_with(&mut encoder, &input).unwrap();
+            ctx.submit(encoder);
+            let got: Vec<f32> = generator.logits().to_vec().unwrap();
+            assert_close(
+                "logits",
+                &format!("{name} step {step}"),
+                &got,
+                &at(&logits, b, step, t, v),
+                TOL,
+            );
+        }
+    }
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(2);
+    let classifier = RecurrentModel::sentiment_lstm(ctx, &mut store, &mut rng, 10, 6, 8, 2, 1, 0.0).unwrap();
+    let err = Generator::from_model(ctx, &store, &classifier, 1, Sampling::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.contains("per") || message.contains("every step")),
+        "{err}"
+    );
 }
 
 /// Free-running: the drawn tokens are fed back on the GPU, so the batch forward over
@@ -302,17 +357,14 @@ fn generator_rejects_bad_arguments_with_clear_errors() {
     invalid(new(0, &m.rnn).unwrap_err(), "streams");
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(0);
-    let rnn = Recurrent::new(
-        ctx,
-        &mut store,
-        &mut rng,
-        "rnn",
-        RecurrentConfig::new(CellKind::Rnn(Nonlinearity::Tanh), 6, 4),
-    )
-    .unwrap();
+    let bidirectional = RecurrentConfig {
+        bidirectional: true,
+        ..RecurrentConfig::new(CellKind::Lstm, 6, 4)
+    };
+    let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", bidirectional).unwrap();
     invalid(
         Generator::new(ctx, &store, &m.embedding, &rnn, &m.fc, 1, Sampling::default()).unwrap_err(),
-        "LSTM and GRU",
+        "bidirectional",
     );
     // Nothing bad was encoded: the encoder still submits cleanly.
     ctx.submit(encoder);

@@ -1,4 +1,4 @@
-//! A stateful token generator for games and renderers: an Embedding -> LSTM/GRU stack ->
+//! A stateful token generator for games and renderers: an Embedding -> LSTM/GRU/RNN stack ->
 //! Linear model that advances every stream (one per NPC, say) by one token per
 //! [`Generator::step`], samples on the GPU and keeps its state there between frames.
 //!
@@ -73,7 +73,9 @@ use crate::kernels::embedding::{embedding_forward, upload_ids};
 use crate::kernels::gru_cell::{gru_cell_forward, GruForward};
 use crate::kernels::lstm_cell::{lstm_cell_forward, LstmForward};
 use crate::kernels::matmul::{matmul_forward, Matmul};
+use crate::kernels::rnn_cell::{rnn_cell_forward, RnnForward};
 use crate::kernels::sampling::{sample_tokens, Sampling};
+use crate::nn::models::{Readout, RecurrentModel};
 use crate::nn::{CellKind, Embedding, Linear, Recurrent};
 use crate::{Context, DType, Error, Result, Tensor};
 
@@ -83,7 +85,7 @@ struct Layer {
     w_hh: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
-    /// The bias of the input projection: `b_ih + b_hh` for an LSTM, `b_ih` for a GRU
+    /// The bias of the input projection: `b_ih + b_hh` for an LSTM or RNN, `b_ih` for a GRU
     /// (whose `b_hn` sits inside `r * (..)`, so b_hh stays in the cell).
     xproj_bias: Tensor,
     /// `[B, 1, gates H]`, and the same as `[B, gates H]` for the matmul.
@@ -158,7 +160,7 @@ fn check_same_device(ctx: &Context, name: &str, tensor: &Tensor) -> Result<()> {
 
 impl Generator {
     /// A generator of `streams` independent streams over the model `embedding` ->
-    /// `recurrent` (LSTM or GRU, unidirectional, any number of layers; dropout is off at
+    /// `recurrent` (LSTM, GRU or RNN, unidirectional, any number of layers; dropout is off at
     /// inference) -> `fc`, whose parameters live in `store`. The weights are shared with
     /// the store, not copied (call [`Generator::refresh_weights`] after changing them).
     /// Every stream starts with zero state and token 0. `ctx` is the context the
@@ -179,9 +181,7 @@ impl Generator {
         let gates = match config.kind {
             CellKind::Lstm => 4,
             CellKind::Gru => 3,
-            CellKind::Rnn(_) => {
-                return Err(Error::invalid("generator: only LSTM and GRU stacks are supported"));
-            }
+            CellKind::Rnn(_) => 1,
         };
         if config.bidirectional {
             return Err(Error::invalid(
@@ -277,14 +277,38 @@ impl Generator {
         Ok(generator)
     }
 
-    /// Folds the biases of the input projections (`b_ih + b_hh` for an LSTM, `b_ih`
-    /// for a GRU) in an encoder of its own, submitted at once. A context encoder, so that
+    /// [`Generator::new`] over one of the chapter's character models
+    /// ([`RecurrentModel::char_rnn`], [`RecurrentModel::char_level_rnn`], or any
+    /// [`RecurrentModel`] with an embedding and a per-step readout), e.g. loaded from a
+    /// PyTorch state dict.
+    pub fn from_model(
+        ctx: &Context,
+        store: &ParamStore,
+        model: &RecurrentModel,
+        streams: usize,
+        sampling: Sampling,
+    ) -> Result<Generator> {
+        let Some(embedding) = &model.embedding else {
+            return Err(Error::invalid(
+                "generator: the model has no embedding (it reads features, not tokens)",
+            ));
+        };
+        if !matches!(model.readout, Readout::PerStep) {
+            return Err(Error::invalid(
+                "generator: the model's head does not read every step (a classifier, not a character model)",
+            ));
+        }
+        Self::new(ctx, store, embedding, &model.rnn, &model.fc, streams, sampling)
+    }
+
+    /// Folds the biases of the input projections (`b_ih + b_hh` for an LSTM or RNN,
+    /// `b_ih` for a GRU) in an encoder of its own, submitted at once. A context encoder, so that
     /// threads sharing the context stay safe; its submission recycles the uniform space
     /// of finished work, hence "between frames" in the callers' docs.
     fn write_biases(&self) -> Result<()> {
         let mut encoder = self.ctx.create_encoder();
         for layer in &self.layers {
-            if self.kind == CellKind::Lstm {
+            if self.kind != CellKind::Gru {
                 add_forward(&self.ctx, &mut encoder, &layer.b_ih, &layer.b_hh, &layer.xproj_bias)?;
             } else {
                 encoder.copy_buffer_to_buffer(
@@ -353,8 +377,8 @@ impl Generator {
                 Some(&layer.xproj_bias),
                 &layer.xproj_2d,
             )?;
-            match &layer.c {
-                Some(c) => lstm_cell_forward(
+            match (&layer.c, self.kind) {
+                (Some(c), _) => lstm_cell_forward(
                     ctx,
                     encoder,
                     &LstmForward {
@@ -368,7 +392,7 @@ impl Generator {
                     },
                     0,
                 )?,
-                None => gru_cell_forward(
+                (None, CellKind::Gru) => gru_cell_forward(
                     ctx,
                     encoder,
                     &GruForward {
@@ -379,6 +403,22 @@ impl Generator {
                         h_states: &layer.h[p],
                         gates: &layer.gates,
                         output: &layer.output,
+                    },
+                    0,
+                )?,
+                (None, kind) => rnn_cell_forward(
+                    ctx,
+                    encoder,
+                    &RnnForward {
+                        xproj: &layer.xproj,
+                        w_hh: &layer.w_hh,
+                        lengths: None,
+                        h_states: &layer.h[p],
+                        output: &layer.output,
+                        nonlinearity: match kind {
+                            CellKind::Rnn(nonlinearity) => nonlinearity,
+                            _ => return Err(Error::invalid("generator: unexpected cell kind")),
+                        },
                     },
                     0,
                 )?,
