@@ -1,5 +1,5 @@
 //! A tiny "game" that owns its wgpu device, queue and frame loop, and lets tsumugi in:
-//! a char-LSTM (trained for a few seconds at start-up on the game's own device, or
+//! a char-LSTM (the chapter's CharLevelRNN, trained at start-up on the game's own device, or
 //! loaded with `--checkpoint`) advances every NPC's line by one character per frame,
 //! sampled on the GPU; the game's render pipeline draws the lines and each NPC's output
 //! distribution as a strip of bars, binding the generator's buffers directly. Nothing
@@ -28,7 +28,7 @@ use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::models::RecurrentModel;
 use tsumugi::{Context, Tensor};
 
 /// What the NPCs learn to say.
@@ -134,29 +134,18 @@ fn vocabulary() -> Vec<char> {
 
 struct Model {
     store: ParamStore,
-    embedding: Embedding,
-    lstm: Recurrent,
-    fc: Linear,
+    /// The chapter's `CharLevelRNN` (embedding -> 2-layer `lstm` -> `fc` on every step).
+    net: RecurrentModel,
 }
 
-/// A 2-layer char-LSTM (E = 16, H = `--hidden`) on `ctx`, trained on the corpus (or loaded).
+/// The chapter's 2-layer char-LSTM (`CharLevelRNN`, E = 16, H = `--hidden`) on `ctx`,
+/// trained on the corpus (or loaded).
 fn model(ctx: &Context, args: &Args, chars: &[char]) -> tsumugi::Result<Model> {
     let v = chars.len();
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(7);
-    let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", v, 16, None)?;
-    let config = RecurrentConfig {
-        num_layers: 2,
-        ..RecurrentConfig::new(CellKind::Lstm, 16, args.hidden)
-    };
-    let lstm = Recurrent::new(ctx, &mut store, &mut rng, "lstm", config)?;
-    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", args.hidden, v, true)?;
-    let mut model = Model {
-        store,
-        embedding,
-        lstm,
-        fc,
-    };
+    let net = RecurrentModel::char_level_rnn(ctx, &mut store, &mut rng, v, 16, args.hidden, 2)?;
+    let mut model = Model { store, net };
     if let Some(path) = args.checkpoint.as_deref().filter(|path| path.exists()) {
         let step = tsumugi::io::load_checkpoint(path, &mut model.store)?;
         println!("model: loaded {} (trained {step} steps)", path.display());
@@ -176,7 +165,7 @@ fn train(ctx: &Context, m: &mut Model, steps: u64, chars: &[char], rng: &mut Std
         .chars()
         .map(|c| chars.iter().position(|&x| x == c).unwrap_or(0) as u32)
         .collect();
-    let (batch, window, v) = (32, 16, chars.len());
+    let (batch, window) = (32, 16);
     let start = Instant::now();
     for step in 1..=steps {
         let (mut inputs, mut targets) = (Vec::new(), Vec::new());
@@ -189,10 +178,7 @@ fn train(ctx: &Context, m: &mut Model, steps: u64, chars: &[char], rng: &mut Std
         let targets = Tensor::from_slice(ctx, &targets, &[batch * window])?;
         m.store.zero_grad();
         let mut g = Graph::new(ctx, &mut m.store, true, 0, step);
-        let x = m.embedding.forward(&mut g, &inputs)?;
-        let out = m.lstm.forward(&mut g, x, None)?.output;
-        let logits = m.fc.forward(&mut g, out)?;
-        let logits = g.reshape(logits, &[batch * window, v])?;
+        let logits = m.net.forward(&mut g, &inputs, None)?.logits; // [B * T, V]
         let loss = g.cross_entropy(logits, &targets, &CrossEntropy::default())?;
         let last_loss = g.value(loss).clone();
         g.backward(loss)?;
@@ -292,8 +278,8 @@ impl Game {
         let ctx = Context::from_wgpu(device.clone(), queue.clone());
         let chars = vocabulary();
         let m = model(&ctx, args, &chars).map_err(|e| e.to_string())?;
-        let mut generator = Generator::new(&ctx, &m.store, &m.embedding, &m.lstm, &m.fc, args.npcs, args.sampling)
-            .map_err(|e| e.to_string())?;
+        let mut generator =
+            Generator::from_model(&ctx, &m.store, &m.net, args.npcs, args.sampling).map_err(|e| e.to_string())?;
         let charmap: Vec<u32> = chars.iter().map(|&c| c as u32).collect();
         let layout = Layout::new(args.npcs, chars.len(), 40, 3, 24);
         let renderer = Renderer::new(
