@@ -355,6 +355,12 @@ fn generator_rejects_bad_arguments_with_clear_errors() {
         Generator::new(ctx, &m.store, &m.embedding, rnn, &m.fc, streams, Sampling::default())
     };
     invalid(new(0, &m.rnn).unwrap_err(), "streams");
+    // The modules of one store with another store's (empty) parameters.
+    let empty = ParamStore::new();
+    invalid(
+        Generator::new(ctx, &empty, &m.embedding, &m.rnn, &m.fc, 1, Sampling::default()).unwrap_err(),
+        "not a parameter of this store",
+    );
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(0);
     let bidirectional = RecurrentConfig {

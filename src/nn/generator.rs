@@ -67,7 +67,7 @@
 //! }
 //! ```
 
-use crate::graph::ParamStore;
+use crate::graph::{ParamId, ParamStore};
 use crate::kernels::elementwise::add_forward;
 use crate::kernels::embedding::{embedding_forward, upload_ids};
 use crate::kernels::gru_cell::{gru_cell_forward, GruForward};
@@ -148,6 +148,16 @@ impl std::fmt::Debug for Generator {
     }
 }
 
+/// The value of parameter `id` of `store` on `ctx`'s device, or `Err(InvalidArgument)`
+/// naming it (an id of another store, a tensor of another device).
+fn param(ctx: &Context, store: &ParamStore, id: ParamId, name: &str) -> Result<Tensor> {
+    let tensor = store
+        .get(id)
+        .ok_or_else(|| Error::invalid(format!("generator: {name} is not a parameter of this store")))?;
+    check_same_device(ctx, name, tensor)?;
+    Ok(tensor.clone())
+}
+
 /// `Err(InvalidArgument)` unless `tensor` lives on `ctx`'s device.
 fn check_same_device(ctx: &Context, name: &str, tensor: &Tensor) -> Result<()> {
     if !tensor.context().same_device(ctx) {
@@ -191,8 +201,7 @@ impl Generator {
         if streams == 0 {
             return Err(Error::invalid("generator: streams must be >= 1"));
         }
-        let table = store.value(embedding.weight).clone();
-        check_same_device(ctx, "embedding", &table)?;
+        let table = param(ctx, store, embedding.weight, "embedding.weight")?;
         let [vocab, embed] = table.shape()[..] else {
             return Err(Error::shape("generator: embedding.weight", "[V, E]", table.shape()));
         };
@@ -204,10 +213,9 @@ impl Generator {
             ));
         }
         let hidden = config.hidden_size;
-        let fc_weight = store.value(fc.weight).clone();
+        let fc_weight = param(ctx, store, fc.weight, "fc.weight")?;
         fc_weight.check_shape("generator: fc.weight", &[vocab, hidden])?;
-        check_same_device(ctx, "fc.weight", &fc_weight)?;
-        let fc_bias = fc.bias.map(|b| store.value(b).clone());
+        let fc_bias = fc.bias.map(|b| param(ctx, store, b, "fc.bias")).transpose()?;
         if let Some(bias) = &fc_bias {
             bias.check_shape("generator: fc.bias", &[vocab])?;
         }
@@ -216,16 +224,18 @@ impl Generator {
         let f32_tensor = |shape: &[usize]| Tensor::zeros(ctx, shape, DType::F32);
         let mut layers = Vec::with_capacity(config.num_layers);
         for layer in 0..config.num_layers {
-            let [w_ih, w_hh, b_ih, b_hh] = recurrent
+            let ids = recurrent
                 .layer_params(layer, 0)
-                .ok_or_else(|| Error::invalid(format!("generator: the stack has no layer {layer}")))?
-                .map(|id| store.value(id).clone());
+                .ok_or_else(|| Error::invalid(format!("generator: the stack has no layer {layer}")))?;
+            let [w_ih, w_hh, b_ih, b_hh] = [
+                param(ctx, store, ids[0], "weight_ih")?,
+                param(ctx, store, ids[1], "weight_hh")?,
+                param(ctx, store, ids[2], "bias_ih")?,
+                param(ctx, store, ids[3], "bias_hh")?,
+            ];
             let inputs = if layer == 0 { embed } else { hidden };
             w_ih.check_shape("generator: weight_ih", &[gates * hidden, inputs])?;
             w_hh.check_shape("generator: weight_hh", &[gates * hidden, hidden])?;
-            for tensor in [&w_ih, &w_hh, &b_ih, &b_hh] {
-                check_same_device(ctx, "a recurrent weight", tensor)?;
-            }
             let xproj = f32_tensor(&[b, 1, gates * hidden])?;
             let output = f32_tensor(&[b, 1, hidden])?;
             let state = || -> Result<[Tensor; 2]> { Ok([f32_tensor(&[b, 2, hidden])?, f32_tensor(&[b, 2, hidden])?]) };
