@@ -104,6 +104,13 @@ fn sample_tokens_matches_reference_n5_v1000_top_k_1_is_argmax() {
     assert_eq!(tokens, argmax, "top_k = 1 is greedy");
 }
 
+/// Close to the CPU adapters' loop budget (35 rounds over chunks of 1250 at 8
+/// invocations per row): still complete, not cut short.
+#[test]
+fn sample_tokens_matches_reference_n1_v10000_top_k_35_near_the_loop_budget() {
+    check_case(1, 10_000, 1.0, Some(35), 9);
+}
+
 #[test]
 fn sample_tokens_matches_reference_n2_v1000_all_tokens() {
     check_case(2, 1000, 1.3, None, 8);
@@ -221,4 +228,26 @@ fn sample_tokens_rejects_bad_arguments_with_clear_errors() {
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     let err = call(Sampling::default(), &probs, &probs).unwrap_err();
     assert!(matches!(err, Error::DType { .. }), "{err}");
+}
+
+/// On a CPU adapter (lavapipe, llvmpipe), whose loops stop silently past a budget, a
+/// top-k too large for it is Error::DeviceLimit before anything is encoded, never a
+/// truncated draw.
+#[test]
+fn sample_tokens_past_the_cpu_loop_budget_is_a_device_limit_error_v200000_k1000() {
+    let ctx = ctx();
+    if ctx.adapter().device_type != wgpu::DeviceType::Cpu {
+        return;
+    }
+    let (n, v) = (1, 200_000);
+    let logits = Tensor::zeros(ctx, &[n, v], DType::F32).unwrap();
+    let probs = Tensor::zeros(ctx, &[n, v], DType::F32).unwrap();
+    let tokens = Tensor::zeros(ctx, &[n], DType::U32).unwrap();
+    let op = Sampling {
+        top_k: Some(1000),
+        ..Sampling::default()
+    };
+    let mut encoder = ctx.create_encoder();
+    let err = sample_tokens(ctx, &mut encoder, &op, 0, &logits, &probs, &tokens).unwrap_err();
+    assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
 }
