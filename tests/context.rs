@@ -11,6 +11,8 @@ use tsumugi::{AdapterOptions, Context, DType, Error, Tensor};
 #[test]
 fn context_reports_the_adapter_it_chose() {
     let ctx = ctx();
+    // Context::new made a device, and counted it (tests/game.rs relies on the count).
+    assert!(tsumugi::gpu::devices_created() >= 1);
     let adapter = ctx.adapter();
     assert!(!adapter.name.is_empty());
     let line = adapter.to_string();

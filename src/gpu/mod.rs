@@ -12,13 +12,14 @@ mod pool;
 
 use std::future::Future;
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
 pub use pipeline::{shader_families, ShaderFamily};
 pub(crate) use pipeline::{
     Access, KernelSpec, ATTENTION, BEAM, CROSS_ENTROPY, ELEMENTWISE, EMBEDDING, GRU_CELL, LSTM_CELL, MATMUL, OPTIM,
-    RNN_CELL, SEQUENCE,
+    RNN_CELL, SAMPLING, SEQUENCE,
 };
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};
@@ -35,6 +36,15 @@ pub(crate) fn poll_ready<F: Future>(future: F) -> Option<F::Output> {
         std::task::Poll::Ready(output) => Some(output),
         std::task::Poll::Pending => None,
     }
+}
+
+/// Devices created by [`Context::new_async`] (and so [`Context::new`]) in this process.
+static DEVICES_CREATED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many wgpu devices tsumugi has created in this process; a context made by
+/// [`Context::from_wgpu`] creates none, which a host (or a test) can check with this.
+pub fn devices_created() -> usize {
+    DEVICES_CREATED.load(Ordering::SeqCst)
 }
 
 /// A handle to a device and everything tsumugi keeps per device. Cheap to clone.
@@ -104,6 +114,7 @@ impl Context {
             .map_err(|err| Error::RequestDevice {
                 reason: err.to_string(),
             })?;
+        DEVICES_CREATED.fetch_add(1, Ordering::SeqCst);
         let lost = Arc::new(Mutex::new(None));
         let lost_in_callback = lost.clone();
         device.set_device_lost_callback(move |reason, message| {

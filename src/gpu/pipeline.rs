@@ -95,6 +95,12 @@ pub(crate) const BEAM: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/beam.wgsl"),
 };
 
+/// Softmax with temperature, top-k and a seeded draw per row (a game's generator).
+pub(crate) const SAMPLING: ShaderFamily = ShaderFamily {
+    name: "sampling",
+    source: include_str!("../../shaders/sampling.wgsl"),
+};
+
 /// Every family, so a test can validate them all without an adapter.
 pub fn shader_families() -> &'static [ShaderFamily] {
     &[
@@ -109,6 +115,7 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         ELEMENTWISE,
         SEQUENCE,
         BEAM,
+        SAMPLING,
     ]
 }
 

@@ -85,6 +85,12 @@ impl ParamStore {
         &self.params[id.0].value
     }
 
+    /// The value of `id`, or None when this store holds no such parameter (an id from
+    /// another store).
+    pub(crate) fn get(&self, id: ParamId) -> Option<&Tensor> {
+        self.params.get(id.0).map(|p| &p.value)
+    }
+
     /// The parameter's gradient, if a backward pass wrote one since `zero_grad`.
     pub fn grad(&self, id: ParamId) -> Option<&Tensor> {
         let p = &self.params[id.0];

@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod optim;
 pub mod recurrent;
 pub mod rnn_cell;
+pub mod sampling;
 pub mod sequence;
 
 use crate::gpu::Context;

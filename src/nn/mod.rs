@@ -3,6 +3,7 @@
 //! [`ParamStore`] under `{prefix}.{name}` (the state-dict names) and adds its ops to a
 //! [`Graph`] in `forward`. One `StdRng`, seeded once, initialises a whole model.
 
+pub mod generator;
 pub mod models;
 pub mod seq2seq;
 
@@ -275,6 +276,17 @@ impl Recurrent {
             layers.push(per_direction);
         }
         Ok(Recurrent { config, layers })
+    }
+
+    /// The constructor arguments.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// `[weight_ih, weight_hh, bias_ih, bias_hh]` of `layer` in `direction` (0 forward,
+    /// 1 reverse), or `None` past the stack.
+    pub fn layer_params(&self, layer: usize, direction: usize) -> Option<[ParamId; 4]> {
+        self.layers.get(layer)?.get(direction).copied()
     }
 
     /// Runs every layer over `x` `[B, T, I]` with optional per-row lengths and zero

@@ -13,4 +13,5 @@ pub mod lstm_cell;
 pub mod matmul;
 pub mod optim;
 pub mod rnn_cell;
+pub mod sampling;
 pub mod sequence;
