@@ -669,3 +669,41 @@ fn graph_stack_concatenates_rows_and_splits_the_gradient() {
         );
     }
 }
+
+/// Ids made on the GPU (not checked by `upload_ids`) that are out of range look up a
+/// zero row, and the step's shared counter says how many there were.
+#[test]
+fn out_of_range_gpu_ids_are_counted_per_step() {
+    let ctx = common::ctx();
+    let mut store = ParamStore::new();
+    let table: Vec<f32> = (0..5 * 3).map(|i| i as f32 + 1.0).collect();
+    let weight = store
+        .add(
+            "embedding.weight",
+            Tensor::from_slice(ctx, &table, &[5, 3]).unwrap(),
+            true,
+        )
+        .unwrap();
+    // Made as a plain tensor, as an argmax or a sampled token would be.
+    let bad = Tensor::from_slice(ctx, &[1u32, 7, 4, 9], &[4]).unwrap();
+    let good = Tensor::from_slice(ctx, &[0u32, 2], &[2]).unwrap();
+    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    assert!(g.id_errors().is_none());
+    let w = g.param(weight);
+    let looked_up = g.embedding(&bad, w, None).unwrap();
+    g.embedding(&good, w, None).unwrap();
+    let rows = g.value(looked_up).clone();
+    let errors = g.id_errors().unwrap().clone();
+    g.submit();
+    assert_eq!(errors.to_vec::<u32>().unwrap(), vec![2]);
+    let rows = rows.to_vec::<f32>().unwrap();
+    assert_eq!(&rows[3..6], &[0.0, 0.0, 0.0], "id 7 reads a zero row");
+    assert_eq!(&rows[0..3], &table[3..6]);
+    // A step with good ids only counts nothing.
+    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let w = g.param(weight);
+    g.embedding(&good, w, None).unwrap();
+    let errors = g.id_errors().unwrap().clone();
+    g.submit();
+    assert_eq!(errors.to_vec::<u32>().unwrap(), vec![0]);
+}
