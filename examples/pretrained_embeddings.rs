@@ -294,7 +294,7 @@ fn run(args: &Args) -> AnyResult<()> {
     let (y_low, y_high) = plot(&args.out, &outcomes, 20)?;
     let steps = outcomes.first().map_or(0, |o| o.losses.len());
     println!(
-        "\nloss curves: {} (x: step 1..{steps}, epoch boundaries as grey vertical lines; y: loss {y_low:.1}..{y_high:.1}, \
+        "\nloss curves: {} (x: step 1..{steps}, a black frame, epoch boundaries as grey vertical lines; y: loss {y_low:.1}..{y_high:.1}, \
          grey lines every 0.1; {})",
         args.out.display(),
         outcomes
@@ -358,6 +358,13 @@ fn plot(path: &Path, outcomes: &[Outcome], window: usize) -> AnyResult<(f32, f32
                 .draw_series(LineSeries::new([(x, low), (x, high)], grey))
                 .map_err(|e| plot_error(&e))?;
         }
+        chart
+            .plotting_area()
+            .draw(&Rectangle::new(
+                [(1.0, low), (steps as f32, high)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| plot_error(&e))?;
         for (outcome, curve) in outcomes.iter().zip(&curves) {
             let points = curve
                 .iter()
