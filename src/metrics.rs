@@ -2,7 +2,8 @@
 //! sacreBLEU 2.6.0 in `tests/metrics.rs`): chrF (character n-grams up to 6, beta 2,
 //! whitespace ignored: sacreBLEU's default `CHRF()`) and BLEU-4 over characters
 //! (`BLEU(tokenize="char")`: exponential smoothing, brevity penalty). Scores are in
-//! 0..=100, one reference per hypothesis.
+//! 0..=100, one reference per hypothesis. For classifiers, a [`ConfusionMatrix`] with
+//! accuracy.
 
 use std::collections::HashMap;
 
@@ -121,4 +122,99 @@ pub fn char_bleu(hypotheses: &[&str], references: &[&str]) -> Result<f64> {
     };
     // Precisions are percentages: the geometric mean is too, so no factor 100 here.
     Ok(brevity * (log_sum / ORDER as f64).exp())
+}
+
+/// Counts of (true class, predicted class) pairs of a classifier, with accuracy and a
+/// printable table (rows: true class, columns: predicted class).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfusionMatrix {
+    classes: usize,
+    /// `[classes, classes]`, row = truth.
+    counts: Vec<usize>,
+}
+
+impl ConfusionMatrix {
+    /// An empty matrix over `classes` classes (at least 1).
+    pub fn new(classes: usize) -> Result<ConfusionMatrix> {
+        if classes == 0 {
+            return Err(Error::invalid("a confusion matrix needs at least one class"));
+        }
+        Ok(ConfusionMatrix {
+            classes,
+            counts: vec![0; classes * classes],
+        })
+    }
+
+    /// Counts one example; a class outside `0..classes` is an error.
+    pub fn add(&mut self, truth: usize, predicted: usize) -> Result<()> {
+        if truth >= self.classes || predicted >= self.classes {
+            return Err(Error::invalid(format!(
+                "confusion matrix: class ({truth}, {predicted}) outside 0..{}",
+                self.classes
+            )));
+        }
+        self.counts[truth * self.classes + predicted] += 1;
+        Ok(())
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Examples of class `truth` predicted as `predicted` (0 outside the classes).
+    pub fn count(&self, truth: usize, predicted: usize) -> usize {
+        if truth >= self.classes || predicted >= self.classes {
+            return 0;
+        }
+        self.counts[truth * self.classes + predicted]
+    }
+
+    /// Examples counted.
+    pub fn total(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    /// The fraction predicted right, in `[0, 1]`; 0 when nothing was counted.
+    pub fn accuracy(&self) -> f64 {
+        let right: usize = (0..self.classes).map(|c| self.count(c, c)).sum();
+        match self.total() {
+            0 => 0.0,
+            total => right as f64 / total as f64,
+        }
+    }
+
+    /// The table with the given class names (numbers where `names` is short): one
+    /// column per predicted class, one row per true class:
+    ///
+    /// ```text
+    ///          pred neg pred pos
+    /// true neg      450       83
+    /// true pos       90      443
+    /// ```
+    pub fn table(&self, names: &[&str]) -> String {
+        let name = |c: usize| names.get(c).map_or_else(|| c.to_string(), |n| n.to_string());
+        let rows: Vec<String> = (0..self.classes).map(|c| format!("true {}", name(c))).collect();
+        let columns: Vec<String> = (0..self.classes).map(|c| format!("pred {}", name(c))).collect();
+        let first = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0);
+        let width = columns
+            .iter()
+            .map(|c| c.chars().count())
+            .chain(self.counts.iter().map(|n| n.to_string().len()))
+            .max()
+            .unwrap_or(1);
+        let mut out = format!("{:first$}", "");
+        for column in &columns {
+            out += &format!(" {column:>width$}");
+        }
+        out.push('\n');
+        for (t, row) in rows.iter().enumerate() {
+            out += &format!("{row:<first$}");
+            for p in 0..self.classes {
+                out += &format!(" {:>width$}", self.count(t, p));
+            }
+            out.push('\n');
+        }
+        out
+    }
 }

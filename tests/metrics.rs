@@ -9,7 +9,7 @@
 //!
 //! with the hypotheses and references of the test.
 
-use tsumugi::metrics::{char_bleu, chrf};
+use tsumugi::metrics::{char_bleu, chrf, ConfusionMatrix};
 
 fn check(name: &str, hyps: &[&str], refs: &[&str], want_chrf: f64, want_bleu: f64) {
     let got_chrf = chrf(hyps, refs).expect("chrF");
@@ -99,4 +99,25 @@ fn metrics_clip_repeated_ngrams_of_a_long_hypothesis() {
 fn metrics_reject_mismatched_corpus_sizes() {
     assert!(chrf(&["a"], &["a", "b"]).is_err());
     assert!(char_bleu(&["a", "b"], &["a"]).is_err());
+}
+
+#[test]
+fn metrics_confusion_matrix_counts_accuracy_and_prints_rows_of_truth() {
+    let mut m = ConfusionMatrix::new(2).expect("two classes");
+    assert_eq!(m.accuracy(), 0.0);
+    for (truth, predicted) in [(0, 0), (0, 0), (0, 1), (1, 1), (1, 0), (1, 1), (1, 1)] {
+        m.add(truth, predicted).expect("classes in range");
+    }
+    assert_eq!(
+        (m.count(0, 0), m.count(0, 1), m.count(1, 0), m.count(1, 1)),
+        (2, 1, 1, 3)
+    );
+    assert_eq!(m.total(), 7);
+    assert!((m.accuracy() - 5.0 / 7.0).abs() < 1e-12);
+    assert_eq!(
+        m.table(&["neg", "pos"]),
+        "         pred neg pred pos\ntrue neg        2        1\ntrue pos        1        3\n"
+    );
+    assert!(m.add(2, 0).is_err());
+    assert!(ConfusionMatrix::new(0).is_err());
 }

@@ -3,7 +3,9 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tsumugi::text::{bucketed_batches, char_tokens, parse_tsv, read_tsv, word_tokens, Example, Seq2SeqBatch, Vocab};
+use tsumugi::text::{
+    bucketed_batches, char_tokens, parse_tsv, read_tsv, word_tokens, Example, Seq2SeqBatch, Vocab, WordVectors,
+};
 use tsumugi::Error;
 
 fn strings(tokens: &[&str]) -> Vec<String> {
@@ -108,4 +110,50 @@ fn text_bucketed_batches_cover_every_example_once_and_group_similar_lengths() {
         assert!(spread <= 4, "{lens:?}");
     }
     assert!(bucketed_batches(&examples, 0, &mut rng).is_err());
+}
+
+#[test]
+fn text_glove_reads_vectors_and_builds_a_table_for_a_vocabulary() {
+    let file = b"the 0.5 -1 2\n, 0 0 0\r\nfilm 1e-1 0.25 -0.75\nthe 9 9 9\n\n";
+    let glove = WordVectors::parse_glove("tiny.txt", file).expect("valid GloVe text");
+    assert_eq!((glove.len(), glove.dim()), (3, 3));
+    assert_eq!(glove.words(), strings(&["the", ",", "film"]));
+    // A repeated word keeps its first vector.
+    assert_eq!(glove.get("the"), Some(&[0.5, -1.0, 2.0][..]));
+    assert_eq!(glove.get("film"), Some(&[0.1, 0.25, -0.75][..]));
+    assert_eq!(glove.get("movie"), None);
+
+    let vocab = Vocab::build([strings(&["film", "movie", "film"])].iter(), 1);
+    let (table, found) = glove.embedding_table(&vocab, || 7.0);
+    assert_eq!((table.len(), found), (vocab.len() * 3, 1));
+    let row = |token: &str| {
+        let id = vocab.id(token) as usize;
+        table[id * 3..id * 3 + 3].to_vec()
+    };
+    assert_eq!(row("film"), [0.1, 0.25, -0.75]);
+    assert_eq!(row("movie"), [7.0; 3]);
+    assert_eq!(row("<pad>"), [7.0; 3]);
+}
+
+#[test]
+fn text_glove_names_the_malformed_line() {
+    for (bytes, needle) in [
+        (&b"a 1 2\nb 1\n"[..], "line 2: \"b\" has 1 values, the first line had 2"),
+        (&b"a 1 2\nb 1 x\n"[..], "line 2: value 2 of \"b\" is \"x\""),
+        (&b"a 1 nan\n"[..], "line 1: value 2 of \"a\""),
+        (&b"a\n"[..], "line 1: \"a\" has no values"),
+        (&b"a 1\n 1\n"[..], "line 2: starts with a space"),
+        (&b"a 1\nb \xff\n"[..], "line 2: not UTF-8"),
+        (&b"\n\n"[..], "no word vectors"),
+    ] {
+        let err = WordVectors::parse_glove("v.txt", bytes).expect_err("malformed");
+        let message = err.to_string();
+        assert!(matches!(err, Error::Format { .. }), "{message}");
+        assert!(
+            message.starts_with("v.txt: ") && message.contains(needle),
+            "{message:?} lacks {needle:?}"
+        );
+    }
+    let missing = WordVectors::read_glove(std::path::Path::new("/no/such/glove.txt")).expect_err("missing");
+    assert!(missing.to_string().contains("/no/such/glove.txt"), "{missing}");
 }

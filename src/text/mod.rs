@@ -1,7 +1,8 @@
 //! Text for sequence-to-sequence models: reading parallel TSV files, tokenisers (words,
 //! characters), vocabularies with special tokens, and length-bucketed padded batches laid
-//! out the way [`crate::nn::seq2seq::Seq2Seq`] consumes them. Everything here is host-side
-//! and needs no GPU.
+//! out the way [`crate::nn::seq2seq::Seq2Seq`] consumes them, and pretrained word
+//! vectors in GloVe's text format ([`WordVectors`]) with the embedding table they give a
+//! vocabulary. Everything here is host-side and needs no GPU.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -363,4 +364,150 @@ pub fn bucketed_batches(examples: &[Example], batch_size: usize, rng: &mut impl 
     let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
     batches.shuffle(rng);
     Ok(batches)
+}
+
+/// Pretrained word vectors in GloVe's text format: one `word v1 .. vE` line per word,
+/// fields separated by spaces, no header. Every line must have as many values as the
+/// first; a word seen twice keeps its first vector (as `gensim` does).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WordVectors {
+    dim: usize,
+    words: Vec<String>,
+    /// `[N, E]` row-major, row i for `words[i]`.
+    vectors: Vec<f32>,
+    index: HashMap<String, usize>,
+}
+
+impl WordVectors {
+    /// Reads a GloVe text file. A missing file is `Error::Io` naming the path; a line
+    /// that is not UTF-8, has the wrong number of values or a value that is not a finite
+    /// number is `Error::Format` naming the file and the line.
+    pub fn read_glove(path: &Path) -> Result<WordVectors> {
+        let bytes = std::fs::read(path).map_err(|err| {
+            Error::Io(std::io::Error::new(
+                err.kind(),
+                format!("cannot read {}: {err}", path.display()),
+            ))
+        })?;
+        Self::parse_glove(&path.display().to_string(), &bytes)
+    }
+
+    /// [`WordVectors::read_glove`] on bytes already in memory; `name` names them in errors.
+    pub fn parse_glove(name: &str, bytes: &[u8]) -> Result<WordVectors> {
+        let format = |line: usize, message: String| Error::Format {
+            source_name: name.to_string(),
+            message: format!("line {line}: {message}"),
+        };
+        let mut vectors = WordVectors {
+            dim: 0,
+            words: Vec::new(),
+            vectors: Vec::new(),
+            index: HashMap::new(),
+        };
+        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let line = i + 1;
+            let text = std::str::from_utf8(raw)
+                .map_err(|err| format(line, format!("not UTF-8 (byte {} of the line)", err.valid_up_to())))?;
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            if text.trim().is_empty() {
+                continue;
+            }
+            let mut fields = text.split(' ');
+            let word = fields.next().unwrap_or_default();
+            if word.is_empty() {
+                return Err(format(line, "starts with a space: expected `word v1 .. vE`".into()));
+            }
+            let start = vectors.vectors.len();
+            for (k, field) in fields.enumerate() {
+                match field.parse::<f32>() {
+                    Ok(v) if v.is_finite() => vectors.vectors.push(v),
+                    _ => {
+                        return Err(format(
+                            line,
+                            format!("value {} of {word:?} is {field:?}, not a finite number", k + 1),
+                        ))
+                    }
+                }
+            }
+            let values = vectors.vectors.len() - start;
+            if vectors.words.is_empty() {
+                if values == 0 {
+                    return Err(format(line, format!("{word:?} has no values")));
+                }
+                vectors.dim = values;
+            } else if values != vectors.dim {
+                return Err(format(
+                    line,
+                    format!("{word:?} has {values} values, the first line had {}", vectors.dim),
+                ));
+            }
+            if vectors.index.contains_key(word) {
+                vectors.vectors.truncate(start);
+                continue;
+            }
+            vectors.index.insert(word.to_string(), vectors.words.len());
+            vectors.words.push(word.to_string());
+        }
+        if vectors.words.is_empty() {
+            return Err(Error::Format {
+                source_name: name.to_string(),
+                message: "no word vectors".into(),
+            });
+        }
+        Ok(vectors)
+    }
+
+    /// E, the values per word.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Never true: a file without vectors is an error.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// The words in file order.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
+    /// The vector of `word`, if it has one.
+    pub fn get(&self, word: &str) -> Option<&[f32]> {
+        let i = *self.index.get(word)?;
+        Some(&self.vectors[i * self.dim..(i + 1) * self.dim])
+    }
+
+    /// The standard deviation of all values (the top 5,000 words of GloVe 6B 50d: 0.72), a scale for the
+    /// random rows of words without a vector.
+    pub fn std(&self) -> f32 {
+        let n = self.vectors.len() as f64;
+        let mean = self.vectors.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = self.vectors.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        var.sqrt() as f32
+    }
+
+    /// An embedding table `[V, E]` for `vocab`, row-major: a token's vector where it has
+    /// one, otherwise E draws of `missing()` (the special tokens always draw). Returns the
+    /// table and how many of the vocabulary's non-special tokens had a vector.
+    pub fn embedding_table(&self, vocab: &Vocab, mut missing: impl FnMut() -> f32) -> (Vec<f32>, usize) {
+        let mut table = Vec::with_capacity(vocab.len() * self.dim);
+        let mut found = 0;
+        for id in 0..vocab.len() as u32 {
+            let token = vocab.token(id);
+            match self.get(token).filter(|_| id > Vocab::UNK_ID) {
+                Some(vector) => {
+                    table.extend_from_slice(vector);
+                    found += 1;
+                }
+                None => table.extend((0..self.dim).map(|_| missing())),
+            }
+        }
+        (table, found)
+    }
 }
