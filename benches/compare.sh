@@ -56,7 +56,8 @@ WORKLOADS = [
 ]
 
 def ms(text):
-    m = re.search(r"([0-9.]+) (ms|us)( per iteration)?", text)
+    # tsumugi: "... 12.3 ms per iteration"; the peers: "median   12.3 ms (min ...".
+    m = re.search(r"([0-9.]+) (ms|us) per iteration", text) or re.search(r"median\s+([0-9.]+) (ms|us)", text)
     if not m:
         return None
     return float(m.group(1)) / (1000.0 if m.group(2) == "us" else 1.0)
@@ -73,7 +74,7 @@ def medians(peer, column):
                 # Burn prefixes "tag | name"; the tsumugi lines start with the bench id.
                 body = line.split(" | ", 1)[-1]
                 if re.search(patterns[column], body):
-                    t = ms(body.split("median", 1)[-1] if "median" in body else body)
+                    t = ms(body)
                     if t is not None:
                         found.setdefault(key, []).append(t)
                     break
