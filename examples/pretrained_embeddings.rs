@@ -20,6 +20,8 @@
 
 mod sentiment_common;
 
+#[path = "cli/mod.rs"]
+mod cli;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -117,21 +119,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{HELP}");
-            return;
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(&args) {
-        eprintln!("error: {err}");
-        std::process::exit(1);
-    }
+    cli::run_main(HELP, parse_args, run);
 }
 
 /// A draw of N(0, 1) by Box-Muller.

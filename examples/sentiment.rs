@@ -13,6 +13,8 @@
 
 mod sentiment_common;
 
+#[path = "cli/mod.rs"]
+mod cli;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -132,21 +134,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{HELP}");
-            return;
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(&args) {
-        eprintln!("error: {err}");
-        std::process::exit(1);
-    }
+    cli::run_main(HELP, parse_args, run);
 }
 
 fn model_files(args: &Args) -> (PathBuf, PathBuf, PathBuf) {

@@ -1,0 +1,28 @@
+//! What the examples' `main` functions share: parse the flags, print the help, run, and
+//! turn a bad flag or a failed run into a message and an exit code instead of a panic.
+
+use std::fmt::Display;
+
+/// Parses with `parse` (`Ok(None)`: `--help` was asked for, so `help` is printed), then
+/// runs. Exits with 2 and the message for bad flags, 1 and the error for a failed run.
+pub fn run_main<A, P: Display, E: Display>(
+    help: &str,
+    parse: impl FnOnce() -> Result<Option<A>, P>,
+    run: impl FnOnce(&A) -> Result<(), E>,
+) {
+    let args = match parse() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{help}");
+            return;
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = run(&args) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
