@@ -401,38 +401,14 @@ impl Seq2Seq {
         teacher_forcing: f64,
         rng: &mut StdRng,
     ) -> Result<Var> {
-        if !(0.0..=1.0).contains(&teacher_forcing) {
-            return Err(Error::invalid(format!(
-                "seq2seq: the teacher-forcing ratio must be in [0, 1], got {teacher_forcing}"
-            )));
+        let batch = tgt_inputs.first().and_then(|t| t.shape().first()).copied().unwrap_or(0);
+        let steps = self.teacher_forced_steps(g, src, src_lengths, tgt_inputs, teacher_forcing, rng, true)?;
+        // Each step's [B, V] appended along the last axis: [B, T * V], rows in (b, t) order
+        // once viewed as [B * T, V].
+        let mut all = steps[0];
+        for &logits in &steps[1..] {
+            all = g.concat(all, logits)?;
         }
-        let first = tgt_inputs
-            .first()
-            .ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
-        let batch = first.shape().first().copied().unwrap_or(0);
-        let (values, h, c) = self.encoder.forward(g, src, src_lengths)?;
-        let memory = match &self.decoder.attention {
-            Some(attention) => Some(attention.memory(g, values)?),
-            None => None,
-        };
-        let mut state = (h, c);
-        let mut ids = first.clone();
-        let mut all: Option<Var> = None;
-        for (t, reference) in tgt_inputs.iter().enumerate() {
-            if t > 0 && rng.random_bool(teacher_forcing) {
-                ids = reference.clone();
-            }
-            let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
-            state = step.state;
-            if t + 1 < tgt_inputs.len() {
-                ids = g.argmax(step.logits)?.reshape(&[batch, 1])?;
-            }
-            all = Some(match all {
-                None => step.logits,
-                Some(before) => g.concat(before, step.logits)?,
-            });
-        }
-        let all = all.ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
         let vocab = g.value(all).shape()[1] / tgt_inputs.len();
         g.reshape(all, &[batch * tgt_inputs.len(), vocab])
     }
@@ -453,6 +429,51 @@ impl Seq2Seq {
         teacher_forcing: f64,
         rng: &mut StdRng,
     ) -> Result<Var> {
+        // Under full teacher forcing no step needs its logits: the states are stacked and
+        // `decoder.fc` runs once over all T * B rows.
+        let always_forced = teacher_forcing >= 1.0;
+        let steps = self.teacher_forced_steps(g, src, src_lengths, tgt_inputs, teacher_forcing, rng, !always_forced)?;
+        let stacked = g.stack(&steps)?;
+        if always_forced {
+            self.decoder.fc.forward(g, stacked)
+        } else {
+            Ok(stacked)
+        }
+    }
+
+    /// The encoder, and the attention's memory of its outputs: what every decoding starts
+    /// from. Returns the memory and the encoder's final (h, c).
+    fn encode(
+        &self,
+        g: &mut Graph<'_>,
+        src: &Tensor,
+        src_lengths: Option<&Lengths>,
+    ) -> Result<(Option<Memory>, (Var, Var))> {
+        let (values, h, c) = self.encoder.forward(g, src, src_lengths)?;
+        let memory = match &self.decoder.attention {
+            Some(attention) => Some(attention.memory(g, values)?),
+            None => None,
+        };
+        Ok((memory, (h, c)))
+    }
+
+    /// The decoder over `tgt_inputs` (one `[B, 1]` id tensor per step, `<sos>` first) with
+    /// teacher forcing: before each step after the first, one draw from `rng` decides
+    /// whether the reference token or the previous step's argmax goes in. The argmax is
+    /// only computed for a step that uses it. Returns each step's logits `[B, V]` when
+    /// `logits` is set, else each step's new hidden state `[B, H]` (then every step must
+    /// be forced, as no argmax can be taken).
+    #[allow(clippy::too_many_arguments)]
+    fn teacher_forced_steps(
+        &self,
+        g: &mut Graph<'_>,
+        src: &Tensor,
+        src_lengths: Option<&Lengths>,
+        tgt_inputs: &[Tensor],
+        teacher_forcing: f64,
+        rng: &mut StdRng,
+        logits: bool,
+    ) -> Result<Vec<Var>> {
         if !(0.0..=1.0).contains(&teacher_forcing) {
             return Err(Error::invalid(format!(
                 "seq2seq: the teacher-forcing ratio must be in [0, 1], got {teacher_forcing}"
@@ -462,38 +483,34 @@ impl Seq2Seq {
             .first()
             .ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
         let batch = first.shape().first().copied().unwrap_or(0);
-        let (values, h, c) = self.encoder.forward(g, src, src_lengths)?;
-        let memory = match &self.decoder.attention {
-            Some(attention) => Some(attention.memory(g, values)?),
-            None => None,
-        };
-        let mut state = (h, c);
+        let (memory, mut state) = self.encode(g, src, src_lengths)?;
         let mut ids = first.clone();
         let mut rows = Vec::with_capacity(tgt_inputs.len());
-        let always_forced = teacher_forcing >= 1.0;
-        for (t, reference) in tgt_inputs.iter().enumerate() {
-            if t > 0 && rng.random_bool(teacher_forcing) {
-                ids = reference.clone();
-            }
-            if always_forced {
-                let (next, _) = self.decoder.step_state(g, &ids, state, memory.as_ref(), src_lengths)?;
-                state = next;
-                rows.push(state.0);
-            } else {
+        for t in 0..tgt_inputs.len() {
+            // The draw for step t + 1, made before it so an unused argmax is skipped; the
+            // draws come in the same order as drawing at the start of each step.
+            let next_forced = t + 1 < tgt_inputs.len() && rng.random_bool(teacher_forcing);
+            if logits {
                 let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
                 state = step.state;
-                if t + 1 < tgt_inputs.len() {
+                if t + 1 < tgt_inputs.len() && !next_forced {
                     ids = g.argmax(step.logits)?.reshape(&[batch, 1])?;
                 }
                 rows.push(step.logits);
+            } else {
+                let (next, _) = self.decoder.step_state(g, &ids, state, memory.as_ref(), src_lengths)?;
+                state = next;
+                rows.push(state.0);
+            }
+            if next_forced {
+                ids = tgt_inputs[t + 1].clone();
+            } else if !logits && t + 1 < tgt_inputs.len() {
+                return Err(Error::invalid(
+                    "seq2seq: a step that is not teacher-forced needs logits",
+                ));
             }
         }
-        let stacked = g.stack(&rows)?;
-        if always_forced {
-            self.decoder.fc.forward(g, stacked)
-        } else {
-            Ok(stacked)
-        }
+        Ok(rows)
     }
 
     /// Greedy decoding from `<sos>` ids `[B, 1]` for `max_len` steps: the chosen ids of each
@@ -507,12 +524,8 @@ impl Seq2Seq {
         max_len: usize,
     ) -> Result<(Vec<Tensor>, Vec<Var>)> {
         let batch = sos.shape().first().copied().unwrap_or(0);
-        let (values, h, c) = self.encoder.forward(g, src, src_lengths)?;
-        let memory = match &self.decoder.attention {
-            Some(attention) => Some(attention.memory(g, values)?),
-            None => None,
-        };
-        let (mut state, mut ids) = ((h, c), sos.clone());
+        let (memory, mut state) = self.encode(g, src, src_lengths)?;
+        let mut ids = sos.clone();
         let (mut chosen, mut weights) = (Vec::with_capacity(max_len), Vec::new());
         for _ in 0..max_len {
             let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
@@ -568,11 +581,7 @@ impl Seq2Seq {
         }
         let rows = batch * beam;
         let mut g = Graph::new(ctx, store, false, 0, 0);
-        let (values, h, c) = self.encoder.forward(&mut g, src, src_lengths)?;
-        let memory = match &self.decoder.attention {
-            Some(attention) => Some(attention.memory(&mut g, values)?),
-            None => None,
-        };
+        let (memory, (h, c)) = self.encode(&mut g, src, src_lengths)?;
         // Each source's rows repeated K times: gathers by the row ids b repeated K times.
         let repeat: Vec<u32> = (0..batch as u32).flat_map(|b| std::iter::repeat_n(b, beam)).collect();
         let repeat = Tensor::from_slice(ctx, &repeat, &[rows])?;
