@@ -80,11 +80,6 @@ struct Args {
 }
 
 fn parse_args() -> AnyResult<Option<Args>> {
-    fn value<T: std::str::FromStr>(flag: &str, raw: Option<String>) -> AnyResult<T> {
-        let raw = raw.ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
-        raw.parse()
-            .map_err(|_| format!("{flag}: cannot parse {raw:?} (see --help)").into())
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut args = Args {
         steps: 300,
@@ -109,23 +104,23 @@ fn parse_args() -> AnyResult<Option<Args>> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--steps" => args.steps = value(&flag, it.next())?,
-            "--batch" => args.batch = value(&flag, it.next())?,
-            "--seq-len" => args.seq_len = value(&flag, it.next())?,
-            "--embed" => args.embed = value(&flag, it.next())?,
-            "--hidden" => args.hidden = value(&flag, it.next())?,
-            "--layers" => args.layers = value(&flag, it.next())?,
-            "--lr" => args.lr = value(&flag, it.next())?,
-            "--seed" => args.seed = value(&flag, it.next())?,
-            "--log-every" => args.log_every = value(&flag, it.next())?,
-            "--save-every" => args.save_every = value(&flag, it.next())?,
-            "--data" => args.data = value(&flag, it.next())?,
-            "--checkpoint" => args.checkpoint = value(&flag, it.next())?,
+            "--steps" => args.steps = cli::value(&flag, it.next())?,
+            "--batch" => args.batch = cli::value(&flag, it.next())?,
+            "--seq-len" => args.seq_len = cli::value(&flag, it.next())?,
+            "--embed" => args.embed = cli::value(&flag, it.next())?,
+            "--hidden" => args.hidden = cli::value(&flag, it.next())?,
+            "--layers" => args.layers = cli::value(&flag, it.next())?,
+            "--lr" => args.lr = cli::value(&flag, it.next())?,
+            "--seed" => args.seed = cli::value(&flag, it.next())?,
+            "--log-every" => args.log_every = cli::value(&flag, it.next())?,
+            "--save-every" => args.save_every = cli::value(&flag, it.next())?,
+            "--data" => args.data = cli::value(&flag, it.next())?,
+            "--checkpoint" => args.checkpoint = cli::value(&flag, it.next())?,
             "--resume" => args.resume = true,
             "--sample-only" => args.sample_only = true,
-            "--prime" => args.prime = value(&flag, it.next())?,
-            "--length" => args.length = value(&flag, it.next())?,
-            "--temperature" => args.temperature = value(&flag, it.next())?,
+            "--prime" => args.prime = cli::value(&flag, it.next())?,
+            "--length" => args.length = cli::value(&flag, it.next())?,
+            "--temperature" => args.temperature = cli::value(&flag, it.next())?,
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }
     }

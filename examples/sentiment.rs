@@ -74,11 +74,6 @@ struct Args {
 }
 
 fn parse_args() -> AnyResult<Option<Args>> {
-    fn value<T: std::str::FromStr>(flag: &str, raw: Option<String>) -> AnyResult<T> {
-        let raw = raw.ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
-        raw.parse()
-            .map_err(|_| format!("{flag}: cannot parse {raw:?} (see --help)").into())
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut args = Args {
         kind: CellKind::Lstm,
@@ -100,24 +95,24 @@ fn parse_args() -> AnyResult<Option<Args>> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--model" => {
-                args.kind = match value::<String>(&flag, it.next())?.as_str() {
+                args.kind = match cli::value::<String>(&flag, it.next())?.as_str() {
                     "lstm" => CellKind::Lstm,
                     "gru" => CellKind::Gru,
                     other => return Err(format!("--model: expected lstm or gru, got {other:?}").into()),
                 }
             }
-            "--epochs" => args.epochs = value(&flag, it.next())?,
-            "--batch" => args.batch = value(&flag, it.next())?,
-            "--lr" => args.lr = value(&flag, it.next())?,
-            "--embed" => args.embed = value(&flag, it.next())?,
-            "--hidden" => args.hidden = value(&flag, it.next())?,
-            "--dropout" => args.dropout = value(&flag, it.next())?,
-            "--min-freq" => args.min_freq = value(&flag, it.next())?,
-            "--seed" => args.seed = value(&flag, it.next())?,
-            "--data" => args.data = value(&flag, it.next())?,
-            "--out" => args.out = value(&flag, it.next())?,
-            "--classify" => args.classify = Some(value(&flag, it.next())?),
-            "--eval" => args.eval = Some(value(&flag, it.next())?),
+            "--epochs" => args.epochs = cli::value(&flag, it.next())?,
+            "--batch" => args.batch = cli::value(&flag, it.next())?,
+            "--lr" => args.lr = cli::value(&flag, it.next())?,
+            "--embed" => args.embed = cli::value(&flag, it.next())?,
+            "--hidden" => args.hidden = cli::value(&flag, it.next())?,
+            "--dropout" => args.dropout = cli::value(&flag, it.next())?,
+            "--min-freq" => args.min_freq = cli::value(&flag, it.next())?,
+            "--seed" => args.seed = cli::value(&flag, it.next())?,
+            "--data" => args.data = cli::value(&flag, it.next())?,
+            "--out" => args.out = cli::value(&flag, it.next())?,
+            "--classify" => args.classify = Some(cli::value(&flag, it.next())?),
+            "--eval" => args.eval = Some(cli::value(&flag, it.next())?),
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }
     }

@@ -116,34 +116,29 @@ impl Default for Args {
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn parse_args() -> AnyResult<Option<Args>> {
-    fn value<T: std::str::FromStr>(flag: &str, raw: Option<String>) -> AnyResult<T> {
-        let raw = raw.ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
-        raw.parse()
-            .map_err(|_| format!("{flag}: cannot parse {raw:?} (see --help)").into())
-    }
     let mut args = Args::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--epochs" => args.epochs = value(&flag, it.next())?,
-            "--batch" => args.batch = value(&flag, it.next())?,
-            "--lr" => args.lr = value(&flag, it.next())?,
-            "--hidden" => args.hidden = value(&flag, it.next())?,
-            "--embed" => args.embed = value(&flag, it.next())?,
-            "--teacher-forcing" => args.teacher_forcing = value(&flag, it.next())?,
-            "--clip" => args.clip = value(&flag, it.next())?,
-            "--min-freq" => args.min_freq = value(&flag, it.next())?,
-            "--max-train" => args.max_train = Some(value(&flag, it.next())?),
-            "--seed" => args.seed = value(&flag, it.next())?,
+            "--epochs" => args.epochs = cli::value(&flag, it.next())?,
+            "--batch" => args.batch = cli::value(&flag, it.next())?,
+            "--lr" => args.lr = cli::value(&flag, it.next())?,
+            "--hidden" => args.hidden = cli::value(&flag, it.next())?,
+            "--embed" => args.embed = cli::value(&flag, it.next())?,
+            "--teacher-forcing" => args.teacher_forcing = cli::value(&flag, it.next())?,
+            "--clip" => args.clip = cli::value(&flag, it.next())?,
+            "--min-freq" => args.min_freq = cli::value(&flag, it.next())?,
+            "--max-train" => args.max_train = Some(cli::value(&flag, it.next())?),
+            "--seed" => args.seed = cli::value(&flag, it.next())?,
             "--full" => args.full = true,
-            "--data" => args.data = value(&flag, it.next())?,
-            "--out" => args.out = value(&flag, it.next())?,
-            "--checkpoint" => args.checkpoint = Some(value(&flag, it.next())?),
+            "--data" => args.data = cli::value(&flag, it.next())?,
+            "--out" => args.out = cli::value(&flag, it.next())?,
+            "--checkpoint" => args.checkpoint = Some(cli::value(&flag, it.next())?),
             "--resume" => args.resume = true,
-            "--eval" => args.eval = Some(value(&flag, it.next())?),
-            "--translate" => args.translate = Some(value(&flag, it.next())?),
-            "--beam" => args.beam = value(&flag, it.next())?,
+            "--eval" => args.eval = Some(cli::value(&flag, it.next())?),
+            "--translate" => args.translate = Some(cli::value(&flag, it.next())?),
+            "--beam" => args.beam = cli::value(&flag, it.next())?,
             "--toy" => args.toy = true,
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }

@@ -26,3 +26,10 @@ pub fn run_main<A, P: Display, E: Display>(
         std::process::exit(1);
     }
 }
+
+/// The value after `flag` parsed as `T`, or a message naming the flag.
+pub fn value<T: std::str::FromStr>(flag: &str, raw: Option<String>) -> Result<T, Box<dyn std::error::Error>> {
+    let raw = raw.ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+    raw.parse()
+        .map_err(|_| format!("{flag}: cannot parse {raw:?} (see --help)").into())
+}
