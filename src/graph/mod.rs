@@ -1050,13 +1050,20 @@ impl<'s> Graph<'s> {
 
     /// A `[B, T+1, H]` state buffer whose slot 0 holds `initial` `[B, H]` (zeros if None).
     fn states_with(&mut self, initial: Option<Var>, batch: usize, steps: usize, hidden: usize) -> Result<Tensor> {
-        let states = Tensor::zeros(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
-        if let Some(h0) = initial {
-            let h0_t = self.value(h0).clone();
-            h0_t.check_shape("recurrent layer: initial state", &[batch, hidden])?;
-            let rest = Tensor::zeros(&self.ctx, &[batch, steps * hidden], DType::F32)?;
-            let rows = states.reshape(&[batch, (steps + 1) * hidden])?;
-            concat_forward(&self.ctx, &mut self.encoder, &h0_t, &rest, &rows)?;
+        // The kernels write slots 1..=T of every row (padded steps carry the state), so
+        // only slot 0 needs a value; zeros are cleared on the GPU inside the step, not
+        // uploaded from the host.
+        let states = Tensor::empty(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
+        match initial {
+            None => self.encoder.clear_buffer(states.buffer(), 0, Some(states.size_in_bytes())),
+            Some(h0) => {
+                let h0_t = self.value(h0).clone();
+                h0_t.check_shape("recurrent layer: initial state", &[batch, hidden])?;
+                let rest = Tensor::empty(&self.ctx, &[batch, steps * hidden], DType::F32)?;
+                self.encoder.clear_buffer(rest.buffer(), 0, Some(rest.size_in_bytes()));
+                let rows = states.reshape(&[batch, (steps + 1) * hidden])?;
+                concat_forward(&self.ctx, &mut self.encoder, &h0_t, &rest, &rows)?;
+            }
         }
         Ok(states)
     }
