@@ -1055,7 +1055,9 @@ impl<'s> Graph<'s> {
         // uploaded from the host.
         let states = Tensor::empty(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
         match initial {
-            None => self.encoder.clear_buffer(states.buffer(), 0, Some(states.size_in_bytes())),
+            None => self
+                .encoder
+                .clear_buffer(states.buffer(), 0, Some(states.size_in_bytes())),
             Some(h0) => {
                 let h0_t = self.value(h0).clone();
                 h0_t.check_shape("recurrent layer: initial state", &[batch, hidden])?;
