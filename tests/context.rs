@@ -170,3 +170,41 @@ fn tensor_read_is_asynchronous_and_completes_when_the_device_is_polled() {
     }
     assert_eq!(value.expect("the read completed"), vec![3.0, 1.0, 4.0, 1.0, 5.0]);
 }
+
+/// Profiling times each dispatch per (kernel, workgroup grid); without the device
+/// feature it is a clear error, and finishing a profile never started is one too.
+#[test]
+fn profiling_times_each_kernel_or_says_why_not() {
+    // A context of its own: the profile is per context, and other tests share `ctx()`.
+    let ctx = Context::new().expect("context");
+    assert!(ctx.finish_profiling().is_err(), "finish without start");
+    if !ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        let err = ctx.start_profiling().expect_err("no timestamp queries");
+        assert!(err.to_string().contains("TIMESTAMP_QUERY"), "{err}");
+        return;
+    }
+    let a = Tensor::from_slice(&ctx, &vec![1.0f32; 37 * 53], &[37, 53]).unwrap();
+    let b = Tensor::from_slice(&ctx, &vec![1.0f32; 53 * 70], &[53, 70]).unwrap();
+    let c = Tensor::zeros(&ctx, &[37, 70], DType::F32).unwrap();
+    ctx.start_profiling().expect("start");
+    for _ in 0..3 {
+        let mut encoder = ctx.create_encoder();
+        matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c).unwrap();
+        matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c).unwrap();
+        ctx.submit(encoder);
+    }
+    let profile = ctx.finish_profiling().expect("profile");
+    assert_eq!(profile.submissions, 3);
+    assert_eq!(profile.entries.len(), 1, "{profile}");
+    let entry = &profile.entries[0];
+    assert_eq!((entry.kernel, entry.calls), ("matmul_forward", 6));
+    assert!(entry.total > std::time::Duration::ZERO, "{profile}");
+    assert!(profile.span >= profile.total(), "{profile}");
+    assert!(profile.to_string().contains("matmul_forward"));
+    // Stopped: later work is not timed, and the result is still right.
+    let mut encoder = ctx.create_encoder();
+    matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c).unwrap();
+    ctx.submit(encoder);
+    assert!(c.to_vec::<f32>().unwrap().iter().all(|&x| x == 53.0));
+    assert!(ctx.finish_profiling().is_err());
+}

@@ -9,6 +9,7 @@
 mod adapter;
 mod pipeline;
 mod pool;
+mod profile;
 
 use std::future::Future;
 use std::num::NonZeroU64;
@@ -23,6 +24,7 @@ pub(crate) use pipeline::{
 };
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};
+pub use profile::{Profile, ProfileEntry};
 
 use crate::{Error, Result};
 
@@ -71,6 +73,8 @@ struct Inner {
     /// The first error wgpu raised outside an error scope, on a device tsumugi created
     /// (wgpu's default handler would panic); reported once by the next call.
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// Set while [`Context::start_profiling`] is in effect.
+    profiler: Mutex<Option<profile::Profiler>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -168,6 +172,7 @@ impl Context {
                 scratch_placeholder,
                 lost,
                 uncaptured,
+                profiler: Mutex::new(None),
             }),
         }
     }
@@ -215,9 +220,13 @@ impl Context {
     /// Submits `encoder`. When no other [`Encoder`] of this context is open, the buffers
     /// and uniform space released meanwhile are recycled.
     pub fn submit(&self, mut encoder: Encoder) -> wgpu::SubmissionIndex {
-        let commands = encoder.encoder.take().map(wgpu::CommandEncoder::finish);
-        let index = self.inner.queue.submit(commands);
+        let mut commands = encoder.encoder.take();
+        let resolved = commands.as_mut().and_then(|e| self.resolve_profile(e));
+        let index = self.inner.queue.submit(commands.map(wgpu::CommandEncoder::finish));
         drop(encoder);
+        if let Some(resolved) = resolved {
+            self.read_profile(resolved);
+        }
         index
     }
 
@@ -368,9 +377,18 @@ impl Context {
             layout: &pipeline.bind_group_layout,
             entries: &entries,
         });
+        let timestamps = lock(&self.inner.profiler)
+            .as_mut()
+            .map(|p| p.next_slot(&self.inner.device, dispatch.kernel.entry_point, dispatch.workgroups));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(dispatch.kernel.entry_point),
-            timestamp_writes: None,
+            timestamp_writes: timestamps
+                .as_ref()
+                .map(|(query_set, first)| wgpu::ComputePassTimestampWrites {
+                    query_set,
+                    beginning_of_pass_write_index: Some(*first),
+                    end_of_pass_write_index: Some(first + 1),
+                }),
         });
         pass.set_pipeline(&pipeline.pipeline);
         let offsets: &[u32] = if params_binding.is_some() { &[slot.offset] } else { &[] };
