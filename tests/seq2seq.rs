@@ -225,11 +225,16 @@ fn seq2seq_forward_time_major_matches_forward_with_rows_reordered() {
         ignore_index: Some(PAD),
         ..CrossEntropy::default()
     };
-    for teacher_forcing in [1.0, 0.5] {
+    let attentions = [
+        None,
+        Some(AttentionKind::Bahdanau),
+        Some(AttentionKind::Luong(LuongScore::Dot)),
+    ];
+    for (attention, teacher_forcing) in attentions.into_iter().flat_map(|a| [(a, 1.0), (a, 0.5)]) {
         let mut results = Vec::new();
         for time_major in [false, true] {
             let mut store = ParamStore::new();
-            let model = seq2seq(ctx, &mut store, (vocab, vocab), (6, 8), Some(AttentionKind::Bahdanau));
+            let model = seq2seq(ctx, &mut store, (vocab, vocab), (6, 8), attention);
             let mut rng = StdRng::seed_from_u64(5);
             let mut g = Graph::new(ctx, &mut store, true, 0, 1);
             let (logits, labels) = if time_major {
@@ -260,31 +265,34 @@ fn seq2seq_forward_time_major_matches_forward_with_rows_reordered() {
                     .collect();
                 logits = reordered;
             }
-            let grads: Vec<Vec<f32>> = [
-                "decoder.fc.weight",
-                "decoder.attention.W1.weight",
-                "encoder.embedding.weight",
-            ]
-            .iter()
-            .map(|name| {
-                let id = store.find(name).unwrap();
-                store.grad(id).unwrap().to_vec::<f32>().unwrap()
-            })
-            .collect();
+            // Every parameter that takes a gradient (all but V.bias, which cancels), so
+            // that the hoisted decoder (embedding lookup and its half of W_ih over all
+            // steps at once) is checked everywhere.
+            let grads: Vec<(String, Vec<f32>)> = store
+                .entries()
+                .filter_map(|(name, _, _)| {
+                    let id = store.find(name).unwrap();
+                    let grad = store.grad(id)?.to_vec::<f32>().unwrap();
+                    Some((name.to_string(), grad))
+                })
+                .collect();
+            assert!(grads.len() >= 12, "{} gradients", grads.len());
             results.push((logits, loss_t.to_vec::<f32>().unwrap()[0], grads));
         }
         let close = |a: &[f32], b: &[f32], what: &str| {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
                 assert!(
                     (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
-                    "{what}[{i}]: {x} vs {y} (tf {teacher_forcing})"
+                    "{what}[{i}]: {x} vs {y} (tf {teacher_forcing}, {attention:?})"
                 );
             }
         };
         close(&results[1].0, &results[0].0, "logits");
         close(&[results[1].1], &[results[0].1], "loss");
-        for (a, b) in results[1].2.iter().zip(&results[0].2) {
-            close(a, b, "gradient");
+        assert_eq!(results[1].2.len(), results[0].2.len());
+        for ((name, a), (name_b, b)) in results[1].2.iter().zip(&results[0].2) {
+            assert_eq!(name, name_b);
+            close(a, b, name);
         }
     }
 }

@@ -318,7 +318,7 @@ impl Backward<'_> {
     /// only (a scratch result, or the gradient of an output only this op consumed).
     fn deliver(&mut self, v: Option<Var>, grad: &Tensor) -> Result<()> {
         let Some(v) = v else { return Ok(()) };
-        if self.sources[v.0] == (Source::Computed { requires_grad: true }) && self.grads[v.0].is_none() {
+        if self.takes_fresh(v) {
             self.grads[v.0] = Some(grad.clone());
             return Ok(());
         }
@@ -338,6 +338,26 @@ impl Backward<'_> {
             }
             None => Ok(()),
         }
+    }
+
+    /// Whether a gradient for `v` would be added to what its target holds (`Some(true)`)
+    /// or written over it (`Some(false)`); None when `v` takes none. No side effects,
+    /// unlike [`Graph::target`].
+    fn target_accumulates(&self, v: Var) -> Option<bool> {
+        match self.sources[v.0] {
+            Source::Input | Source::Computed { requires_grad: false } => None,
+            Source::Param(id) => {
+                let p = &self.store.params[id.0];
+                p.trainable.then_some(p.grad_live)
+            }
+            Source::Computed { requires_grad: true } => Some(self.grads[v.0].is_some()),
+        }
+    }
+
+    /// Whether [`Graph::deliver`] would hand a gradient to `v` as it is: a computed
+    /// value that needs one and has none yet.
+    fn takes_fresh(&self, v: Var) -> bool {
+        self.sources[v.0] == (Source::Computed { requires_grad: true }) && self.grads[v.0].is_none()
     }
 
     /// Whether `v` takes a gradient at all (a computed value that needs one, or a
@@ -614,6 +634,51 @@ impl<'s> Graph<'s> {
         Ok(out)
     }
 
+    /// The inverse of [`Graph::stack`]: `x` `[N, ..]` cut along the first axis into
+    /// `pieces` equal parts `[N / pieces, ..]`, in order. Forward and backward are buffer
+    /// copies, one per piece: the way to hand each decoder step its rows of a product
+    /// computed once for all steps (`[T * B, ..]`, rows in (t, b) order).
+    pub fn unstack(&mut self, x: Var, pieces: usize) -> Result<Vec<Var>> {
+        let tx = self.value(x).clone();
+        let shape = tx.shape().to_vec();
+        let rows = shape.first().copied().unwrap_or(0);
+        if pieces == 0 || rows % pieces != 0 || tx.dtype() != DType::F32 {
+            return Err(Error::invalid(format!(
+                "unstack: {pieces} pieces do not divide the first axis of the f32 value {shape:?}"
+            )));
+        }
+        let mut piece_shape = shape.clone();
+        piece_shape[0] = rows / pieces;
+        let bytes = tx.size_in_bytes() / pieces as u64;
+        let mut outs = Vec::with_capacity(pieces);
+        for i in 0..pieces {
+            let y = Tensor::empty(&self.ctx, &piece_shape, DType::F32)?;
+            self.encoder
+                .copy_buffer_to_buffer(tx.buffer(), i as u64 * bytes, y.buffer(), 0, bytes);
+            outs.push(self.computed(y, &[x]));
+        }
+        let outs_for_backward = outs.clone();
+        self.record(move |g| {
+            let grads: Vec<Option<Tensor>> = outs_for_backward.iter().map(|&y| g.grad(y)).collect();
+            if grads.iter().all(Option::is_none) || !g.target_needed(x) {
+                return Ok(());
+            }
+            let dx = Tensor::empty(g.ctx, &shape, DType::F32)?;
+            for (i, dy) in grads.iter().enumerate() {
+                let offset = i as u64 * bytes;
+                match dy {
+                    Some(dy) => g
+                        .encoder
+                        .copy_buffer_to_buffer(dy.buffer(), 0, dx.buffer(), offset, bytes),
+                    // A piece nothing downstream used sends back zeros.
+                    None => g.encoder.clear_buffer(dx.buffer(), offset, Some(bytes)),
+                }
+            }
+            g.deliver(Some(x), &dx)
+        });
+        Ok(outs)
+    }
+
     /// Each row of `x` `[B, T, D]` reversed within its length (zeros past it): the input
     /// and output order of a bidirectional layer's backward direction.
     pub fn reverse_sequence(&mut self, x: Var, lengths: Option<&Lengths>) -> Result<Var> {
@@ -640,7 +705,16 @@ impl<'s> Graph<'s> {
         let out = self.computed(y, &[a, b]);
         self.record(move |g| {
             let Some(dy) = g.grad(out) else { return Ok(()) };
+            // Nothing reads out's gradient after this, so one fresh input may take it as
+            // its own (no kernel); the other gets a copy, as the two may be added to
+            // separately later.
+            let mut handed_over = false;
             for v in [a, b] {
+                if !handed_over && a != b && g.takes_fresh(v) {
+                    g.deliver(Some(v), &dy)?;
+                    handed_over = true;
+                    continue;
+                }
                 if let Some((grad, accumulate)) = g.target(v)? {
                     let grads = BinaryGrads {
                         a: Some(&grad),
@@ -787,11 +861,34 @@ impl<'s> Graph<'s> {
         lengths: Option<&Lengths>,
         initial: Option<(Var, Var)>,
     ) -> Result<RecurrentOut> {
-        let (batch, steps, hidden) = self.recurrent_dims(x, weights.w_hh, 4)?;
+        self.recurrent_dims(x, weights.w_hh, 4)?;
         // The input projection for every step at once, biases folded into its epilogue.
         let bias = self.add(weights.b_ih, weights.b_hh)?;
         let xproj = self.linear(x, weights.w_ih, Some(bias))?;
-        let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(weights.w_hh).clone());
+        self.lstm_projected(xproj, weights.w_hh, lengths, initial)
+    }
+
+    /// [`Graph::lstm`] from its input projection `xproj = x W_ih^T + b_ih + b_hh`
+    /// `[B, T, 4H]`, computed by the caller: for a decoder whose inputs are partly known
+    /// in advance (its embeddings under teacher forcing), that part of the projection
+    /// can be one product over every step. `w_hh` `[4H, H]`; the rest as `lstm`.
+    pub fn lstm_projected(
+        &mut self,
+        xproj: Var,
+        w_hh: Var,
+        lengths: Option<&Lengths>,
+        initial: Option<(Var, Var)>,
+    ) -> Result<RecurrentOut> {
+        let (batch, steps, hidden) = self.recurrent_dims(xproj, w_hh, 4)?;
+        let xproj_shape = self.value(xproj).shape();
+        if xproj_shape[2] != 4 * hidden {
+            return Err(Error::shape(
+                "lstm: the input projection",
+                format!("[B, T, {}]", 4 * hidden),
+                xproj_shape,
+            ));
+        }
+        let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(w_hh).clone());
         let (h0, c0) = (initial.map(|(h, _)| h), initial.map(|(_, c)| c));
         let h_states = self.states_with(h0, batch, steps, hidden)?;
         let c_states = self.states_with(c0, batch, steps, hidden)?;
@@ -807,7 +904,7 @@ impl<'s> Graph<'s> {
             output: &output,
         };
         lstm_forward(&self.ctx, &mut self.encoder, &forward)?;
-        let mut from = vec![xproj, weights.w_hh];
+        let mut from = vec![xproj, w_hh];
         from.extend(h0.into_iter().chain(c0));
         let h_n = self.final_state(&h_states)?;
         let c_n = self.final_state(&c_states)?;
@@ -816,7 +913,7 @@ impl<'s> Graph<'s> {
             self.computed(h_n, &from),
             self.computed(c_n, &from),
         );
-        let (w_hh, lengths) = (weights.w_hh, lengths.cloned());
+        let lengths = lengths.cloned();
         let ctx = self.ctx.clone();
         self.record(move |g| {
             let (d_out, d_h, d_c) = (g.grad(out), g.grad(h_n), g.grad(c_n));
@@ -1152,13 +1249,37 @@ impl<'s> Graph<'s> {
                 Some(d) => d,
                 None => Tensor::zeros(&ctx, &[batch, value_width], DType::F32)?,
             };
-            // Scratch outputs, then each delivered with its own accumulate flag.
+            // The keys' and values' gradients go straight into their targets when both
+            // are written the same way (a decoder's steps all add into the encoder's
+            // memory), else into scratch, each then delivered with its own flag.
+            let direct = match (g.target_accumulates(keys), g.target_accumulates(values)) {
+                (Some(k), Some(v)) if k == v && keys != values => Some(k),
+                _ => None,
+            };
+            let (grad_keys, grad_values, accumulate) = match direct {
+                Some(_) => {
+                    let (Some((grad_keys, k)), Some((grad_values, v))) = (g.target(keys)?, g.target(values)?) else {
+                        return Err(Error::invalid("attention: a gradient target went missing"));
+                    };
+                    debug_assert_eq!(k, v);
+                    (grad_keys, grad_values, k)
+                }
+                None => (
+                    Tensor::empty(&ctx, tk.shape(), DType::F32)?,
+                    Tensor::empty(&ctx, tvals.shape(), DType::F32)?,
+                    false,
+                ),
+            };
             let grad_score = Tensor::empty(&ctx, &[batch, source], DType::F32)?;
-            let grad_values = Tensor::empty(&ctx, tvals.shape(), DType::F32)?;
             let grad_query = Tensor::empty(&ctx, tq.shape(), DType::F32)?;
-            let grad_keys = Tensor::empty(&ctx, tk.shape(), DType::F32)?;
             let grad_v_rows = match score {
-                Score::Additive => Some(Tensor::empty(&ctx, &[batch, width], DType::F32)?),
+                Score::Additive => {
+                    let rows = Tensor::empty(&ctx, &[batch, width], DType::F32)?;
+                    if accumulate {
+                        g.encoder.clear_buffer(rows.buffer(), 0, Some(rows.size_in_bytes()));
+                    }
+                    Some(rows)
+                }
                 Score::Dot => None,
             };
             let backward = AttentionBackward {
@@ -1176,12 +1297,14 @@ impl<'s> Graph<'s> {
                 grad_query: &grad_query,
                 grad_keys: &grad_keys,
                 grad_v_rows: grad_v_rows.as_ref(),
-                accumulate: false,
+                accumulate,
             };
             attention_backward(g.ctx, g.encoder, &backward)?;
             g.deliver(Some(query), &grad_query)?;
-            g.deliver(Some(keys), &grad_keys)?;
-            g.deliver(Some(values), &grad_values)?;
+            if direct.is_none() {
+                g.deliver(Some(keys), &grad_keys)?;
+                g.deliver(Some(values), &grad_values)?;
+            }
             if let (Some(rows), Some(v)) = (grad_v_rows, v) {
                 // dv = the rows' sum, as ones [1, B] x rows [B, A].
                 let ones = Tensor::full(&ctx, &[1, batch], 1.0f32)?;

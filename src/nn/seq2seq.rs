@@ -357,6 +357,75 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// [`Decoder::step_state`] over every step of `inputs` (one `[B, 1]` id tensor per
+    /// step) when each step's input is known in advance (full teacher forcing): each
+    /// step's new h `[B, H]`. The same math as stepping, arranged so that the work that
+    /// does not depend on the previous step is done once for all steps: one embedding
+    /// lookup (forward and backward) over `[T, B]` ids and one product of the embeddings
+    /// with their half of `W_ih` (plus both biases) over `T * B` rows. Each step then
+    /// multiplies only its attention context by the other half and runs the cell.
+    pub fn forced_states(
+        &self,
+        g: &mut Graph<'_>,
+        inputs: &[Tensor],
+        state: (Var, Var),
+        memory: Option<&Memory>,
+        src_lengths: Option<&Lengths>,
+    ) -> Result<Vec<Var>> {
+        let steps = inputs.len();
+        let first = inputs.first().ok_or_else(|| Error::invalid("decoder: no steps"))?;
+        let batch = first.shape().first().copied().unwrap_or(0);
+        let ids = Tensor::empty(g.context(), &[steps, batch], DType::U32)?;
+        let bytes = (batch * 4) as u64;
+        for (t, step_ids) in inputs.iter().enumerate() {
+            step_ids.check_dtype("decoder: step ids", DType::U32)?;
+            step_ids.check_shape("decoder: step ids", &[batch, 1])?;
+            g.encoder()
+                .copy_buffer_to_buffer(step_ids.buffer(), 0, ids.buffer(), t as u64 * bytes, bytes);
+        }
+        let [w_ih, w_hh, b_ih, b_hh] = self
+            .lstm
+            .layer_params(0, 0)
+            .ok_or_else(|| Error::invalid("decoder: the LSTM has no layer"))?
+            .map(|id| g.param(id));
+        let hidden = self.lstm.config().hidden_size;
+        let emb = self.embedding.forward(g, &ids)?;
+        let emb = g.reshape(emb, &[steps * batch, self.embed])?;
+        let (w_emb, w_context) = match (&self.attention, memory) {
+            (Some(_), Some(_)) => {
+                let (w_emb, w_context) = g.split(w_ih, self.embed)?;
+                (w_emb, Some(w_context))
+            }
+            (None, _) => (w_ih, None),
+            (Some(_), None) => return Err(Error::invalid("an attention decoder needs the encoder's memory")),
+        };
+        let bias = g.add(b_ih, b_hh)?;
+        let emb_proj = g.linear(emb, w_emb, Some(bias))?;
+        let emb_proj = g.unstack(emb_proj, steps)?;
+        let mut state = state;
+        let mut hs = Vec::with_capacity(steps);
+        for emb_proj_t in emb_proj {
+            let xproj = match (&self.attention, memory, w_context) {
+                (Some(attention), Some(memory), Some(w_context)) => {
+                    let (context, _) = attention.forward(g, state.0, memory, src_lengths)?;
+                    let context_proj = g.linear(context, w_context, None)?;
+                    g.add(emb_proj_t, context_proj)?
+                }
+                _ => emb_proj_t,
+            };
+            let xproj = g.reshape(xproj, &[batch, 1, 4 * hidden])?;
+            let out = g.lstm_projected(xproj, w_hh, None, Some(state))?;
+            let c = out
+                .c_n
+                .ok_or_else(|| Error::invalid("decoder: the LSTM returned no cell state"))?;
+            state = (out.h_n, c);
+            hs.push(state.0);
+        }
+        Ok(hs)
+    }
+}
+
 /// One decoder step's results.
 #[derive(Clone, Copy, Debug)]
 pub struct DecoderStep {
@@ -461,8 +530,9 @@ impl Seq2Seq {
     /// teacher forcing: before each step after the first, one draw from `rng` decides
     /// whether the reference token or the previous step's argmax goes in. The argmax is
     /// only computed for a step that uses it. Returns each step's logits `[B, V]` when
-    /// `logits` is set, else each step's new hidden state `[B, H]` (then every step must
-    /// be forced, as no argmax can be taken).
+    /// `logits` is set, else each step's new hidden state `[B, H]` from
+    /// [`Decoder::forced_states`] (then every step must be forced, as no argmax can be
+    /// taken).
     #[allow(clippy::too_many_arguments)]
     fn teacher_forced_steps(
         &self,
@@ -484,31 +554,34 @@ impl Seq2Seq {
             .ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
         let batch = first.shape().first().copied().unwrap_or(0);
         let (memory, mut state) = self.encode(g, src, src_lengths)?;
+        if !logits {
+            // Every step must be forced; the draws are made all the same, so that the
+            // random stream continues as with logits.
+            for t in 1..tgt_inputs.len() {
+                if !rng.random_bool(teacher_forcing) {
+                    return Err(Error::invalid(format!(
+                        "seq2seq: step {t} is not teacher-forced, so it needs logits"
+                    )));
+                }
+            }
+            return self
+                .decoder
+                .forced_states(g, tgt_inputs, state, memory.as_ref(), src_lengths);
+        }
         let mut ids = first.clone();
         let mut rows = Vec::with_capacity(tgt_inputs.len());
         for t in 0..tgt_inputs.len() {
             // The draw for step t + 1, made before it so an unused argmax is skipped; the
             // draws come in the same order as drawing at the start of each step.
             let next_forced = t + 1 < tgt_inputs.len() && rng.random_bool(teacher_forcing);
-            if logits {
-                let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
-                state = step.state;
-                if t + 1 < tgt_inputs.len() && !next_forced {
-                    ids = g.argmax(step.logits)?.reshape(&[batch, 1])?;
-                }
-                rows.push(step.logits);
-            } else {
-                let (next, _) = self.decoder.step_state(g, &ids, state, memory.as_ref(), src_lengths)?;
-                state = next;
-                rows.push(state.0);
-            }
+            let step = self.decoder.step(g, &ids, state, memory.as_ref(), src_lengths)?;
+            state = step.state;
             if next_forced {
                 ids = tgt_inputs[t + 1].clone();
-            } else if !logits && t + 1 < tgt_inputs.len() {
-                return Err(Error::invalid(
-                    "seq2seq: a step that is not teacher-forced needs logits",
-                ));
+            } else if t + 1 < tgt_inputs.len() {
+                ids = g.argmax(step.logits)?.reshape(&[batch, 1])?;
             }
+            rows.push(step.logits);
         }
         Ok(rows)
     }
