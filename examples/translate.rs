@@ -38,6 +38,8 @@ Training (the default action), then evaluation on the dev split:
   --epochs N            epochs over the training split            [default: 10]
   --batch N             sentence pairs per step                    [default: 64]
   --lr X                Adam learning rate                         [default: 0.003]
+  --lr-end X            learning rate at the last step, reached by
+                        linear decay from --lr                     [default: --lr]
   --hidden N            LSTM hidden size                           [default: 128]
   --embed N             embedding size                             [default: 128]
   --teacher-forcing X   teacher-forcing ratio in [0, 1]            [default: 1]
@@ -45,11 +47,14 @@ Training (the default action), then evaluation on the dev split:
   --min-freq N          keep tokens seen at least N times          [default: 2]
   --max-train N         use only the first N training pairs        [default: all]
   --seed N              seed of initialisation and batching        [default: 0]
+  --dev-every-epoch     score greedy dev chrF after every epoch (about 10 s each)
   --full                train on train_full.tsv.xz (113,698 pairs) instead of train.tsv
   --data DIR            dataset folder                             [default: data/tanaka_en_ja]
   --out DIR             heat maps and vocabularies go here         [default: target/translate]
   --checkpoint PATH     checkpoint file                            [default: OUT/translate.safetensors]
   --resume              continue training from the checkpoint
+  --profile N           time N training steps per kernel on the GPU (after 3
+                        warm-up steps), print the table and stop
 
 Using a trained checkpoint (no training):
   --eval FILE           chrF and BLEU of the checkpoint on a TSV english<TAB>japanese[<TAB>...]
@@ -68,6 +73,7 @@ struct Args {
     epochs: usize,
     batch: usize,
     lr: f64,
+    lr_end: Option<f64>,
     hidden: usize,
     embed: usize,
     teacher_forcing: f64,
@@ -76,6 +82,7 @@ struct Args {
     max_train: Option<usize>,
     seed: u64,
     full: bool,
+    dev_every_epoch: bool,
     data: PathBuf,
     out: PathBuf,
     checkpoint: Option<PathBuf>,
@@ -84,6 +91,7 @@ struct Args {
     translate: Option<String>,
     beam: usize,
     toy: bool,
+    profile: Option<usize>,
 }
 
 impl Default for Args {
@@ -93,6 +101,7 @@ impl Default for Args {
             epochs: 10,
             batch: 64,
             lr: 0.003,
+            lr_end: None,
             hidden: 128,
             embed: 128,
             teacher_forcing: 1.0,
@@ -101,6 +110,7 @@ impl Default for Args {
             max_train: None,
             seed: 0,
             full: false,
+            dev_every_epoch: false,
             data: root.join("data/tanaka_en_ja"),
             out: root.join("target/translate"),
             checkpoint: None,
@@ -109,6 +119,7 @@ impl Default for Args {
             translate: None,
             beam: 4,
             toy: false,
+            profile: None,
         }
     }
 }
@@ -124,6 +135,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--epochs" => args.epochs = cli::value(&flag, it.next())?,
             "--batch" => args.batch = cli::value(&flag, it.next())?,
             "--lr" => args.lr = cli::value(&flag, it.next())?,
+            "--lr-end" => args.lr_end = Some(cli::value(&flag, it.next())?),
             "--hidden" => args.hidden = cli::value(&flag, it.next())?,
             "--embed" => args.embed = cli::value(&flag, it.next())?,
             "--teacher-forcing" => args.teacher_forcing = cli::value(&flag, it.next())?,
@@ -132,6 +144,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--max-train" => args.max_train = Some(cli::value(&flag, it.next())?),
             "--seed" => args.seed = cli::value(&flag, it.next())?,
             "--full" => args.full = true,
+            "--dev-every-epoch" => args.dev_every_epoch = true,
             "--data" => args.data = cli::value(&flag, it.next())?,
             "--out" => args.out = cli::value(&flag, it.next())?,
             "--checkpoint" => args.checkpoint = Some(cli::value(&flag, it.next())?),
@@ -140,6 +153,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--translate" => args.translate = Some(cli::value(&flag, it.next())?),
             "--beam" => args.beam = cli::value(&flag, it.next())?,
             "--toy" => args.toy = true,
+            "--profile" => args.profile = Some(cli::value(&flag, it.next())?),
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }
     }
@@ -152,6 +166,9 @@ fn parse_args() -> AnyResult<Option<Args>> {
     let positive = |x: f64| x > 0.0 && x.is_finite();
     if !positive(args.lr) || !positive(args.clip) {
         return Err("--lr and --clip must be positive".into());
+    }
+    if args.lr_end.is_some_and(|x| !(x >= 0.0 && x.is_finite())) {
+        return Err("--lr-end must be a finite number >= 0".into());
     }
     Ok(Some(args))
 }
@@ -506,13 +523,17 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     );
     let (embed, hidden) = translator_dims(&store, &translator);
     println!(
-        "embed {embed}, hidden {hidden}, batch {}, Adam lr {}, clip {}, teacher forcing {}, {} epochs",
-        args.batch, args.lr, args.clip, args.teacher_forcing, args.epochs
+        "embed {embed}, hidden {hidden}, batch {}, Adam lr {}{}, clip {}, teacher forcing {}, {} epochs",
+        args.batch,
+        args.lr,
+        args.lr_end
+            .map(|end| format!(" decaying linearly to {end}"))
+            .unwrap_or_default(),
+        args.clip,
+        args.teacher_forcing,
+        args.epochs
     );
-    let adam = Adam {
-        lr: args.lr,
-        ..Adam::default()
-    };
+    let lr_end = args.lr_end.unwrap_or(args.lr);
     let ce = CrossEntropy {
         ignore_index: Some(Vocab::PAD_ID),
         ..CrossEntropy::default()
@@ -520,6 +541,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     // Batching and teacher forcing draw from their own stream, keyed by the epoch so a
     // resumed run continues where it would have been.
     let start = Instant::now();
+    let mut profile_start = start;
     let first_epoch = epoch;
     while epoch < first_epoch + args.epochs {
         epoch += 1;
@@ -534,7 +556,13 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         bar.set_prefix(format!("{epoch}/{}", first_epoch + args.epochs));
         let epoch_start = Instant::now();
         let (mut loss_sum, mut loss_tokens, mut tokens) = (0.0f64, 0usize, 0usize);
-        for indices in &batches {
+        for (i, indices) in batches.iter().enumerate() {
+            // How far through this run's steps, for the learning-rate decay.
+            let done = ((epoch - first_epoch - 1) as f64 + i as f64 / batches.len() as f64) / args.epochs as f64;
+            let adam = Adam {
+                lr: args.lr + (lr_end - args.lr) * done,
+                ..Adam::default()
+            };
             let refs: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
             let batch = Seq2SeqBatch::new(&refs)?;
             step += 1;
@@ -549,6 +577,32 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
                 step,
                 &mut rng,
             )?;
+            if let Some(steps) = args.profile {
+                const WARM_UP: u64 = 3;
+                if step == WARM_UP {
+                    ctx.start_profiling()?;
+                    profile_start = Instant::now();
+                } else if step == WARM_UP + steps as u64 {
+                    let profile = ctx.finish_profiling()?;
+                    bar.finish_and_clear();
+                    println!(
+                        "GPU time of training steps {} to {step} ({:.0} ms of wall-clock time):",
+                        WARM_UP + 1,
+                        profile_start.elapsed().as_secs_f64() * 1e3
+                    );
+                    println!("{profile}");
+                    println!("per kernel:");
+                    for e in profile.by_kernel() {
+                        println!(
+                            "{:>10.2} ms {:>7} calls  {}",
+                            e.total.as_secs_f64() * 1e3,
+                            e.calls,
+                            e.kernel
+                        );
+                    }
+                    return Ok(());
+                }
+            }
             loss_sum += f64::from(loss) * batch.target_tokens as f64;
             loss_tokens += batch.target_tokens;
             tokens += batch.target_tokens + batch.source_lengths.iter().map(|&l| l as usize).sum::<usize>();
@@ -568,6 +622,10 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         );
         let meta = Meta { embed, hidden, epoch };
         translator.save(&store, checkpoint, &meta, step)?;
+        if args.dev_every_epoch {
+            let scores = evaluate(&ctx, &mut store, &translator, &dev_pairs, 1)?;
+            println!("  dev (greedy): chrF {:.1}, char-BLEU {:.1}", scores.chrf, scores.bleu);
+        }
     }
     let train_time = start.elapsed();
     println!(

@@ -707,3 +707,74 @@ fn out_of_range_gpu_ids_are_counted_per_step() {
     g.submit();
     assert_eq!(errors.to_vec::<u32>().unwrap(), vec![0]);
 }
+
+/// `batch_weight_grad`: a weight used by several linears (and directly) through its
+/// alias gets the same gradient as without it, the batched product adding up the rows
+/// of every use; `unstack` hands each piece its rows and gathers their gradients back.
+#[test]
+fn batched_weight_gradient_and_unstack_match_the_direct_graph() {
+    let ctx = ctx();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+    let (outputs, inputs) = (5, 7);
+    let w_values = values(outputs * inputs);
+    let b_values = values(outputs);
+    let xs: Vec<(usize, Vec<f32>)> = [3usize, 1, 4].iter().map(|&n| (n, values(n * inputs))).collect();
+    let mut grads = Vec::new();
+    for batched in [false, true] {
+        let mut store = ParamStore::new();
+        let w = store
+            .add(
+                "w",
+                Tensor::from_slice(ctx, &w_values, &[outputs, inputs]).unwrap(),
+                true,
+            )
+            .unwrap();
+        let b = store
+            .add("b", Tensor::from_slice(ctx, &b_values, &[outputs]).unwrap(), true)
+            .unwrap();
+        let labels = [
+            Tensor::from_slice(ctx, &[0u32, 4, 2, 2], &[4]).unwrap(),
+            Tensor::from_slice(ctx, &[1u32, 3, 0, 4], &[4]).unwrap(),
+        ];
+        let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+        let (wv, bv) = (g.param(w), g.param(b));
+        let w_used = if batched { g.batch_weight_grad(wv).unwrap() } else { wv };
+        let mut ys = Vec::new();
+        for (n, x) in &xs {
+            let x = Tensor::from_slice(ctx, x, &[*n, inputs]).unwrap();
+            let x = g.input(&x);
+            ys.push(g.linear(x, w_used, Some(bv)).unwrap());
+        }
+        // A cross-entropy per half, so each row's gradient differs.
+        let stacked = g.stack(&ys).unwrap();
+        let pieces = g.unstack(stacked, 2).unwrap();
+        let first = g
+            .cross_entropy(pieces[0], &labels[0], &CrossEntropy::default())
+            .unwrap();
+        let second = g
+            .cross_entropy(pieces[1], &labels[1], &CrossEntropy::default())
+            .unwrap();
+        // And the alias itself, used by an op that is not a linear.
+        let w_flat = g.reshape(w_used, &[outputs * inputs]).unwrap();
+        let w_sum = g.sum(w_flat).unwrap();
+        let partial = g.add(first, second).unwrap();
+        let loss = g.add(partial, w_sum).unwrap();
+        g.backward(loss).unwrap();
+        g.submit();
+        grads.push((
+            store.grad(w).unwrap().to_vec::<f32>().unwrap(),
+            store.grad(b).unwrap().to_vec::<f32>().unwrap(),
+        ));
+    }
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 + 1e-5 * y.abs(), "{what}[{i}]: {x} vs {y}");
+        }
+    };
+    close(&grads[1].0, &grads[0].0, "dW");
+    close(&grads[1].1, &grads[0].1, "db");
+    // Not all rows alike: the gradient is not just the sum of the inputs.
+    assert!(grads[0].0.iter().any(|&x| (x - 1.0).abs() > 1e-3));
+}

@@ -12,6 +12,8 @@
 //! dropout, unidirectional LSTM/GRU/RNN layers with lengths, cross-entropy, Adam); more
 //! ops follow.
 
+use std::collections::HashMap;
+
 use crate::kernels::attention::{attention_backward, attention_forward, AttentionBackward, AttentionForward, Score};
 use crate::kernels::cross_entropy::{argmax, cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
@@ -214,6 +216,9 @@ pub struct Graph<'s> {
     /// `[1]` u32 shared by the step's embedding lookups: ids >= V counted on the GPU.
     id_errors: Option<Tensor>,
     step: u64,
+    /// The aliases made by [`Graph::batch_weight_grad`] (by index), which collect their
+    /// uses' (x, dy) instead of computing a weight gradient per use.
+    batched: HashMap<usize, Vec<(Tensor, Tensor)>>,
 }
 
 /// What a recorded backward sees: the gradients so far and where to write its inputs'.
@@ -224,6 +229,8 @@ pub struct Backward<'a> {
     sources: &'a [Source],
     grads: &'a mut Vec<Option<Tensor>>,
     values: &'a [Tensor],
+    /// (x, dy) of each use of a [`Graph::batch_weight_grad`] alias, by the alias's index.
+    batched: HashMap<usize, Vec<(Tensor, Tensor)>>,
 }
 
 impl Backward<'_> {
@@ -417,6 +424,7 @@ impl<'s> Graph<'s> {
             dropout_calls: 0,
             id_errors: None,
             step,
+            batched: HashMap::new(),
         }
     }
 
@@ -767,7 +775,11 @@ impl<'s> Graph<'s> {
                 };
                 matmul_backward(g.ctx, g.encoder, &op, &x2, &tw, &dy, grads)?;
             }
-            if let Some((grad, accumulate)) = g.target(w)? {
+            if g.batched.contains_key(&w.0) {
+                if g.target_needed(w) {
+                    g.batched.entry(w.0).or_default().push((x2.clone(), dy.clone()));
+                }
+            } else if let Some((grad, accumulate)) = g.target(w)? {
                 let grads = MatmulGrads {
                     b: Some(&grad),
                     accumulate,
@@ -788,6 +800,58 @@ impl<'s> Graph<'s> {
             Ok(())
         });
         Ok(out)
+    }
+
+    /// An alias of the weight `w` `[O, I]` whose uses as [`Graph::linear`]'s weight (and
+    /// as the `w_hh` of a one-step [`Graph::lstm_projected`] from an initial state) do not
+    /// each compute their weight gradient: they keep their `(x, dy)`, and when the
+    /// backward reaches this call (after every later use) all of them go into one product,
+    /// `dW = dY^T X` over the rows of every use. For a decoder run step by step that is
+    /// one matmul over `T * B` rows instead of T matmuls over B rows, which small-matrix
+    /// hardware (a software rasteriser above all) runs several times slower per FLOP.
+    /// Same gradient up to the order of summation.
+    pub fn batch_weight_grad(&mut self, w: Var) -> Result<Var> {
+        let tw = self.value(w).clone();
+        let [outputs, inputs] = tw.shape()[..] else {
+            return Err(Error::shape("batch_weight_grad: w", "[O, I]", tw.shape()));
+        };
+        let alias = self.computed(tw.clone(), &[w]);
+        self.batched.insert(alias.0, Vec::new());
+        self.record(move |g| {
+            let uses = g.batched.remove(&alias.0).unwrap_or_default();
+            if let Some(d_alias) = g.grad(alias) {
+                g.deliver(Some(w), &d_alias)?;
+            }
+            if uses.is_empty() {
+                return Ok(());
+            }
+            let Some((grad, accumulate)) = g.target(w)? else {
+                return Ok(());
+            };
+            let rows: usize = uses.iter().map(|(x, _)| x.shape()[0]).sum();
+            let x_all = Tensor::empty(g.ctx, &[rows, inputs], DType::F32)?;
+            let dy_all = Tensor::empty(g.ctx, &[rows, outputs], DType::F32)?;
+            let (mut x_at, mut dy_at) = (0, 0);
+            for (x, dy) in &uses {
+                g.encoder
+                    .copy_buffer_to_buffer(x.buffer(), 0, x_all.buffer(), x_at, x.size_in_bytes());
+                g.encoder
+                    .copy_buffer_to_buffer(dy.buffer(), 0, dy_all.buffer(), dy_at, dy.size_in_bytes());
+                x_at += x.size_in_bytes();
+                dy_at += dy.size_in_bytes();
+            }
+            let op = Matmul {
+                trans_b: true,
+                ..Matmul::default()
+            };
+            let grads = MatmulGrads {
+                b: Some(&grad),
+                accumulate,
+                ..MatmulGrads::default()
+            };
+            matmul_backward(g.ctx, g.encoder, &op, &x_all, &tw, &dy_all, grads)
+        });
+        Ok(alias)
     }
 
     /// `nn.Embedding`: ids `[B, T]` (u32, checked on upload) into `[B, T, E]`.
@@ -890,6 +954,7 @@ impl<'s> Graph<'s> {
         }
         let (txproj, tw_hh) = (self.value(xproj).clone(), self.value(w_hh).clone());
         let (h0, c0) = (initial.map(|(h, _)| h), initial.map(|(_, c)| c));
+        let th0 = h0.map(|h| self.value(h).clone());
         let h_states = self.states_with(h0, batch, steps, hidden)?;
         let c_states = self.states_with(c0, batch, steps, hidden)?;
         let gates = Tensor::empty(&self.ctx, &[batch, steps, 4 * hidden], DType::F32)?;
@@ -958,7 +1023,17 @@ impl<'s> Graph<'s> {
                 g.deliver(h0, &dh0.reshape(&[batch, hidden])?)?;
                 g.deliver(c0, &dc0.reshape(&[batch, hidden])?)?;
             }
-            g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &[(0, 0, 4)])
+            match (&th0, g.batched.contains_key(&w_hh.0)) {
+                // One step from h0: dW_hh = dgates^T h0, kept for the batched product.
+                (Some(h0), true) if steps == 1 => {
+                    if g.target_needed(w_hh) {
+                        let use_ = (h0.clone(), grad_gates.reshape(&[batch, 4 * hidden])?);
+                        g.batched.entry(w_hh.0).or_default().push(use_);
+                    }
+                    Ok(())
+                }
+                _ => g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &[(0, 0, 4)]),
+            }
         });
         Ok(RecurrentOut {
             output: out,
@@ -1389,6 +1464,7 @@ impl<'s> Graph<'s> {
             sources: &self.sources,
             grads: &mut grads,
             values: &self.values,
+            batched: std::mem::take(&mut self.batched),
         };
         for op in tape.into_iter().rev() {
             op(&mut backward)?;

@@ -364,7 +364,9 @@ impl Decoder {
     /// does not depend on the previous step is done once for all steps: one embedding
     /// lookup (forward and backward) over `[T, B]` ids and one product of the embeddings
     /// with their half of `W_ih` (plus both biases) over `T * B` rows. Each step then
-    /// multiplies only its attention context by the other half and runs the cell.
+    /// multiplies only its attention context by the other half and runs the cell; the
+    /// gradients of that half and of `W_hh` are each one product over all steps
+    /// ([`Graph::batch_weight_grad`]).
     pub fn forced_states(
         &self,
         g: &mut Graph<'_>,
@@ -403,6 +405,9 @@ impl Decoder {
         let bias = g.add(b_ih, b_hh)?;
         let emb_proj = g.linear(emb, w_emb, Some(bias))?;
         let emb_proj = g.unstack(emb_proj, steps)?;
+        // The weights every step uses get their gradients in one product over all steps.
+        let w_context = w_context.map(|w| g.batch_weight_grad(w)).transpose()?;
+        let w_hh = g.batch_weight_grad(w_hh)?;
         let mut state = state;
         let mut hs = Vec::with_capacity(steps);
         for emb_proj_t in emb_proj {
