@@ -22,7 +22,7 @@ use crate::kernels::elementwise::{
 };
 use crate::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingBackward, EmbeddingWorkspace};
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
-use crate::kernels::lstm_cell::{lstm_backward, lstm_forward, LstmBackward, LstmForward};
+use crate::kernels::lstm_cell::{lstm_backward, lstm_cell_backward, lstm_forward, LstmBackward, LstmForward};
 use crate::kernels::matmul::{
     matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
@@ -1011,8 +1011,22 @@ impl<'s> Graph<'s> {
                 grad_gates: &grad_gates,
                 grad_state: &grad_state,
             };
-            lstm_backward(g.ctx, g.encoder, &backward)?;
-            if h0.is_some() || c0.is_some() {
+            if steps == 1 && h0.is_some() && c0.is_some() {
+                // One step from a given state (a decoder run step by step): the cell's
+                // pointwise backward, then dh0 = dgates W_hh as a tiled matmul, which runs
+                // faster than the cell kernel's own product; dc0 is in grad_state.
+                lstm_cell_backward(g.ctx, g.encoder, &backward, 0)?;
+                let dh0 = Tensor::empty(&ctx, &[batch, hidden], DType::F32)?;
+                let dgates = grad_gates.reshape(&[batch, 4 * hidden])?;
+                matmul_forward(g.ctx, g.encoder, &Matmul::default(), &dgates, &tw_hh, None, &dh0)?;
+                let dc0 = Tensor::empty(&ctx, &[batch, hidden], DType::F32)?;
+                let bytes = dc0.size_in_bytes();
+                g.encoder
+                    .copy_buffer_to_buffer(grad_state.buffer(), bytes, dc0.buffer(), 0, bytes);
+                g.deliver(h0, &dh0)?;
+                g.deliver(c0, &dc0)?;
+            } else if h0.is_some() || c0.is_some() {
+                lstm_backward(g.ctx, g.encoder, &backward)?;
                 // grad_state now holds (dh0, dc0).
                 let (dh0, dc0) = (
                     Tensor::empty(&ctx, &[1, batch * hidden], DType::F32)?,
@@ -1022,6 +1036,12 @@ impl<'s> Graph<'s> {
                 split_forward(g.ctx, g.encoder, &halves, &dh0, &dc0)?;
                 g.deliver(h0, &dh0.reshape(&[batch, hidden])?)?;
                 g.deliver(c0, &dc0.reshape(&[batch, hidden])?)?;
+            } else {
+                // No initial state takes a gradient: the steps only, without the final
+                // dispatch that would form dh0.
+                for t in (0..steps).rev() {
+                    lstm_cell_backward(g.ctx, g.encoder, &backward, t)?;
+                }
             }
             match (&th0, g.batched.contains_key(&w_hh.0)) {
                 // One step from h0: dW_hh = dgates^T h0, kept for the batched product.

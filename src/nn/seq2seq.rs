@@ -466,6 +466,11 @@ impl Seq2Seq {
     /// `teacher_forcing` (drawn from `rng`, one draw per step) the reference token goes in,
     /// else the previous step's argmax, without leaving the GPU. Returns the logits of all
     /// steps as `[B * T, V]` (rows in (b, t) order, as `output.view(-1, V)`).
+    ///
+    /// Computed as [`Seq2Seq::forward_time_major`] (under full teacher forcing the
+    /// decoder's per-step states, stacked, go through `decoder.fc` in one product), with
+    /// the stacked rows put into (b, t) order by one row gather; a caller whose loss does
+    /// not care about row order can skip the gather with `forward_time_major`.
     pub fn forward(
         &self,
         g: &mut Graph<'_>,
@@ -475,16 +480,23 @@ impl Seq2Seq {
         teacher_forcing: f64,
         rng: &mut StdRng,
     ) -> Result<Var> {
+        let steps = tgt_inputs.len();
         let batch = tgt_inputs.first().and_then(|t| t.shape().first()).copied().unwrap_or(0);
-        let steps = self.teacher_forced_steps(g, src, src_lengths, tgt_inputs, teacher_forcing, rng, true)?;
-        // Each step's [B, V] appended along the last axis: [B, T * V], rows in (b, t) order
-        // once viewed as [B * T, V].
-        let mut all = steps[0];
-        for &logits in &steps[1..] {
-            all = g.concat(all, logits)?;
+        let always_forced = teacher_forcing >= 1.0;
+        let rows = self.teacher_forced_steps(g, src, src_lengths, tgt_inputs, teacher_forcing, rng, !always_forced)?;
+        // [T * B, W] in (t, b) order (W = H forced, else V) to (b, t): row b * T + t is
+        // stacked row t * B + b, gathered as an embedding lookup of the stacked rows.
+        let stacked = g.stack(&rows)?;
+        let order: Vec<u32> = (0..batch * steps)
+            .map(|r| ((r % steps) * batch + r / steps) as u32)
+            .collect();
+        let order = Tensor::from_slice(g.context(), &order, &[batch * steps])?;
+        let batch_major = g.embedding(&order, stacked, None)?;
+        if always_forced {
+            self.decoder.fc.forward(g, batch_major)
+        } else {
+            Ok(batch_major)
         }
-        let vocab = g.value(all).shape()[1] / tgt_inputs.len();
-        g.reshape(all, &[batch * tgt_inputs.len(), vocab])
     }
 
     /// [`Seq2Seq::forward`] with the logits in time-major order: `[T * B, V]`, rows in
