@@ -10,7 +10,7 @@
 //! - [`Tensor`]: a GPU buffer with a shape and a dtype, row-major.
 //! - [`kernels`]: launchers that check shapes and encode dispatches into the caller's
 //!   command encoder; they never submit or wait.
-//! - [`reference`]: the CPU oracle of every kernel.
+//! - [`reference`](mod@reference): the CPU oracle of every kernel.
 //!
 //! ## Dimension letters
 //! Used in shapes everywhere, outermost first, written `[B, T, H]`:

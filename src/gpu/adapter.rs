@@ -86,7 +86,7 @@ fn backend_rank(backend: wgpu::Backend) -> u8 {
     }
 }
 
-/// Lists every adapter on the given backends, best first, in the order [`choose_adapter`]
+/// Lists every adapter on the given backends, best first, in the order `choose_adapter`
 /// ranks them.
 pub async fn enumerate_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let mut adapters = instance.enumerate_adapters(backends).await;

@@ -143,8 +143,18 @@ impl Profiler {
 }
 
 impl Context {
-    /// Starts timing every dispatch on the GPU (see the [`profile`](self) module docs);
-    /// a running profile is restarted. Needs the device's `TIMESTAMP_QUERY` feature.
+    /// Starts timing every dispatch on the GPU; a running profile is restarted. Needs the
+    /// device's `TIMESTAMP_QUERY` feature.
+    ///
+    /// Every dispatch a launcher encodes then writes a timestamp at the start and end of
+    /// its compute pass; [`Context::submit`] resolves them, waits for the GPU and adds
+    /// each dispatch's time to the (kernel, workgroup grid) it ran with. Waiting makes
+    /// every submission synchronous, so wall-clock time grows while the GPU times stay
+    /// what they are. Only work submitted with [`Context::submit`] is covered: a dispatch
+    /// encoded into a host's own encoder is timed only if that encoder is submitted
+    /// before the next [`Context::submit`]. With several encoders open at once (other
+    /// threads), a submit resolves the others' timestamps before they are written, so
+    /// those times are wrong: profile one encoder at a time.
     pub fn start_profiling(&self) -> Result<()> {
         if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(Error::invalid(format!(

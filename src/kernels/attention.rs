@@ -211,7 +211,7 @@ pub struct AttentionForward<'a> {
     pub v: Option<&'a Tensor>,
     /// `[B, S, Dv]`
     pub values: &'a Tensor,
-    /// Source lengths: positions s >= len[b] get weight 0.
+    /// Source lengths: positions `s >= len[b]` get weight 0.
     pub lengths: Option<&'a Lengths>,
     /// Written: `[B, S]`.
     pub weights: &'a Tensor,

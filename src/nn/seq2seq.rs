@@ -91,7 +91,7 @@ impl LuongAttention {
     }
 }
 
-/// Either attention of an [`AttentionDecoder`].
+/// Either attention of an attention decoder (the chapter's `AttentionDecoder`).
 #[derive(Clone, Copy, Debug)]
 pub enum Attention {
     /// Additive.

@@ -18,7 +18,7 @@ pub struct CrossEntropyReference {
     pub status: [u32; 2],
 }
 
-/// logits is [N, V], targets [N]; returns the loss, its gradient and the status.
+/// logits is `[N, V]`, targets `[N]`; returns the loss, its gradient and the status.
 pub fn cross_entropy_forward(
     op: &CrossEntropy,
     logits: &[f64],
@@ -96,7 +96,7 @@ fn decoding_order(a: (f64, usize), b: (f64, usize)) -> Ordering {
     by_value.then(a.1.cmp(&b.1))
 }
 
-/// logits is [N, V]; returns [N]: the first index of each row's maximum.
+/// logits is `[N, V]`; returns `[N]`: the first index of each row's maximum.
 pub fn argmax(logits: &[f64], vocab: usize) -> Vec<u32> {
     top_k(logits, vocab, 1).1
 }

@@ -107,7 +107,7 @@ pub fn sum_forward(x: &[f64]) -> f64 {
     x.iter().sum()
 }
 
-/// forward: y = sum_i x[i], so dx[i] = dy for every i.
+/// forward: `y = sum_i x[i]`, so `dx[i] = dy` for every i.
 pub fn sum_backward(grad_y: f64, len: usize) -> Vec<f64> {
     vec![grad_y; len]
 }
@@ -117,7 +117,7 @@ pub fn mean_forward(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64
 }
 
-/// forward: y = sum_i x[i] / n, so dx[i] = dy / n.
+/// forward: `y = sum_i x[i] / n`, so `dx[i] = dy / n`.
 pub fn mean_backward(grad_y: f64, len: usize) -> Vec<f64> {
     vec![grad_y / len as f64; len]
 }

@@ -1,8 +1,8 @@
 //! CPU reference of `shaders/embedding.wgsl`: plain loops in f64. The oracle of the
 //! kernel tests.
 
-/// ids [N] (any shape, flattened), weight [V, E]; returns out [N, E] with
-/// out[n, :] = weight[ids[n], :]. An id >= V gives a row of zeros, as the shader's guard.
+/// ids `[N]` (any shape, flattened), weight `[V, E]`; returns out `[N, E]` with
+/// `out[n, :] = weight[ids[n], :]`. An id >= V gives a row of zeros, as the shader's guard.
 pub fn embedding_forward(ids: &[u32], weight: &[f64], embed: usize) -> Vec<f64> {
     let vocab = weight.len() / embed;
     let mut out = vec![0.0; ids.len() * embed];
@@ -15,9 +15,9 @@ pub fn embedding_forward(ids: &[u32], weight: &[f64], embed: usize) -> Vec<f64> 
     out
 }
 
-/// The gradient of the weight [V, E] given grad_out [N, E]:
-/// forward: out[n, e] = weight[ids[n], e], so dW[v, e] = sum over n with ids[n] == v of
-/// dout[n, e], summed in increasing n (the kernel's order). The `padding_idx` row gets no
+/// The gradient of the weight `[V, E]` given grad_out `[N, E]`:
+/// forward: `out[n, e] = weight[ids[n], e]`, so `dW[v, e]` = the sum over n with
+/// `ids[n] == v` of `dout[n, e]`, summed in increasing n (the kernel's order). The `padding_idx` row gets no
 /// gradient (PyTorch's `nn.Embedding(padding_idx=...)`); ids >= V contribute nothing.
 pub fn embedding_backward(
     ids: &[u32],

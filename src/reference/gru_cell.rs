@@ -22,7 +22,7 @@ pub struct GruSaved {
     pub output: Vec<f64>,
 }
 
-/// Runs every step; step t of row b runs iff t < lengths[b] (None: all T).
+/// Runs every step; step t of row b runs iff `t < lengths[b]` (None: all T).
 pub fn gru_cell_forward(
     dims: &GruDims,
     xproj: &[f64],

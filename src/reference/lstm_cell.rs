@@ -24,7 +24,7 @@ pub struct LstmSaved {
 }
 
 /// Runs every step. `lengths` as `pack_padded_sequence`: step t of row b runs iff
-/// t < lengths[b] (None: all T).
+/// `t < lengths[b]` (None: all T).
 pub fn lstm_cell_forward(
     dims: &LstmDims,
     xproj: &[f64],

@@ -30,7 +30,7 @@ pub struct RnnSaved {
     pub output: Vec<f64>,
 }
 
-/// Runs every step; step t of row b runs iff t < lengths[b] (None: all T).
+/// Runs every step; step t of row b runs iff `t < lengths[b]` (None: all T).
 pub fn rnn_cell_forward(
     dims: &RnnDims,
     nonlinearity: Nonlinearity,
