@@ -124,6 +124,9 @@ impl Default for Args {
     }
 }
 
+/// Training steps run before `--profile` starts timing (pipelines built, pool filled).
+const PROFILE_WARM_UP: u64 = 3;
+
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn parse_args() -> AnyResult<Option<Args>> {
@@ -157,8 +160,8 @@ fn parse_args() -> AnyResult<Option<Args>> {
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }
     }
-    if args.batch == 0 || args.hidden == 0 || args.embed == 0 || args.beam == 0 {
-        return Err("--batch, --hidden, --embed and --beam must be at least 1".into());
+    if args.batch == 0 || args.hidden == 0 || args.embed == 0 || args.beam == 0 || args.profile == Some(0) {
+        return Err("--batch, --hidden, --embed, --beam and --profile must be at least 1".into());
     }
     if !(0.0..=1.0).contains(&args.teacher_forcing) {
         return Err(format!("--teacher-forcing must be in [0, 1], got {}", args.teacher_forcing).into());
@@ -542,6 +545,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     // resumed run continues where it would have been.
     let start = Instant::now();
     let mut profile_start = start;
+    let mut run_steps = 0u64;
     let first_epoch = epoch;
     while epoch < first_epoch + args.epochs {
         epoch += 1;
@@ -577,17 +581,17 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
                 step,
                 &mut rng,
             )?;
+            run_steps += 1;
             if let Some(steps) = args.profile {
-                const WARM_UP: u64 = 3;
-                if step == WARM_UP {
+                if run_steps == PROFILE_WARM_UP {
                     ctx.start_profiling()?;
                     profile_start = Instant::now();
-                } else if step == WARM_UP + steps as u64 {
+                } else if run_steps == PROFILE_WARM_UP + steps as u64 {
                     let profile = ctx.finish_profiling()?;
                     bar.finish_and_clear();
                     println!(
-                        "GPU time of training steps {} to {step} ({:.0} ms of wall-clock time):",
-                        WARM_UP + 1,
+                        "GPU time of training steps {} to {run_steps} of this run ({:.0} ms of wall-clock time):",
+                        PROFILE_WARM_UP + 1,
                         profile_start.elapsed().as_secs_f64() * 1e3
                     );
                     println!("{profile}");
@@ -626,6 +630,12 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             let scores = evaluate(&ctx, &mut store, &translator, &dev_pairs, 1)?;
             println!("  dev (greedy): chrF {:.1}, char-BLEU {:.1}", scores.chrf, scores.bleu);
         }
+    }
+    if let Some(steps) = args.profile {
+        return Err(format!(
+            "--profile {steps}: the run had only {run_steps} steps, fewer than {PROFILE_WARM_UP} warm-up steps and {steps} to time"
+        )
+        .into());
     }
     let train_time = start.elapsed();
     println!(
