@@ -6,6 +6,9 @@
 //!
 //!     cargo run --release --example lstm_scaling [-- --backward] [--samples N]
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -25,31 +28,26 @@ struct Options {
     samples: usize,
 }
 
-fn parse() -> std::result::Result<Options, String> {
+const USAGE: &str = "usage: lstm_scaling [--backward] [--samples N]
+
+Times an LSTM layer over sweeps of T, H and B and fits time ~ x^k.
+";
+
+fn parse() -> std::result::Result<Option<Options>, Box<dyn std::error::Error>> {
     let mut options = Options {
         backward: false,
         samples: 3,
     };
     let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
             "--backward" => options.backward = true,
-            "--samples" => {
-                let value = args.next().ok_or("--samples needs a number")?;
-                options.samples = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or(format!("--samples: not a positive number: {value}"))?;
-            }
-            "--help" | "-h" => {
-                println!("usage: lstm_scaling [--backward] [--samples N]\n\nTimes an LSTM layer over sweeps of T, H and B and fits time ~ x^k.");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other} (see --help)")),
+            "--samples" => options.samples = cli::positive(&flag, args.next())?,
+            "--help" | "-h" => return Ok(None),
+            other => return Err(format!("unknown argument {other} (see --help)").into()),
         }
     }
-    Ok(options)
+    Ok(Some(options))
 }
 
 /// Median seconds of `samples` runs of one layer (B, T, H), after one warm-up run.
@@ -106,17 +104,7 @@ fn exponent(points: &[(f64, f64)]) -> f64 {
 }
 
 fn main() {
-    let options = match parse() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("lstm_scaling: {message}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(&options) {
-        eprintln!("lstm_scaling: {err}");
-        std::process::exit(1);
-    }
+    cli::run_main(USAGE, parse, run);
 }
 
 fn run(options: &Options) -> Result<()> {

@@ -6,6 +6,9 @@
 //!
 //!     cargo run --release --example lstm_vs_gru [-- --batch 32 --steps 50 --input 100 --hidden 256 --samples 5]
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -20,7 +23,8 @@ use tsumugi::{Context, Result, Tensor};
 const USAGE: &str = "usage: lstm_vs_gru [--batch N] [--steps N] [--input N] [--hidden N] [--samples N]
 
 Parameter counts and forward / training-step times of an LSTM and a GRU.
-Defaults: --batch 32 --steps 50 --input 100 --hidden 256 --samples 5";
+Defaults: --batch 32 --steps 50 --input 100 --hidden 256 --samples 5
+";
 
 struct Options {
     batch: usize,
@@ -30,7 +34,7 @@ struct Options {
     samples: usize,
 }
 
-fn parse() -> std::result::Result<Options, String> {
+fn parse() -> std::result::Result<Option<Options>, Box<dyn std::error::Error>> {
     let mut o = Options {
         batch: 32,
         steps: 50,
@@ -40,40 +44,21 @@ fn parse() -> std::result::Result<Options, String> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let n = value
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or(format!("{flag}: expected a positive whole number, got {value:?}"))?;
         match flag.as_str() {
-            "--batch" => o.batch = n,
-            "--steps" => o.steps = n,
-            "--input" => o.input = n,
-            "--hidden" => o.hidden = n,
-            "--samples" => o.samples = n,
-            other => return Err(format!("unknown flag {other}\n\n{USAGE}")),
+            "--help" | "-h" => return Ok(None),
+            "--batch" => o.batch = cli::positive(&flag, args.next())?,
+            "--steps" => o.steps = cli::positive(&flag, args.next())?,
+            "--input" => o.input = cli::positive(&flag, args.next())?,
+            "--hidden" => o.hidden = cli::positive(&flag, args.next())?,
+            "--samples" => o.samples = cli::positive(&flag, args.next())?,
+            other => return Err(format!("unknown flag {other}\n\n{USAGE}").into()),
         }
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 fn main() {
-    let options = match parse() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("lstm_vs_gru: {message}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(&options) {
-        eprintln!("lstm_vs_gru: {err}");
-        std::process::exit(1);
-    }
+    cli::run_main(USAGE, parse, run);
 }
 
 /// Median milliseconds of `samples` calls after one warm-up call (pipelines compile).

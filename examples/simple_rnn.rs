@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release --example simple_rnn [-- --batch 3 --steps 5 --input 10 --hidden 20 --outputs 2 --seed 0]
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamStore};
@@ -13,7 +16,8 @@ use tsumugi::{Context, Result, Tensor};
 const USAGE: &str = "usage: simple_rnn [--batch N] [--steps N] [--input N] [--hidden N] [--outputs N] [--seed N]
 
 The chapter's SimpleRNN (nn.RNN + Linear on the last step) on random input [batch, steps, input].
-Defaults: --batch 3 --steps 5 --input 10 --hidden 20 --outputs 2 --seed 0";
+Defaults: --batch 3 --steps 5 --input 10 --hidden 20 --outputs 2 --seed 0
+";
 
 struct Options {
     batch: usize,
@@ -24,7 +28,7 @@ struct Options {
     seed: u64,
 }
 
-fn parse() -> std::result::Result<Options, String> {
+fn parse() -> std::result::Result<Option<Options>, Box<dyn std::error::Error>> {
     let mut o = Options {
         batch: 3,
         steps: 5,
@@ -35,43 +39,22 @@ fn parse() -> std::result::Result<Options, String> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let number = || -> std::result::Result<usize, String> {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n >= 1)
-                .ok_or(format!("{flag}: expected a positive whole number, got {value:?}"))
-        };
         match flag.as_str() {
-            "--batch" => o.batch = number()?,
-            "--steps" => o.steps = number()?,
-            "--input" => o.input = number()?,
-            "--hidden" => o.hidden = number()?,
-            "--outputs" => o.outputs = number()?,
-            "--seed" => o.seed = value.parse().map_err(|_| format!("--seed: not a number: {value:?}"))?,
-            other => return Err(format!("unknown flag {other}\n\n{USAGE}")),
+            "--help" | "-h" => return Ok(None),
+            "--batch" => o.batch = cli::positive(&flag, args.next())?,
+            "--steps" => o.steps = cli::positive(&flag, args.next())?,
+            "--input" => o.input = cli::positive(&flag, args.next())?,
+            "--hidden" => o.hidden = cli::positive(&flag, args.next())?,
+            "--outputs" => o.outputs = cli::positive(&flag, args.next())?,
+            "--seed" => o.seed = cli::value(&flag, args.next())?,
+            other => return Err(format!("unknown flag {other}\n\n{USAGE}").into()),
         }
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 fn main() {
-    let options = match parse() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("simple_rnn: {message}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(err) = run(&options) {
-        eprintln!("simple_rnn: {err}");
-        std::process::exit(1);
-    }
+    cli::run_main(USAGE, parse, run);
 }
 
 fn run(o: &Options) -> Result<()> {

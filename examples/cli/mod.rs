@@ -33,3 +33,14 @@ pub fn value<T: std::str::FromStr>(flag: &str, raw: Option<String>) -> Result<T,
     raw.parse()
         .map_err(|_| format!("{flag}: cannot parse {raw:?} (see --help)").into())
 }
+
+/// [`value`] for a whole number that must be at least 1.
+// Not every example that includes this module takes a count.
+#[allow(dead_code)]
+pub fn positive(flag: &str, raw: Option<String>) -> Result<usize, Box<dyn std::error::Error>> {
+    let n: usize = value(flag, raw)?;
+    if n == 0 {
+        return Err(format!("{flag}: must be at least 1 (see --help)").into());
+    }
+    Ok(n)
+}
