@@ -28,7 +28,9 @@ use std::time::Instant;
 use plotters::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sentiment_common::{build_vocab, evaluate, load_rt_polarity, train_epoch, AnyResult, ModelSpec, TrainSettings};
+use sentiment_common::{
+    build_vocab, evaluate, load_rt_polarity, parse_model, train_epoch, AnyResult, ModelSpec, TrainSettings,
+};
 use tsumugi::graph::ParamStore;
 use tsumugi::io::write_atomically;
 use tsumugi::nn::{CellKind, Embedding};
@@ -85,13 +87,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--model" => {
-                args.kind = match cli::value::<String>(&flag, it.next())?.as_str() {
-                    "lstm" => CellKind::Lstm,
-                    "gru" => CellKind::Gru,
-                    other => return Err(format!("--model: expected gru or lstm, got {other:?}").into()),
-                }
-            }
+            "--model" => args.kind = parse_model(&flag, it.next())?,
             "--epochs" => args.epochs = cli::value(&flag, it.next())?,
             "--batch" => args.batch = cli::value(&flag, it.next())?,
             "--lr" => args.lr = cli::value(&flag, it.next())?,

@@ -21,8 +21,8 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sentiment_common::{
-    build_vocab, evaluate, load_labelled_tsv, load_rt_polarity, probabilities, read_text, train_epoch, AnyResult,
-    Labelled, ModelSpec, TrainSettings, CLASSES, SPLIT_SEED,
+    build_vocab, evaluate, load_labelled_tsv, load_rt_polarity, parse_model, probabilities, read_text, train_epoch,
+    AnyResult, Labelled, ModelSpec, TrainSettings, CLASSES, SPLIT_SEED,
 };
 use tsumugi::graph::ParamStore;
 use tsumugi::io::{load_checkpoint, save_checkpoint, write_atomically};
@@ -94,13 +94,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--model" => {
-                args.kind = match cli::value::<String>(&flag, it.next())?.as_str() {
-                    "lstm" => CellKind::Lstm,
-                    "gru" => CellKind::Gru,
-                    other => return Err(format!("--model: expected lstm or gru, got {other:?}").into()),
-                }
-            }
+            "--model" => args.kind = parse_model(&flag, it.next())?,
             "--epochs" => args.epochs = cli::value(&flag, it.next())?,
             "--batch" => args.batch = cli::value(&flag, it.next())?,
             "--lr" => args.lr = cli::value(&flag, it.next())?,

@@ -327,6 +327,16 @@ pub fn evaluate(
     Ok(matrix)
 }
 
+/// `--model lstm|gru`: the recurrent layer of the classifier.
+pub fn parse_model(flag: &str, raw: Option<String>) -> AnyResult<CellKind> {
+    match raw.as_deref() {
+        Some("lstm") => Ok(CellKind::Lstm),
+        Some("gru") => Ok(CellKind::Gru),
+        Some(other) => Err(format!("{flag}: expected lstm or gru, got {other:?}").into()),
+        None => Err(format!("{flag} needs a value (see --help)").into()),
+    }
+}
+
 /// The training vocabulary: tokens seen at least `min_freq` times in `train`.
 pub fn build_vocab(train: &[Labelled], min_freq: usize) -> Vocab {
     Vocab::build(train.iter().map(|e| &e.tokens), min_freq)
