@@ -13,7 +13,7 @@ mod profile;
 
 use std::future::Future;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
@@ -75,6 +75,9 @@ struct Inner {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Set while [`Context::start_profiling`] is in effect.
     profiler: Mutex<Option<profile::Profiler>>,
+    /// Whether `profiler` is set: read on every dispatch and submit, so that they take
+    /// the lock only while profiling.
+    profiling: AtomicBool,
 }
 
 impl std::fmt::Debug for Context {
@@ -173,6 +176,7 @@ impl Context {
                 lost,
                 uncaptured,
                 profiler: Mutex::new(None),
+                profiling: AtomicBool::new(false),
             }),
         }
     }
@@ -377,8 +381,11 @@ impl Context {
             layout: &pipeline.bind_group_layout,
             entries: &entries,
         });
-        let timestamps = lock(&self.inner.profiler)
+        let timestamps = self
+            .profiling()
+            .then(|| lock(&self.inner.profiler))
             .as_mut()
+            .and_then(|guard| guard.as_mut())
             .map(|p| p.next_slot(&self.inner.device, dispatch.kernel.entry_point, dispatch.workgroups));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(dispatch.kernel.entry_point),

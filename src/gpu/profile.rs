@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{read_buffer_blocking, Context};
@@ -162,7 +163,8 @@ impl Context {
                 self.adapter().name
             )));
         }
-        *super::lock(&self.inner.profiler) = Some(Profiler {
+        let mut guard = super::lock(&self.inner.profiler);
+        *guard = Some(Profiler {
             sets: Vec::new(),
             pending: Vec::new(),
             totals: HashMap::new(),
@@ -171,13 +173,16 @@ impl Context {
             period: f64::from(self.queue().get_timestamp_period()),
             error: None,
         });
+        self.inner.profiling.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     /// Stops profiling and returns what was measured since [`Context::start_profiling`].
     /// Dispatches encoded but not yet submitted are not counted.
     pub fn finish_profiling(&self) -> Result<Profile> {
-        let profiler = super::lock(&self.inner.profiler)
+        let mut guard = super::lock(&self.inner.profiler);
+        self.inner.profiling.store(false, Ordering::SeqCst);
+        let profiler = guard
             .take()
             .ok_or_else(|| Error::invalid("profiling: finish_profiling without start_profiling"))?;
         if let Some(err) = profiler.error {
@@ -204,6 +209,9 @@ impl Context {
     /// Appends the resolve of this submission's timestamps to `encoder`; returns what
     /// [`Context::read_profile`] needs after the submit. None when not profiling.
     pub(crate) fn resolve_profile(&self, encoder: &mut wgpu::CommandEncoder) -> Option<ResolvedProfile> {
+        if !self.profiling() {
+            return None;
+        }
         let mut guard = super::lock(&self.inner.profiler);
         let profiler = guard.as_mut()?;
         if profiler.pending.is_empty() {
@@ -223,6 +231,11 @@ impl Context {
             encoder.resolve_query_set(&profiler.sets[i], 0..queries, &buffer, offset);
         }
         Some(ResolvedProfile { buffer, pending })
+    }
+
+    /// Whether [`Context::start_profiling`] is in effect.
+    pub(crate) fn profiling(&self) -> bool {
+        self.inner.profiling.load(Ordering::SeqCst)
     }
 
     /// Waits for a submission's timestamps and adds them to the running profile.
