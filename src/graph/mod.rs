@@ -349,7 +349,7 @@ impl Backward<'_> {
 
     /// Whether a gradient for `v` would be added to what its target holds (`Some(true)`)
     /// or written over it (`Some(false)`); None when `v` takes none. No side effects,
-    /// unlike [`Graph::target`].
+    /// unlike `target`.
     fn target_accumulates(&self, v: Var) -> Option<bool> {
         match self.sources[v.0] {
             Source::Input | Source::Computed { requires_grad: false } => None,
@@ -370,11 +370,7 @@ impl Backward<'_> {
     /// Whether `v` takes a gradient at all (a computed value that needs one, or a
     /// trainable parameter).
     fn target_needed(&self, v: Var) -> bool {
-        match self.sources[v.0] {
-            Source::Input | Source::Computed { requires_grad: false } => false,
-            Source::Param(id) => self.store.params[id.0].trainable,
-            Source::Computed { requires_grad: true } => true,
-        }
+        self.target_accumulates(v).is_some()
     }
 
     /// The gradient flowing into `v` (None: nothing downstream used it).
@@ -385,26 +381,25 @@ impl Backward<'_> {
     /// Where the gradient of `v` goes, and whether to add to what is there: None when `v`
     /// needs none (an input, a frozen parameter).
     fn target(&mut self, v: Var) -> Result<Option<(Tensor, bool)>> {
-        match self.sources[v.0] {
-            Source::Input | Source::Computed { requires_grad: false } => Ok(None),
+        let Some(accumulate) = self.target_accumulates(v) else {
+            return Ok(None);
+        };
+        let grad = match self.sources[v.0] {
             Source::Param(id) => {
                 let p = &mut self.store.params[id.0];
-                if !p.trainable {
-                    return Ok(None);
-                }
-                let accumulate = p.grad_live;
                 p.grad_live = true;
-                Ok(Some((p.grad.clone(), accumulate)))
+                p.grad.clone()
             }
-            Source::Computed { requires_grad: true } => match &self.grads[v.0] {
-                Some(grad) => Ok(Some((grad.clone(), true))),
+            _ => match &self.grads[v.0] {
+                Some(grad) => grad.clone(),
                 None => {
                     let grad = Tensor::empty(self.ctx, self.values[v.0].shape(), DType::F32)?;
                     self.grads[v.0] = Some(grad.clone());
-                    Ok(Some((grad, false)))
+                    grad
                 }
             },
-        }
+        };
+        Ok(Some((grad, accumulate)))
     }
 }
 
