@@ -24,7 +24,8 @@ use crate::kernels::embedding::{embedding_backward, embedding_forward, Embedding
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
 use crate::kernels::lstm_cell::{lstm_backward, lstm_cell_backward, lstm_forward, LstmBackward, LstmForward};
 use crate::kernels::matmul::{
-    matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView, StridedMatmul, Strides,
+    encode_column_sums, matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView,
+    StridedMatmul, Strides,
 };
 use crate::kernels::optim::{
     adam_step, adam_step_guarded, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, sgd_step_guarded, Adam, Sgd,
@@ -234,6 +235,14 @@ pub struct Backward<'a> {
 }
 
 impl Backward<'_> {
+    /// A zero tensor cleared on the GPU inside the step (no upload from the host).
+    fn zeros(&mut self, shape: &[usize]) -> Result<Tensor> {
+        let zeros = Tensor::empty(self.ctx, shape, DType::F32)?;
+        self.encoder
+            .clear_buffer(zeros.buffer(), 0, Some(zeros.size_in_bytes()));
+        Ok(zeros)
+    }
+
     /// The gradient target of a value only one op consumes (a layer's input projection),
     /// so its gradient is always written fresh.
     fn fresh_target(&mut self, v: Var, layer: &str) -> Result<Tensor> {
@@ -528,14 +537,13 @@ impl<'s> Graph<'s> {
             if da.is_none() && db.is_none() {
                 return Ok(());
             }
-            let zeros = |shape: &[usize]| Tensor::zeros(g.ctx, shape, DType::F32);
             let da = match da {
                 Some(da) => da,
-                None => zeros(&shape_a)?,
+                None => g.zeros(&shape_a)?,
             };
             let db = match db {
                 Some(db) => db,
-                None => zeros(&shape_b)?,
+                None => g.zeros(&shape_b)?,
             };
             if let Some((grad, accumulate)) = g.target(x)? {
                 split_backward(g.ctx, g.encoder, &da, &db, &grad, accumulate)?;
@@ -980,21 +988,18 @@ impl<'s> Graph<'s> {
             if d_out.is_none() && d_h.is_none() && d_c.is_none() {
                 return Ok(());
             }
-            // (dh_n, dc_n): each the final state's gradient, or zeros; written whole by
-            // the concatenation when either exists, so only an all-zero one is filled.
-            let grad_state = if d_h.is_some() || d_c.is_some() {
-                Tensor::empty(&ctx, &[2, batch, hidden], DType::F32)?
-            } else {
-                Tensor::zeros(&ctx, &[2, batch, hidden], DType::F32)?
-            };
-            if d_h.is_some() || d_c.is_some() {
-                let zeros = Tensor::zeros(&ctx, &[1, batch * hidden], DType::F32)?;
-                let flat = |d: &Option<Tensor>| {
-                    d.as_ref()
-                        .map_or(Ok(zeros.clone()), |d| d.reshape(&[1, batch * hidden]))
-                };
-                let halves = grad_state.reshape(&[1, 2 * batch * hidden])?;
-                split_backward(g.ctx, g.encoder, &flat(&d_h)?, &flat(&d_c)?, &halves, false)?;
+            // (dh_n, dc_n): each the final state's gradient, or zeros, put in place by
+            // buffer copies and clears (no kernel, no upload).
+            let grad_state = Tensor::empty(&ctx, &[2, batch, hidden], DType::F32)?;
+            let half = grad_state.size_in_bytes() / 2;
+            for (i, d) in [&d_h, &d_c].into_iter().enumerate() {
+                let offset = i as u64 * half;
+                match d {
+                    Some(d) => g
+                        .encoder
+                        .copy_buffer_to_buffer(d.buffer(), 0, grad_state.buffer(), offset, half),
+                    None => g.encoder.clear_buffer(grad_state.buffer(), offset, Some(half)),
+                }
             }
             let grad_gates = g.fresh_target(xproj, "lstm")?;
             let backward = LstmBackward {
@@ -1099,7 +1104,7 @@ impl<'s> Graph<'s> {
             }
             let grad_state = match &d_h {
                 Some(d_h) => d_h.clone(),
-                None => Tensor::zeros(&ctx, &[batch, hidden], DType::F32)?,
+                None => g.zeros(&[batch, hidden])?,
             };
             // The backward turns grad_state into dh0; keep the caller's d_h intact.
             let grad_state = copy_of(g, &grad_state)?;
@@ -1204,7 +1209,6 @@ impl<'s> Graph<'s> {
         let h_n = self.final_state(&h_states)?;
         let (out, h_n) = (self.computed(output, &from), self.computed(h_n, &from));
         let (w_hh, lengths) = (weights.w_hh, lengths.cloned());
-        let ctx = self.ctx.clone();
         self.record(move |g| {
             let (d_out, d_h) = (g.grad(out), g.grad(h_n));
             if d_out.is_none() && d_h.is_none() {
@@ -1212,7 +1216,7 @@ impl<'s> Graph<'s> {
             }
             let grad_state = match &d_h {
                 Some(d_h) => copy_of(g, d_h)?,
-                None => Tensor::zeros(&ctx, &[batch, hidden], DType::F32)?,
+                None => g.zeros(&[batch, hidden])?,
             };
             let grad_gates = g.fresh_target(xproj, "rnn")?;
             let backward = RnnBackward {
@@ -1337,7 +1341,7 @@ impl<'s> Graph<'s> {
             let width = tq.shape()[1];
             let d_context = match d_context {
                 Some(d) => d,
-                None => Tensor::zeros(&ctx, &[batch, value_width], DType::F32)?,
+                None => g.zeros(&[batch, value_width])?,
             };
             // The keys' and values' gradients go straight into their targets when both
             // are written the same way (a decoder's steps all add into the encoder's
@@ -1396,11 +1400,11 @@ impl<'s> Graph<'s> {
                 g.deliver(Some(values), &grad_values)?;
             }
             if let (Some(rows), Some(v)) = (grad_v_rows, v) {
-                // dv = the rows' sum, as ones [1, B] x rows [B, A].
-                let ones = Tensor::full(&ctx, &[1, batch], 1.0f32)?;
-                let dv = Tensor::empty(&ctx, &[1, width], DType::F32)?;
-                matmul_forward(g.ctx, g.encoder, &Matmul::default(), &ones, &rows, None, &dv)?;
-                g.deliver(Some(v), &dv.reshape(&[width])?)?;
+                // dv = the rows' sum, added straight into v's gradient.
+                if let Some((dv, accumulate)) = g.target(v)? {
+                    let beta = if accumulate { 1.0 } else { 0.0 };
+                    encode_column_sums(g.ctx, g.encoder, &rows, (1, batch, width), &dv, beta)?;
+                }
             }
             Ok(())
         });

@@ -515,51 +515,74 @@ pub fn matmul_backward(
         )?;
     }
     if let Some(grad_bias) = grads.bias {
-        // One invocation per column loops over every (batch, row): on a CPU adapter the
-        // rows are cut into chunks that accumulate, like encode_product's K chunks.
-        let (batch, rows) = (dims.batch, dims.m);
-        let budget = super::loop_budget(ctx).map_or(usize::MAX, |budget| (budget - 16) as usize);
-        // Each batch costs its rows plus one iteration of the batch loop itself.
-        let (batch_chunk, row_chunk) = if rows < budget {
-            ((budget / (rows + 1)).min(batch), rows)
-        } else {
-            (1, budget - 1)
-        };
-        let mut first = true;
-        for b0 in (0..batch).step_by(batch_chunk) {
-            for r0 in (0..rows).step_by(row_chunk) {
-                let lhs = View {
-                    offset: c_view.offset + (b0 * dims.m * dims.n + r0 * dims.n) as u32,
-                    ..c_view
-                };
-                let params = Params {
-                    lhs,
-                    rhs: lhs,
-                    out: View::row_major(1, dims.n, true),
-                    rows: row_chunk.min(rows - r0) as u32,
-                    cols: dims.n as u32,
-                    inner: 0,
-                    batch: batch_chunk.min(batch - b0) as u32,
-                    sum_batches: 1,
-                    has_bias: 0,
-                    beta: if first { beta } else { 1.0 },
-                    _pad: 0,
-                };
-                first = false;
-                ctx.encode_dispatch(
-                    encoder,
-                    Dispatch {
-                        kernel: &MATMUL_BACKWARD_BIAS,
-                        overrides: &[("BIAS_WG", BIAS_WG)],
-                        buffers: &[
-                            (0, grad_c.buffer(), "matmul: grad_c"),
-                            (5, grad_bias.buffer(), "matmul: grad_bias"),
-                        ],
-                        params: &params,
-                        workgroups: [(dims.n as u32).div_ceil(BIAS_WG), 1, 1],
-                    },
-                )?;
-            }
+        encode_column_sums(ctx, encoder, grad_c, (dims.batch, dims.m, dims.n), grad_bias, beta)?;
+    }
+    Ok(())
+}
+
+/// `out[n] = sum over (b, m) of x[b, m, n] (+ beta * out[n])`: the bias gradient of a
+/// matmul, and any column sum of a row-major `x` `(batch, rows, cols)`. Also what the
+/// graph uses for a sum over a batch (attention's `dv`), instead of a product with an
+/// uploaded vector of ones.
+pub(crate) fn encode_column_sums(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    grad_c: &Tensor,
+    (batch, rows, cols): (usize, usize, usize),
+    grad_bias: &Tensor,
+    beta: f32,
+) -> Result<()> {
+    if grad_c.len() != batch * rows * cols || grad_bias.len() != cols {
+        return Err(Error::invalid(format!(
+            "column sums: {:?} is not {batch} x {rows} x {cols}, or {:?} not [{cols}]",
+            grad_c.shape(),
+            grad_bias.shape()
+        )));
+    }
+    let c_view = View::row_major(rows, cols, false);
+    // One invocation per column loops over every (batch, row): on a CPU adapter the
+    // rows are cut into chunks that accumulate, like encode_product's K chunks.
+    let budget = super::loop_budget(ctx).map_or(usize::MAX, |budget| (budget - 16) as usize);
+    // Each batch costs its rows plus one iteration of the batch loop itself.
+    let (batch_chunk, row_chunk) = if rows < budget {
+        ((budget / (rows + 1)).min(batch), rows)
+    } else {
+        (1, budget - 1)
+    };
+    let mut first = true;
+    for b0 in (0..batch).step_by(batch_chunk) {
+        for r0 in (0..rows).step_by(row_chunk) {
+            let lhs = View {
+                offset: c_view.offset + (b0 * rows * cols + r0 * cols) as u32,
+                ..c_view
+            };
+            let params = Params {
+                lhs,
+                rhs: lhs,
+                out: View::row_major(1, cols, true),
+                rows: row_chunk.min(rows - r0) as u32,
+                cols: cols as u32,
+                inner: 0,
+                batch: batch_chunk.min(batch - b0) as u32,
+                sum_batches: 1,
+                has_bias: 0,
+                beta: if first { beta } else { 1.0 },
+                _pad: 0,
+            };
+            first = false;
+            ctx.encode_dispatch(
+                encoder,
+                Dispatch {
+                    kernel: &MATMUL_BACKWARD_BIAS,
+                    overrides: &[("BIAS_WG", BIAS_WG)],
+                    buffers: &[
+                        (0, grad_c.buffer(), "matmul: grad_c"),
+                        (5, grad_bias.buffer(), "matmul: grad_bias"),
+                    ],
+                    params: &params,
+                    workgroups: [(cols as u32).div_ceil(BIAS_WG), 1, 1],
+                },
+            )?;
         }
     }
     Ok(())
