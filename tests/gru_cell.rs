@@ -346,15 +346,7 @@ mod properties {
     use proptest::prelude::*;
 
     fn case() -> impl Strategy<Value = Case> {
-        (1usize..=6, 1usize..=5, 1usize..=40, any::<bool>()).prop_flat_map(|(batch, steps, hidden, padded)| {
-            let lengths = proptest::collection::vec(1..=steps as u32, batch);
-            (
-                Just(batch),
-                Just(steps),
-                Just(hidden),
-                lengths.prop_map(move |l| padded.then_some(l)),
-            )
-        })
+        common::recurrent_shapes()
     }
 
     proptest! {

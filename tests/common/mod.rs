@@ -178,3 +178,20 @@ pub fn prop_config(cases: u32) -> proptest::test_runner::Config {
     config.max_shrink_iters = 32;
     config
 }
+
+/// Random recurrent-kernel shapes for property tests: (B, T, H, lengths) with B up to
+/// 6, T up to 5, H up to 40 (past the 32-wide workgroup and the 4-row block), and
+/// per-row lengths in 1..=T on about half of the cases.
+#[allow(dead_code)] // only the recurrent kernels' test files use it
+pub fn recurrent_shapes() -> impl proptest::strategy::Strategy<Value = (usize, usize, usize, Option<Vec<u32>>)> {
+    use proptest::prelude::*;
+    (1usize..=6, 1usize..=5, 1usize..=40, any::<bool>()).prop_flat_map(|(batch, steps, hidden, padded)| {
+        let lengths = proptest::collection::vec(1..=steps as u32, batch);
+        (
+            Just(batch),
+            Just(steps),
+            Just(hidden),
+            lengths.prop_map(move |l| padded.then_some(l)),
+        )
+    })
+}
