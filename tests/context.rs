@@ -197,14 +197,39 @@ fn profiling_times_each_kernel_or_says_why_not() {
     assert_eq!(profile.submissions, 3);
     assert_eq!(profile.entries.len(), 1, "{profile}");
     let entry = &profile.entries[0];
-    assert_eq!((entry.kernel, entry.calls), ("matmul_forward", 6));
+    let kernel = if ctx.subgroup_kernels() {
+        "matmul_forward_subgroup"
+    } else {
+        "matmul_forward"
+    };
+    assert_eq!((entry.kernel, entry.calls), (kernel, 6));
     assert!(entry.total > std::time::Duration::ZERO, "{profile}");
     assert!(profile.span >= profile.total(), "{profile}");
-    assert!(profile.to_string().contains("matmul_forward"));
+    assert!(profile.to_string().contains(kernel));
     // Stopped: later work is not timed, and the result is still right.
     let mut encoder = ctx.create_encoder();
     matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c).unwrap();
     ctx.submit(encoder);
     assert!(c.to_vec::<f32>().unwrap().iter().all(|&x| x == 53.0));
     assert!(ctx.finish_profiling().is_err());
+}
+
+/// The subgroup kernels are on where the device has subgroups of at least 8 lanes, can be
+/// turned off and on again there, and asking for them elsewhere is an error.
+#[test]
+fn subgroup_kernels_are_on_where_the_device_has_them_and_can_be_turned_off() {
+    let ctx = Context::new().expect("context");
+    let has_subgroups =
+        ctx.features().contains(wgpu::Features::SUBGROUP) && ctx.device().adapter_info().subgroup_min_size >= 8;
+    assert_eq!(ctx.subgroup_kernels(), has_subgroups, "{}", ctx.adapter());
+    ctx.set_subgroup_kernels(false).expect("off is always possible");
+    assert!(!ctx.subgroup_kernels());
+    match ctx.set_subgroup_kernels(true) {
+        Ok(()) => assert!(has_subgroups && ctx.subgroup_kernels()),
+        Err(err) => {
+            assert!(!has_subgroups, "{err}");
+            assert!(err.to_string().contains("subgroup"), "{err}");
+            assert!(!ctx.subgroup_kernels());
+        }
+    }
 }

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    assert_close, assert_gradient_matches_finite_differences, ctx, grid, nan_tensor, seeded, to_f64, Tolerance,
+    assert_close, assert_gradient_matches_finite_differences, ctx, grid, nan_tensor, on_every_kernel_path, seeded,
+    to_f64, Tolerance,
 };
 use tsumugi::kernels::matmul::{matmul_backward, matmul_forward, Matmul, MatmulDims, MatmulGrads};
 use tsumugi::reference;
@@ -74,9 +75,12 @@ impl Case {
 }
 
 /// (batch, M, N, K): 1, primes, the 64-wide workgroup tile -1/0/+1, the 8-wide
-/// invocation block and its 4-wide halves (vec4 loads), a realistic recurrent-step
-/// size; batch 1 and 3.
+/// invocation block and its 4-wide halves (vec4 loads), the subgroup kernel's tiles
+/// (8 to 32 rows, 32 to 256 columns) +1, a realistic recurrent-step size; batch 1 and 3.
 const SIZES: &[(usize, usize, usize, usize)] = &[
+    (1, 33, 257, 20),
+    (2, 24, 36, 9),
+    (1, 40, 100, 6),
     (1, 1, 1, 1),
     (1, 23, 1, 17),
     (3, 1, 7, 5),
@@ -141,69 +145,76 @@ fn inputs(case: &Case, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 
 #[test]
 fn matmul_forward_matches_reference_on_the_shape_table() {
-    for (i, case) in cases().iter().enumerate() {
-        let seed = 100 + i as u64;
-        let (a, b, bias) = inputs(case, seed);
-        let with_bias = i % 2 == 0;
-        let got = run_forward(case, &a, &b, with_bias.then_some(&bias[..]), None, 0.0);
-        let want = reference::matmul::matmul_forward(
-            &dims(case),
-            &case.op(0.0),
-            &to_f64(&a),
-            &to_f64(&b),
-            with_bias.then(|| to_f64(&bias)).as_deref(),
-            &[],
-        );
-        assert_close(
-            "c",
-            &format!("{} seed {seed}", case.name()),
-            &got,
-            &want,
-            Tolerance::F32_SUMS,
-        );
-    }
+    on_every_kernel_path(|| {
+        for (i, case) in cases().iter().enumerate() {
+            let seed = 100 + i as u64;
+            let (a, b, bias) = inputs(case, seed);
+            let with_bias = i % 2 == 0;
+            let got = run_forward(case, &a, &b, with_bias.then_some(&bias[..]), None, 0.0);
+            let want = reference::matmul::matmul_forward(
+                &dims(case),
+                &case.op(0.0),
+                &to_f64(&a),
+                &to_f64(&b),
+                with_bias.then(|| to_f64(&bias)).as_deref(),
+                &[],
+            );
+            assert_close(
+                "c",
+                &format!("{} seed {seed}", case.name()),
+                &got,
+                &want,
+                Tolerance::F32_SUMS,
+            );
+        }
+    });
 }
 
 #[test]
 fn matmul_forward_is_exact_on_grid_values_for_every_load_path() {
-    // Aligned sizes take the vec4 paths, odd ones the scalar path; grid inputs make
-    // every sum exact, so only an indexing bug can make them differ.
-    for case in cases().iter().filter(|case| case.k <= 129) {
-        let a = grid(7, case.a_shape().iter().product());
-        let b = grid(8, case.b_shape().iter().product());
-        let got = run_forward(case, &a, &b, None, None, 0.0);
-        let want = reference::matmul::matmul_forward(&dims(case), &case.op(0.0), &to_f64(&a), &to_f64(&b), None, &[]);
-        assert_close("c", &format!("grid {}", case.name()), &got, &want, Tolerance::EXACT);
-    }
+    on_every_kernel_path(|| {
+        // Aligned sizes take the vec4 paths, odd ones the scalar path; grid inputs make
+        // every sum exact, so only an indexing bug can make them differ.
+        for case in cases().iter().filter(|case| case.k <= 129) {
+            let a = grid(7, case.a_shape().iter().product());
+            let b = grid(8, case.b_shape().iter().product());
+            let got = run_forward(case, &a, &b, None, None, 0.0);
+            let want =
+                reference::matmul::matmul_forward(&dims(case), &case.op(0.0), &to_f64(&a), &to_f64(&b), None, &[]);
+            assert_close("c", &format!("grid {}", case.name()), &got, &want, Tolerance::EXACT);
+        }
+    });
 }
 
 #[test]
 fn matmul_forward_adds_beta_times_c_and_ignores_c_when_beta_is_zero() {
-    let case = Case {
-        batch: 3,
-        m: 5,
-        n: 6,
-        k: 7,
-        trans_a: false,
-        trans_b: true,
-        a_shared: false,
-        b_shared: true,
-    };
-    let (a, b, bias) = inputs(&case, 5);
-    let c0 = seeded(9, 3 * 5 * 6);
-    let got = run_forward(&case, &a, &b, Some(&bias), Some(&c0), 0.5);
-    let want = reference::matmul::matmul_forward(
-        &dims(&case),
-        &case.op(0.5),
-        &to_f64(&a),
-        &to_f64(&b),
-        Some(&to_f64(&bias)),
-        &to_f64(&c0),
-    );
-    assert_close("c", "beta 0.5", &got, &want, Tolerance::F32_SUMS);
-    // beta 0 over a NaN-filled c: the NaN must not leak in (run_forward pre-fills NaN).
-    let got = run_forward(&case, &a, &b, None, None, 0.0);
-    assert!(got.iter().all(|v| v.is_finite()), "beta 0 read the old c");
+    on_every_kernel_path(|| {
+        let case = Case {
+            batch: 3,
+            m: 5,
+            n: 6,
+            k: 7,
+            trans_a: false,
+            trans_b: true,
+            a_shared: false,
+            b_shared: true,
+        };
+        let (a, b, bias) = inputs(&case, 5);
+        let c0 = seeded(9, 3 * 5 * 6);
+        let got = run_forward(&case, &a, &b, Some(&bias), Some(&c0), 0.5);
+        let want = reference::matmul::matmul_forward(
+            &dims(&case),
+            &case.op(0.5),
+            &to_f64(&a),
+            &to_f64(&b),
+            Some(&to_f64(&bias)),
+            &to_f64(&c0),
+        );
+        assert_close("c", "beta 0.5", &got, &want, Tolerance::F32_SUMS);
+        // beta 0 over a NaN-filled c: the NaN must not leak in (run_forward pre-fills NaN).
+        let got = run_forward(&case, &a, &b, None, None, 0.0);
+        assert!(got.iter().all(|v| v.is_finite()), "beta 0 read the old c");
+    });
 }
 
 fn run_backward(case: &Case, seed: u64, accumulate: bool) {
@@ -283,16 +294,20 @@ fn run_backward(case: &Case, seed: u64, accumulate: bool) {
 
 #[test]
 fn matmul_backward_matches_reference_on_the_shape_table() {
-    for (i, case) in cases().iter().enumerate() {
-        run_backward(case, 300 + i as u64, false);
-    }
+    on_every_kernel_path(|| {
+        for (i, case) in cases().iter().enumerate() {
+            run_backward(case, 300 + i as u64, false);
+        }
+    });
 }
 
 #[test]
 fn matmul_backward_accumulates_into_existing_gradients() {
-    for (i, case) in cases().iter().enumerate().filter(|(i, _)| i % 5 == 0) {
-        run_backward(case, 600 + i as u64, true);
-    }
+    on_every_kernel_path(|| {
+        for (i, case) in cases().iter().enumerate().filter(|(i, _)| i % 5 == 0) {
+            run_backward(case, 600 + i as u64, true);
+        }
+    });
 }
 
 #[test]
@@ -401,46 +416,48 @@ fn matmul_rejects_mismatched_shapes_naming_the_tensor() {
 
 #[test]
 fn matmul_splits_loops_longer_than_a_cpu_adapter_allows_into_accumulating_dispatches() {
-    // K = 20001 with scalar loads, and a gradient summed over 3000 batches: one invocation
-    // of each would run past lavapipe's ~65535 loop iterations, which truncates silently.
-    let long_k = Case {
-        batch: 1,
-        m: 3,
-        n: 5,
-        k: 20001,
-        trans_a: false,
-        trans_b: false,
-        a_shared: false,
-        b_shared: true,
-    };
-    let (a, b, bias) = inputs(&long_k, 1);
-    let got = run_forward(&long_k, &a, &b, Some(&bias), None, 0.0);
-    let want = reference::matmul::matmul_forward(
-        &dims(&long_k),
-        &long_k.op(0.0),
-        &to_f64(&a),
-        &to_f64(&b),
-        Some(&to_f64(&bias)),
-        &[],
-    );
-    assert_close("c", "k20001", &got, &want, Tolerance { atol: 1e-3, rtol: 1e-4 });
+    on_every_kernel_path(|| {
+        // K = 20001 with scalar loads, and a gradient summed over 3000 batches: one invocation
+        // of each would run past lavapipe's ~65535 loop iterations, which truncates silently.
+        let long_k = Case {
+            batch: 1,
+            m: 3,
+            n: 5,
+            k: 20001,
+            trans_a: false,
+            trans_b: false,
+            a_shared: false,
+            b_shared: true,
+        };
+        let (a, b, bias) = inputs(&long_k, 1);
+        let got = run_forward(&long_k, &a, &b, Some(&bias), None, 0.0);
+        let want = reference::matmul::matmul_forward(
+            &dims(&long_k),
+            &long_k.op(0.0),
+            &to_f64(&a),
+            &to_f64(&b),
+            Some(&to_f64(&bias)),
+            &[],
+        );
+        assert_close("c", "k20001", &got, &want, Tolerance { atol: 1e-3, rtol: 1e-4 });
 
-    let many_batches = Case {
-        batch: 3000,
-        m: 23,
-        n: 3,
-        k: 2,
-        trans_a: false,
-        trans_b: false,
-        a_shared: false,
-        b_shared: true,
-    };
-    run_backward(&many_batches, 2, false);
-    run_backward(&many_batches, 3, true);
+        let many_batches = Case {
+            batch: 3000,
+            m: 23,
+            n: 3,
+            k: 2,
+            trans_a: false,
+            trans_b: false,
+            a_shared: false,
+            b_shared: true,
+        };
+        run_backward(&many_batches, 2, false);
+        run_backward(&many_batches, 3, true);
+    });
 }
 
 mod strided {
-    use super::common::{assert_close, ctx, seeded, to_f64, Tolerance};
+    use super::common::{assert_close, ctx, on_every_kernel_path, seeded, to_f64, Tolerance};
     use tsumugi::kernels::matmul::{matmul_strided, MatrixView, StridedMatmul, Strides};
     use tsumugi::{reference, Error, Tensor};
 
@@ -486,82 +503,86 @@ mod strided {
 
     #[test]
     fn matmul_strided_sums_a_weight_gradient_over_batches_of_a_state_sequence() {
-        // dW_hh [4H, H] = sum_b dgates[b]^T h_states[b, 0..T] with h_states [B, T+1, H]:
-        // the recurrent layers' weight gradient, read through strides, no copies.
-        for (batch, steps, hidden, beta) in [(3, 5, 7, 0.0), (1, 1, 1, 0.0), (4, 9, 8, 1.0), (2, 33, 13, 0.5)] {
-            let gates = 4 * hidden;
-            let dgates = seeded(1, batch * steps * gates);
-            let h_states = seeded(2, batch * (steps + 1) * hidden);
-            let start = seeded(3, gates * hidden);
-            let op = StridedMatmul {
-                rows: gates,
-                cols: hidden,
-                inner: steps,
-                batch,
-                sum_batches: true,
-                beta,
-            };
-            let lhs = Strides {
-                offset: 0,
-                batch: steps * gates,
-                row: 1,
-                col: gates,
-            };
-            let rhs = Strides {
-                offset: 0,
-                batch: (steps + 1) * hidden,
-                row: hidden,
-                col: 1,
-            };
-            let out = Strides::row_major(gates, hidden);
-            let (got, want) = run(&op, (&dgates, lhs), (&h_states, rhs), (&start, out));
-            let case = format!("b{batch}_t{steps}_h{hidden}_beta{beta}");
-            assert_close("dW_hh", &case, &got, &want, Tolerance::F32_SUMS);
-        }
+        on_every_kernel_path(|| {
+            // dW_hh [4H, H] = sum_b dgates[b]^T h_states[b, 0..T] with h_states [B, T+1, H]:
+            // the recurrent layers' weight gradient, read through strides, no copies.
+            for (batch, steps, hidden, beta) in [(3, 5, 7, 0.0), (1, 1, 1, 0.0), (4, 9, 8, 1.0), (2, 33, 13, 0.5)] {
+                let gates = 4 * hidden;
+                let dgates = seeded(1, batch * steps * gates);
+                let h_states = seeded(2, batch * (steps + 1) * hidden);
+                let start = seeded(3, gates * hidden);
+                let op = StridedMatmul {
+                    rows: gates,
+                    cols: hidden,
+                    inner: steps,
+                    batch,
+                    sum_batches: true,
+                    beta,
+                };
+                let lhs = Strides {
+                    offset: 0,
+                    batch: steps * gates,
+                    row: 1,
+                    col: gates,
+                };
+                let rhs = Strides {
+                    offset: 0,
+                    batch: (steps + 1) * hidden,
+                    row: hidden,
+                    col: 1,
+                };
+                let out = Strides::row_major(gates, hidden);
+                let (got, want) = run(&op, (&dgates, lhs), (&h_states, rhs), (&start, out));
+                let case = format!("b{batch}_t{steps}_h{hidden}_beta{beta}");
+                assert_close("dW_hh", &case, &got, &want, Tolerance::F32_SUMS);
+            }
+        });
     }
 
     #[test]
     fn matmul_strided_writes_one_time_step_and_leaves_the_rest_untouched() {
-        // y[:, t, :] = x[:, t, :] W^T with x [B, T, I], W [N, I], y [B, T, N].
-        let (b, t_len, i, n, t) = (5, 4, 6, 3, 2);
-        let x = seeded(4, b * t_len * i);
-        let w = seeded(5, n * i);
-        let y = vec![f32::NAN; b * t_len * n];
-        let op = StridedMatmul {
-            rows: b,
-            cols: n,
-            inner: i,
-            batch: 1,
-            sum_batches: false,
-            beta: 0.0,
-        };
-        let lhs = Strides {
-            offset: t * i,
-            batch: 0,
-            row: t_len * i,
-            col: 1,
-        };
-        let rhs = Strides {
-            offset: 0,
-            batch: 0,
-            row: 1,
-            col: i,
-        };
-        let out = Strides {
-            offset: t * n,
-            batch: 0,
-            row: t_len * n,
-            col: 1,
-        };
-        let (got, want) = run(&op, (&x, lhs), (&w, rhs), (&y, out));
-        for (index, (g, w)) in got.iter().zip(&want).enumerate() {
-            let step = index / n % t_len;
-            if step == t {
-                assert!((f64::from(*g) - w).abs() < 1e-5, "y[{index}] = {g}, want {w}");
-            } else {
-                assert!(g.is_nan(), "y[{index}] outside the view was written: {g}");
+        on_every_kernel_path(|| {
+            // y[:, t, :] = x[:, t, :] W^T with x [B, T, I], W [N, I], y [B, T, N].
+            let (b, t_len, i, n, t) = (5, 4, 6, 3, 2);
+            let x = seeded(4, b * t_len * i);
+            let w = seeded(5, n * i);
+            let y = vec![f32::NAN; b * t_len * n];
+            let op = StridedMatmul {
+                rows: b,
+                cols: n,
+                inner: i,
+                batch: 1,
+                sum_batches: false,
+                beta: 0.0,
+            };
+            let lhs = Strides {
+                offset: t * i,
+                batch: 0,
+                row: t_len * i,
+                col: 1,
+            };
+            let rhs = Strides {
+                offset: 0,
+                batch: 0,
+                row: 1,
+                col: i,
+            };
+            let out = Strides {
+                offset: t * n,
+                batch: 0,
+                row: t_len * n,
+                col: 1,
+            };
+            let (got, want) = run(&op, (&x, lhs), (&w, rhs), (&y, out));
+            for (index, (g, w)) in got.iter().zip(&want).enumerate() {
+                let step = index / n % t_len;
+                if step == t {
+                    assert!((f64::from(*g) - w).abs() < 1e-5, "y[{index}] = {g}, want {w}");
+                } else {
+                    assert!(g.is_nan(), "y[{index}] outside the view was written: {g}");
+                }
             }
-        }
+        });
     }
 
     #[test]
@@ -661,19 +682,31 @@ mod properties {
         #![proptest_config(common::prop_config(16))]
         #[test]
         fn matmul_matches_reference_on_random_shapes(case in case(), seed in 0u64..1000, with_bias in any::<bool>()) {
-            let (a, b, bias) = inputs(&case, seed);
+            on_every_kernel_path(|| check_random_case(&case, seed, with_bias));
+        }
+    }
+
+    fn check_random_case(case: &Case, seed: u64, with_bias: bool) {
+        {
+            let (a, b, bias) = inputs(case, seed);
             let bias = with_bias.then_some(&bias[..]);
-            let got = run_forward(&case, &a, &b, bias, None, 0.0);
+            let got = run_forward(case, &a, &b, bias, None, 0.0);
             let want = reference::matmul::matmul_forward(
-                &dims(&case),
+                &dims(case),
                 &case.op(0.0),
                 &to_f64(&a),
                 &to_f64(&b),
                 bias.map(to_f64).as_deref(),
                 &[],
             );
-            assert_close("c", &format!("{} seed {seed}", case.name()), &got, &want, Tolerance::F32_SUMS);
-            run_backward(&case, seed, seed % 2 == 1);
+            assert_close(
+                "c",
+                &format!("{} seed {seed}", case.name()),
+                &got,
+                &want,
+                Tolerance::F32_SUMS,
+            );
+            run_backward(case, seed, seed % 2 == 1);
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
-pub use pipeline::{shader_families, ShaderFamily};
+pub use pipeline::{shader_families, ShaderFamily, SUBGROUP_SECTION};
 pub(crate) use pipeline::{
     Access, KernelSpec, ATTENTION, BEAM, CROSS_ENTROPY, ELEMENTWISE, EMBEDDING, GRU_CELL, LSTM_CELL, MATMUL, OPTIM,
     RNN_CELL, SAMPLING, SEQUENCE,
@@ -61,6 +61,11 @@ struct Inner {
     adapter: AdapterSummary,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    /// The device has subgroup operations in subgroups of a multiple of 8 invocations,
+    /// so the families' subgroup sections are compiled (see [`Context::subgroup_kernels`]).
+    subgroups: bool,
+    /// Launchers pick a subgroup kernel where one exists; only ever true with `subgroups`.
+    subgroup_kernels: AtomicBool,
     pipelines: pipeline::PipelineCache,
     pool: pool::BufferPool,
     /// Bound where a kernel's optional input is absent (no bias, say).
@@ -150,7 +155,11 @@ impl Context {
     ) -> Self {
         let limits = device.limits();
         let features = device.features();
-        let adapter = AdapterSummary::from(&device.adapter_info());
+        let info = device.adapter_info();
+        let adapter = AdapterSummary::from(&info);
+        // The subgroup kernels hand values round groups of 8 lanes; sizes are powers of
+        // two, so a minimum of 8 makes every possible size a multiple of 8.
+        let subgroups = features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
         let make_placeholder = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -169,6 +178,8 @@ impl Context {
                 adapter,
                 limits,
                 features,
+                subgroups,
+                subgroup_kernels: AtomicBool::new(subgroups),
                 pipelines: pipeline::PipelineCache::default(),
                 pool,
                 placeholder,
@@ -204,6 +215,29 @@ impl Context {
     /// The device's features, as granted.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
+    }
+
+    /// Whether launchers use the subgroup kernels (matmul, recurrent cells) instead of the
+    /// portable ones. On by default where the device has subgroup operations
+    /// (`wgpu::Features::SUBGROUP`, requested by [`Context::new`]; a host's device must
+    /// have enabled it) with a minimum subgroup size of 8; both kernels compute the same
+    /// products.
+    pub fn subgroup_kernels(&self) -> bool {
+        self.inner.subgroup_kernels.load(Ordering::Relaxed)
+    }
+
+    /// Turns the subgroup kernels off (the portable kernels run instead) or back on.
+    /// `InvalidArgument` when asked to turn them on where the device cannot run them.
+    /// Dispatches encoded before the call keep the kernel they were encoded with.
+    pub fn set_subgroup_kernels(&self, enabled: bool) -> Result<()> {
+        if enabled && !self.inner.subgroups {
+            return Err(Error::invalid(format!(
+                "subgroup kernels need subgroup operations with at least 8 lanes, which {} does not have",
+                self.inner.adapter
+            )));
+        }
+        self.inner.subgroup_kernels.store(enabled, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A new command encoder on this device, counted as open until it is submitted with
@@ -343,10 +377,12 @@ impl Context {
         for (_, buffer, name) in dispatch.buffers {
             self.check_binding_size(name, buffer.size())?;
         }
-        let pipeline = self
-            .inner
-            .pipelines
-            .get(&self.inner.device, dispatch.kernel, dispatch.overrides)?;
+        let pipeline = self.inner.pipelines.get(
+            &self.inner.device,
+            dispatch.kernel,
+            dispatch.overrides,
+            self.inner.subgroups,
+        )?;
         let params = bytemuck::bytes_of(dispatch.params);
         let slot = self
             .inner

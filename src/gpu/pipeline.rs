@@ -14,6 +14,11 @@ use crate::{Error, Result};
 /// Helpers every family may use (stable sigmoid/tanh, ...), prepended from this one place.
 const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
+/// The line that opens a family's subgroup section: the entry points after it use
+/// subgroup operations, which a device without them cannot even compile, so the section
+/// is left out of the module there.
+pub const SUBGROUP_SECTION: &str = "// ==== subgroup kernels ====";
+
 /// One WGSL file of `shaders/`.
 #[derive(Debug)]
 pub struct ShaderFamily {
@@ -23,9 +28,19 @@ pub struct ShaderFamily {
 }
 
 impl ShaderFamily {
-    /// The WGSL that is compiled: `common.wgsl` followed by the family's file.
-    pub fn composed_source(&self) -> String {
-        format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{}", self.name, self.source)
+    /// The WGSL that is compiled: `common.wgsl` followed by the family's file, without
+    /// its subgroup section (from the line [`SUBGROUP_SECTION`] on) unless `subgroups`.
+    pub fn composed_source(&self, subgroups: bool) -> String {
+        let source = match self.source.find(SUBGROUP_SECTION) {
+            Some(at) if !subgroups => &self.source[..at],
+            _ => self.source,
+        };
+        format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{source}", self.name)
+    }
+
+    /// Whether the file has a subgroup section.
+    pub fn has_subgroup_section(&self) -> bool {
+        self.source.contains(SUBGROUP_SECTION)
     }
 }
 
@@ -158,12 +173,13 @@ impl PipelineCache {
         device: &wgpu::Device,
         kernel: &KernelSpec,
         overrides: &[(&'static str, u32)],
+        subgroups: bool,
     ) -> Result<Arc<Pipeline>> {
         let key = (kernel.family.name, kernel.entry_point, overrides.to_vec());
         if let Some(found) = lock(&self.pipelines).get(&key) {
             return Ok(found.clone());
         }
-        let module = self.module(device, kernel)?;
+        let module = self.module(device, kernel, subgroups)?;
         let built = Arc::new(build_pipeline(device, &module, kernel, overrides)?);
         lock(&self.pipelines).insert(key, built.clone());
         Ok(built)
@@ -173,11 +189,13 @@ impl PipelineCache {
         lock(&self.pipelines).len()
     }
 
-    fn module(&self, device: &wgpu::Device, kernel: &KernelSpec) -> Result<wgpu::ShaderModule> {
+    /// The family's module, compiled on first use; with its subgroup section where the
+    /// device has subgroup operations (`subgroups`, the same for every call on a device).
+    fn module(&self, device: &wgpu::Device, kernel: &KernelSpec, subgroups: bool) -> Result<wgpu::ShaderModule> {
         if let Some(module) = lock(&self.modules).get(kernel.family.name) {
             return Ok(module.clone());
         }
-        let source = kernel.family.composed_source();
+        let source = kernel.family.composed_source(subgroups);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.family.name),
@@ -281,7 +299,7 @@ mod tests {
             bindings: &[],
         };
         let cache = PipelineCache::default();
-        match cache.get(ctx.device(), &kernel, &[]) {
+        match cache.get(ctx.device(), &kernel, &[], false) {
             Err(Error::Shader {
                 family, entry_point, ..
             }) => assert_eq!((family, entry_point), ("broken", "broken_entry")),

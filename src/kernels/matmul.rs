@@ -203,6 +203,20 @@ const MATMUL_FORWARD: KernelSpec = KernelSpec {
     ],
 };
 
+const MATMUL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &MATMUL,
+    entry_point: "matmul_forward_subgroup",
+    bindings: &[
+        (0, Access::Read),
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (4, Access::Read),
+        (5, Access::ReadWrite),
+        (6, Access::Params),
+    ],
+};
+
 const MATMUL_BACKWARD_BIAS: KernelSpec = KernelSpec {
     family: &MATMUL,
     entry_point: "matmul_backward_bias",
@@ -223,6 +237,88 @@ fn workgroup_shape(rows: usize) -> (u32, u32) {
 }
 const BIAS_WG: u32 = 64;
 
+/// Fewest workgroups the subgroup kernel's tiles are shrunk to give where the product
+/// allows: enough for every core of a CPU adapter to take several (on lavapipe's 2 cores
+/// 4, 8 and 16 measured alike on S2; smaller tiles load more per multiply-add).
+const SUBGROUP_MIN_WORKGROUPS: usize = 8;
+
+/// Which entry point computes a product, and its tiling.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// `matmul_forward`: 8 x 8 outputs per invocation, `wg` = (x, y) invocations.
+    Portable {
+        wg: (u32, u32),
+        lhs_load: u32,
+        rhs_load: u32,
+    },
+    /// `matmul_forward_subgroup`: `rows` (8 to 32) x `4 * invocations` outputs per
+    /// workgroup. Loading L along its rows (`lhs_load` 2) needs 32-row tiles.
+    Subgroup {
+        rows: u32,
+        invocations: u32,
+        lhs_load: u32,
+        rhs_load: u32,
+    },
+}
+
+impl Kernel {
+    fn choose(ctx: &Context, product: &Product<'_>) -> Kernel {
+        if !ctx.subgroup_kernels() {
+            return Kernel::Portable {
+                wg: workgroup_shape(product.rows),
+                lhs_load: product.lhs.0.lhs_load(product.rows),
+                rhs_load: product.rhs.0.rhs_load(product.cols),
+            };
+        }
+        // The largest tile (32 rows x 256 columns, no wider than the product) that still
+        // gives enough workgroups: narrower first (a lane past the last column costs as
+        // much as a busy one), then shorter (rows share their loads of R).
+        let batches = if product.sum_batches { 1 } else { product.batch };
+        let count = |rows: u32, invocations: u32| {
+            product.rows.div_ceil(rows as usize) * product.cols.div_ceil(4 * invocations as usize) * batches
+        };
+        let mut rows = (product.rows.div_ceil(8) * 8).min(32) as u32;
+        let mut invocations = (product.cols.div_ceil(4).next_power_of_two() as u32).clamp(8, 64);
+        while invocations > 8 && count(rows, invocations) < SUBGROUP_MIN_WORKGROUPS {
+            invocations /= 2;
+        }
+        while rows > 8 && count(rows, invocations) < SUBGROUP_MIN_WORKGROUPS {
+            rows = if rows > 16 { 16 } else { 8 };
+        }
+        let lhs_load = match product.lhs.0.lhs_load(product.rows) {
+            2 if rows != 32 => 0,
+            load => load,
+        };
+        Kernel::Subgroup {
+            rows,
+            invocations,
+            lhs_load,
+            rhs_load: product.rhs.0.rhs_load(product.cols),
+        }
+    }
+
+    /// Loop iterations of one invocation per 4-wide step of K: the K loop, plus for the
+    /// portable kernel the 4-iteration loop of each scalar-loaded 4x4 block (two blocks
+    /// per operand).
+    fn iterations_per_k_step(&self) -> u64 {
+        match *self {
+            Kernel::Portable { lhs_load, rhs_load, .. } => {
+                1 + if lhs_load == 0 { 8 } else { 0 } + if rhs_load == 0 { 8 } else { 0 }
+            }
+            Kernel::Subgroup { .. } => 1,
+        }
+    }
+
+    /// Loop iterations outside the K loop: the 4x4 stores (20 each: four of the portable
+    /// kernel, up to eight of the subgroup kernel's) and a K tail of up to 3.
+    fn fixed_iterations(&self) -> u64 {
+        match *self {
+            Kernel::Portable { .. } => 80 + 3,
+            Kernel::Subgroup { .. } => 160,
+        }
+    }
+}
+
 /// The views of one product the kernel computes: `out = lhs * rhs`.
 #[derive(Clone, Copy)]
 struct Product<'a> {
@@ -239,33 +335,22 @@ struct Product<'a> {
     names: [&'a str; 3],
 }
 
-/// Loop iterations of one matmul_forward invocation per 4-wide step of K: the K loop,
-/// plus the 4-iteration loop of each scalar-loaded 4x4 block (two blocks per operand).
-fn iterations_per_k_step(lhs_load: u32, rhs_load: u32) -> u64 {
-    1 + if lhs_load == 0 { 8 } else { 0 } + if rhs_load == 0 { 8 } else { 0 }
-}
-
-/// Loop iterations outside the K loop: four 4x4 stores (80) and a K tail of up to 3.
-const FIXED_ITERATIONS: u64 = 80 + 3;
-
 /// Encodes a product, split into several dispatches when one invocation would run more
 /// loop iterations than a CPU adapter allows (see `check_loop_budget`): the batches of a
 /// summed product and the K dimension are cut into chunks, each accumulating into the
 /// output (beta 1 after the first), so nothing is silently truncated.
 fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Product<'_>) -> Result<()> {
+    let kernel = Kernel::choose(ctx, &product);
     let Some(budget) = super::loop_budget(ctx) else {
-        return encode_product_dispatch(ctx, encoder, product);
+        return encode_product_dispatch(ctx, encoder, product, kernel);
     };
-    let per_step = iterations_per_k_step(
-        product.lhs.0.lhs_load(product.rows),
-        product.rhs.0.rhs_load(product.cols),
-    );
+    let per_step = kernel.iterations_per_k_step();
     let summed = if product.sum_batches { product.batch } else { 1 };
     // The K loop, a tail of up to 3, and one iteration of the batch loop itself.
     let per_batch = product.inner.div_ceil(4) as u64 * per_step + 4;
-    let available = budget - FIXED_ITERATIONS - 16;
+    let available = budget - kernel.fixed_iterations() - 16;
     if summed as u64 * per_batch <= available {
-        return encode_product_dispatch(ctx, encoder, product);
+        return encode_product_dispatch(ctx, encoder, product, kernel);
     }
     let (batch_chunk, k_chunk) = if per_batch <= available {
         ((available / per_batch) as usize, product.inner)
@@ -301,14 +386,19 @@ fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Pr
                 beta: if first { product.beta } else { 1.0 },
                 ..product
             };
-            encode_product_dispatch(ctx, encoder, chunk)?;
+            encode_product_dispatch(ctx, encoder, chunk, kernel)?;
             first = false;
         }
     }
     Ok(())
 }
 
-fn encode_product_dispatch(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Product<'_>) -> Result<()> {
+fn encode_product_dispatch(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    product: Product<'_>,
+    kernel: Kernel,
+) -> Result<()> {
     let (lhs_view, lhs) = product.lhs;
     let (rhs_view, rhs) = product.rhs;
     let (out_view, out) = product.out;
@@ -325,36 +415,65 @@ fn encode_product_dispatch(ctx: &Context, encoder: &mut wgpu::CommandEncoder, pr
         beta: product.beta,
         _pad: 0,
     };
-    let (wg_x, wg_y) = workgroup_shape(product.rows);
-    let overrides = [
-        ("WG_X", wg_x),
-        ("WG_Y", wg_y),
-        ("LHS_LOAD", lhs_view.lhs_load(product.rows)),
-        ("RHS_LOAD", rhs_view.rhs_load(product.cols)),
-    ];
     let bias = product.bias.map_or(ctx.placeholder(), Tensor::buffer);
     let [lhs_name, rhs_name, out_name] = product.names;
-    ctx.encode_dispatch(
-        encoder,
-        Dispatch {
-            kernel: &MATMUL_FORWARD,
-            overrides: &overrides,
-            buffers: &[
-                (0, lhs.buffer(), lhs_name),
-                (1, lhs.buffer(), lhs_name),
-                (2, rhs.buffer(), rhs_name),
-                (3, rhs.buffer(), rhs_name),
-                (4, bias, "matmul: bias"),
-                (5, out.buffer(), out_name),
-            ],
-            params: &params,
-            workgroups: [
-                (product.cols as u32).div_ceil(wg_x * BLOCK),
-                (product.rows as u32).div_ceil(wg_y * BLOCK),
-                if product.sum_batches { 1 } else { product.batch as u32 },
-            ],
-        },
-    )
+    let batches = if product.sum_batches { 1 } else { product.batch as u32 };
+    let (cols, rows) = (product.cols as u32, product.rows as u32);
+    match kernel {
+        Kernel::Portable {
+            wg: (wg_x, wg_y),
+            lhs_load,
+            rhs_load,
+        } => ctx.encode_dispatch(
+            encoder,
+            Dispatch {
+                kernel: &MATMUL_FORWARD,
+                overrides: &[
+                    ("WG_X", wg_x),
+                    ("WG_Y", wg_y),
+                    ("LHS_LOAD", lhs_load),
+                    ("RHS_LOAD", rhs_load),
+                ],
+                buffers: &[
+                    (0, lhs.buffer(), lhs_name),
+                    (1, lhs.buffer(), lhs_name),
+                    (2, rhs.buffer(), rhs_name),
+                    (3, rhs.buffer(), rhs_name),
+                    (4, bias, "matmul: bias"),
+                    (5, out.buffer(), out_name),
+                ],
+                params: &params,
+                workgroups: [cols.div_ceil(wg_x * BLOCK), rows.div_ceil(wg_y * BLOCK), batches],
+            },
+        ),
+        Kernel::Subgroup {
+            rows: tile_rows,
+            invocations,
+            lhs_load,
+            rhs_load,
+        } => ctx.encode_dispatch(
+            encoder,
+            Dispatch {
+                kernel: &MATMUL_FORWARD_SUBGROUP,
+                overrides: &[
+                    ("SG_ROWS", tile_rows),
+                    ("SG_WG", invocations),
+                    ("LHS_LOAD", lhs_load),
+                    ("RHS_LOAD", rhs_load),
+                ],
+                buffers: &[
+                    (0, lhs.buffer(), lhs_name),
+                    (1, lhs.buffer(), lhs_name),
+                    (2, rhs.buffer(), rhs_name),
+                    (3, rhs.buffer(), rhs_name),
+                    (4, bias, "matmul: bias"),
+                    (5, out.buffer(), out_name),
+                ],
+                params: &params,
+                workgroups: [cols.div_ceil(4 * invocations), rows.div_ceil(tile_rows), batches],
+            },
+        ),
+    }
 }
 
 /// The launchers' common checks, plus f32 for every operand of a matmul.

@@ -4,19 +4,70 @@
 
 pub mod models;
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
 use tsumugi::{Context, Tensor};
 
 /// One context per test binary: creating devices on a software rasteriser is slow.
-pub fn ctx() -> &'static Context {
+fn default_ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
         let ctx = Context::new().expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)");
         eprintln!("adapter: {}", ctx.adapter());
         ctx
     })
+}
+
+/// A second context on the same adapter running the portable kernels, where the default
+/// one runs subgroup kernels; None where it already runs the portable ones (no subgroups).
+fn portable_ctx() -> Option<&'static Context> {
+    static CTX: OnceLock<Option<Context>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        default_ctx().subgroup_kernels().then(|| {
+            let ctx = Context::new().expect("a second device on the adapter");
+            ctx.set_subgroup_kernels(false)
+                .expect("the portable kernels always run");
+            ctx
+        })
+    })
+    .as_ref()
+}
+
+thread_local! {
+    /// The context of the kernel path under test on this thread (see on_every_kernel_path).
+    static PATH: Cell<Option<&'static Context>> = const { Cell::new(None) };
+}
+
+/// The context tests run on: the shared default one (subgroup kernels where the adapter
+/// has them), or inside [`on_every_kernel_path`] the one of the path being checked.
+pub fn ctx() -> &'static Context {
+    PATH.with(Cell::get).unwrap_or_else(default_ctx)
+}
+
+/// Runs `check` once per kernel path: on the default context and, where that one runs
+/// subgroup kernels, on a context running the portable ones; `ctx()` is that path's
+/// context meanwhile, and a failure says which path failed.
+pub fn on_every_kernel_path(check: impl Fn()) {
+    let mut paths = vec![(
+        if default_ctx().subgroup_kernels() {
+            "subgroup"
+        } else {
+            "portable"
+        },
+        default_ctx(),
+    )];
+    paths.extend(portable_ctx().map(|ctx| ("portable", ctx)));
+    for (name, ctx) in paths {
+        PATH.with(|path| path.set(Some(ctx)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&check));
+        PATH.with(|path| path.set(None));
+        if let Err(panic) = outcome {
+            eprintln!("failed on the {name} kernels");
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 /// Uniform values in [-1, 1) from a fixed seed.
