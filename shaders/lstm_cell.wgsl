@@ -149,33 +149,37 @@ fn lstm_step(t: u32, b0: u32, u0: u32) {
         }
     }
     for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-        lstm_pointwise(t, b0 + bi, u0, acc0[bi]);
-        lstm_pointwise(t, b0 + bi, u0 + 1u, acc1[bi]);
-        lstm_pointwise(t, b0 + bi, u0 + 2u, acc2[bi]);
-        lstm_pointwise(t, b0 + bi, u0 + 3u, acc3[bi]);
+        lstm_pointwise_scalar_h(t, b0 + bi, u0, acc0[bi]);
+        lstm_pointwise_scalar_h(t, b0 + bi, u0 + 1u, acc1[bi]);
+        lstm_pointwise_scalar_h(t, b0 + bi, u0 + 2u, acc2[bi]);
+        lstm_pointwise_scalar_h(t, b0 + bi, u0 + 3u, acc3[bi]);
     }
 }
 
-fn lstm_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
-    let batch = params.batch;
+// What the forward of (b, u) at step t gives h_states (written by the caller, through
+// its own view of the buffer): h_t, or, at a padded step (ran false), "copy h_{t-1}".
+struct HiddenUpdate {
+    ran: bool,
+    h: f32,
+}
+
+// The forward of (b, u) at step t from the recurrent part of its 4 gate pre-activations:
+// writes the gates, c_t and the output; h_t is returned (see HiddenUpdate).
+fn lstm_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) -> HiddenUpdate {
     let hidden = params.hidden;
     let steps = params.steps;
-    if (b >= batch || u >= hidden) {
-        return;
-    }
     let state_prev = (b * (steps + 1u) + t) * hidden + u;
     let state_next = state_prev + hidden;
     let gate_base = (b * steps + t) * 4u * hidden + u;
     let out_index = (b * steps + t) * hidden + u;
     if (t >= step_len(b)) {
         // Padded step: carry the state, output nothing, no gates.
-        h_states[state_next] = h_states[state_prev];
         c_states[state_next] = c_states[state_prev];
         output[out_index] = 0.0;
         for (var q = 0u; q < 4u; q++) {
             gates[gate_base + q * hidden] = 0.0;
         }
-        return;
+        return HiddenUpdate(false, 0.0);
     }
     let i = sigmoid_stable(xproj[gate_base] + recurrent.x);
     let f = sigmoid_stable(xproj[gate_base + hidden] + recurrent.y);
@@ -188,8 +192,22 @@ fn lstm_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
     gates[gate_base + 2u * hidden] = g;
     gates[gate_base + 3u * hidden] = o;
     c_states[state_next] = c;
-    h_states[state_next] = h;
     output[out_index] = h;
+    return HiddenUpdate(true, h);
+}
+
+// lstm_pointwise of (b, u), with h_t written through the scalar view of h_states.
+fn lstm_pointwise_scalar_h(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
+    if (b >= params.batch || u >= params.hidden) {
+        return;
+    }
+    let state_prev = (b * (params.steps + 1u) + t) * params.hidden + u;
+    let update = lstm_pointwise(t, b, u, recurrent);
+    if (update.ran) {
+        h_states[state_prev + params.hidden] = update.h;
+    } else {
+        h_states[state_prev + params.hidden] = h_states[state_prev];
+    }
 }
 
 @compute @workgroup_size(WG_X, 1, 1)
@@ -259,13 +277,28 @@ fn lstm_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var q = 0u; q < 4u; q++) {
             let u = u0 + q;
             if (u < hidden) {
-                lstm_pointwise_backward(t, b, u, select(0.0, carried[bi][q], next_ran));
+                let grads = lstm_pointwise_backward(t, b, u, select(0.0, carried[bi][q], next_ran));
+                if (grads.write) {
+                    let gate_base = (b * params.steps + t) * 4u * hidden + u;
+                    for (var gate = 0u; gate < 4u; gate++) {
+                        dgates[gate_base + gate * hidden] = grads.values[gate];
+                    }
+                }
             }
         }
     }
 }
 
-fn lstm_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
+// What the backward of (b, u) gives dgates[b, t, q * H + u] (written by the caller,
+// through its own view of the buffer): `values` for q = 0..3 when `write`.
+struct GateGradients {
+    write: bool,
+    values: vec4<f32>,
+}
+
+// The backward of (b, u) at step t given the recurrent part of dh (`carried`): updates
+// dstate and returns the gate gradients (see GateGradients).
+fn lstm_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) -> GateGradients {
     let batch = params.batch;
     let hidden = params.hidden;
     let steps = params.steps;
@@ -274,20 +307,17 @@ fn lstm_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
     let dh_carry = dstate[dh_index] + carried;
     if (params.pointwise == 0u) {
         dstate[dh_index] = dh_carry;
-        return;
+        return GateGradients(false, vec4<f32>());
     }
-    let gate_base = (b * steps + t) * 4u * hidden + u;
     if (t >= step_len(b)) {
         dstate[dh_index] = dh_carry;
-        for (var q = 0u; q < 4u; q++) {
-            dgates[gate_base + q * hidden] = 0.0;
-        }
-        return;
+        return GateGradients(true, vec4<f32>());
     }
     var dh = dh_carry;
     if (params.has_dy != 0u) {
         dh += dy[(b * steps + t) * hidden + u];
     }
+    let gate_base = (b * steps + t) * 4u * hidden + u;
     let i = saved_gates[gate_base];
     let f = saved_gates[gate_base + hidden];
     let g = saved_gates[gate_base + 2u * hidden];
@@ -297,10 +327,251 @@ fn lstm_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
     let tanh_c = tanh_stable(saved_c[state_prev + hidden]);
     // h = o * tanh(c); c = f * c_prev + i * g
     let dc = dstate[dc_index] + dh * o * (1.0 - tanh_c * tanh_c);
-    dgates[gate_base] = dc * g * i * (1.0 - i);
-    dgates[gate_base + hidden] = dc * c_prev * f * (1.0 - f);
-    dgates[gate_base + 2u * hidden] = dc * i * (1.0 - g * g);
-    dgates[gate_base + 3u * hidden] = dh * tanh_c * o * (1.0 - o);
     dstate[dh_index] = 0.0;
     dstate[dc_index] = dc * f;
+    return GateGradients(true, vec4<f32>(
+        dc * g * i * (1.0 - i),
+        dc * c_prev * f * (1.0 - f),
+        dc * i * (1.0 - g * g),
+        dh * tanh_c * o * (1.0 - o),
+    ));
+}
+
+// ==== subgroup kernels ====
+// Compiled only where the device has subgroup operations in subgroups of a multiple of 8
+// lanes (src/gpu/pipeline.rs leaves this section out elsewhere).
+//
+// lstm_cell_forward_subgroup   step t of lstm_cell_forward, laid out like matmul.wgsl's
+//     matmul_forward_subgroup: a workgroup owns SG_ROWS batch rows x SG_WG units, an
+//     invocation one unit (its 4 gate rows of W_hh, loaded once per 4 steps of k for all
+//     the rows) and every row of the workgroup. Each group of 8 lanes loads the rows'
+//     h_{t-1} once, SG_ROWS / 8 rows per lane, and hands them round with subgroupShuffle.
+// lstm_cell_backward_subgroup  step t of lstm_cell_backward the same way round: an
+//     invocation owns 4 units (4 columns of W_hh) of every row of the workgroup, and the
+//     rows of dgates[b, t+1] are loaded once per group of 8 lanes and shuffled.
+// Both read and write h_states (forward) and dgates (backward) through vec4 views, since
+// they read one slot of the buffer while writing another.
+
+@group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
+@group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
+
+// Batch rows per workgroup: 8, 16, 24 or 32.
+override SG_ROWS: u32 = 32u;
+// Invocations per workgroup, a multiple of 8.
+override SG_WG: u32 = 32u;
+
+// h_{t-1}[b, k .. k+4] (b clamped into the batch, zeros past H).
+fn h_prev_k4(b: u32, t: u32, k: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let at = (min(b, params.batch - 1u) * (params.steps + 1u) + t) * hidden;
+    if (W_VEC4) {
+        // H % 4 == 0: rows start on a vec4 and k + 3 < H.
+        return h_states4[(at + k) / 4u];
+    }
+    let kc = min(vec4<u32>(k, k + 1u, k + 2u, k + 3u), vec4<u32>(hidden - 1u)) + at;
+    let x = vec4<f32>(
+        h_states4[kc.x / 4u][kc.x % 4u],
+        h_states4[kc.y / 4u][kc.y % 4u],
+        h_states4[kc.z / 4u][kc.z % 4u],
+        h_states4[kc.w / 4u][kc.w % 4u],
+    );
+    return select(vec4<f32>(), x, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
+}
+
+// w_block with the columns past H zeroed (never needed where H % 4 == 0).
+fn w_block_inside(u: u32, k: u32) -> mat4x4<f32> {
+    var w = w_block(u, k);
+    if (!W_VEC4) {
+        let zero = vec4<f32>();
+        w[1] = select(zero, w[1], k + 1u < params.hidden);
+        w[2] = select(zero, w[2], k + 2u < params.hidden);
+        w[3] = select(zero, w[3], k + 3u < params.hidden);
+    }
+    return w;
+}
+
+// Rows 4q .. 4q+4 of a shared block of rows (group g = q / 2 of 8 rows, row 8g + j loaded
+// by lane lane0 + j into `rows`), each times `m`: the result's column i is m * row 4q + i.
+fn shuffled_times4(rows: vec4<f32>, lane0: u32, q: u32, m: mat4x4<f32>) -> mat4x4<f32> {
+    let source = lane0 + 4u * (q % 2u);
+    return mat4x4<f32>(
+        m * subgroupShuffle(rows, source),
+        m * subgroupShuffle(rows, source + 1u),
+        m * subgroupShuffle(rows, source + 2u),
+        m * subgroupShuffle(rows, source + 3u),
+    );
+}
+
+// lstm_pointwise of rows b0 .. b0+4 of unit u (column i of `recurrent` is row b0 + i's),
+// with h_t written through the vec4 view.
+fn lstm_pointwise_rows4(t: u32, b0: u32, u: u32, recurrent: mat4x4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        let b = b0 + i;
+        if (b < params.batch && u < params.hidden) {
+            let prev = (b * (params.steps + 1u) + t) * params.hidden + u;
+            let next = prev + params.hidden;
+            let update = lstm_pointwise(t, b, u, recurrent[i]);
+            if (update.ran) {
+                h_states4[next / 4u][next % 4u] = update.h;
+            } else {
+                h_states4[next / 4u][next % 4u] = h_states4[prev / 4u][prev % 4u];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(SG_WG, 1, 1)
+fn lstm_cell_forward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let t = params.t;
+    let u = wid.x * SG_WG + local;
+    let b0 = wid.y * SG_ROWS;
+    let lane8 = lane & 7u;
+    let lane0 = lane & ~7u;
+    let w_unit = min(u, params.hidden - 1u);
+    // acc_q[i] = the recurrent part of the 4 gates of unit u, row b0 + 4q + i.
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    for (var k = 0u; k < params.hidden; k += 4u) {
+        let w = w_block_inside(w_unit, k);
+        let rows0 = h_prev_k4(b0 + lane8, t, k);
+        acc0 += shuffled_times4(rows0, lane0, 0u, w);
+        acc1 += shuffled_times4(rows0, lane0, 1u, w);
+        if (SG_ROWS > 8u) {
+            let rows1 = h_prev_k4(b0 + 8u + lane8, t, k);
+            acc2 += shuffled_times4(rows1, lane0, 2u, w);
+            acc3 += shuffled_times4(rows1, lane0, 3u, w);
+        }
+        if (SG_ROWS > 16u) {
+            let rows2 = h_prev_k4(b0 + 16u + lane8, t, k);
+            acc4 += shuffled_times4(rows2, lane0, 4u, w);
+            acc5 += shuffled_times4(rows2, lane0, 5u, w);
+        }
+        if (SG_ROWS > 24u) {
+            let rows3 = h_prev_k4(b0 + 24u + lane8, t, k);
+            acc6 += shuffled_times4(rows3, lane0, 6u, w);
+            acc7 += shuffled_times4(rows3, lane0, 7u, w);
+        }
+    }
+    lstm_pointwise_rows4(t, b0, u, acc0);
+    lstm_pointwise_rows4(t, b0 + 4u, u, acc1);
+    if (SG_ROWS > 8u) {
+        lstm_pointwise_rows4(t, b0 + 8u, u, acc2);
+        lstm_pointwise_rows4(t, b0 + 12u, u, acc3);
+    }
+    if (SG_ROWS > 16u) {
+        lstm_pointwise_rows4(t, b0 + 16u, u, acc4);
+        lstm_pointwise_rows4(t, b0 + 20u, u, acc5);
+    }
+    if (SG_ROWS > 24u) {
+        lstm_pointwise_rows4(t, b0 + 24u, u, acc6);
+        lstm_pointwise_rows4(t, b0 + 28u, u, acc7);
+    }
+}
+
+// dgates[b, next, j .. j+4] (b clamped into the batch; j < 4H always).
+fn dgates_next_k4(b: u32, j: u32) -> vec4<f32> {
+    return dgates4[((min(b, params.batch - 1u) * params.steps + params.next) * 4u * params.hidden + j) / 4u];
+}
+
+// lstm_pointwise_backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row
+// b0 + i, unit u0 + q), with dgates written through the vec4 view.
+fn lstm_pointwise_backward_rows4(t: u32, b0: u32, u0: u32, carried: mat4x4<f32>) {
+    let hidden = params.hidden;
+    for (var i = 0u; i < 4u; i++) {
+        let b = b0 + i;
+        if (b >= params.batch) {
+            break;
+        }
+        // Rows whose step t+1 was padded got no dgates there: dh is carried in dstate.
+        let next_ran = params.has_next != 0u && params.next < step_len(b);
+        for (var q = 0u; q < 4u; q++) {
+            let u = u0 + q;
+            if (u < hidden) {
+                let grads = lstm_pointwise_backward(t, b, u, select(0.0, carried[i][q], next_ran));
+                if (grads.write) {
+                    let gate_base = (b * params.steps + t) * 4u * hidden + u;
+                    for (var gate = 0u; gate < 4u; gate++) {
+                        let at = gate_base + gate * hidden;
+                        dgates4[at / 4u][at % 4u] = grads.values[gate];
+                    }
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(SG_WG, 1, 1)
+fn lstm_cell_backward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let u0 = (wid.x * SG_WG + local) * 4u;
+    let b0 = wid.y * SG_ROWS;
+    let lane8 = lane & 7u;
+    let lane0 = lane & ~7u;
+    // acc_q[i] = (dgates[b0 + 4q + i, t+1] W_hh)[u0 .. u0+4]
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    if (params.has_next != 0u) {
+        let width = 4u * params.hidden;
+        let w_u0 = min(u0, params.hidden - 1u);
+        for (var j = 0u; j < width; j += 4u) {
+            // Column c: W_hh[j + c, u0 .. u0+4] (units past H are never stored).
+            let w = mat4x4<f32>(
+                w_row_units(j, w_u0),
+                w_row_units(j + 1u, w_u0),
+                w_row_units(j + 2u, w_u0),
+                w_row_units(j + 3u, w_u0),
+            );
+            let rows0 = dgates_next_k4(b0 + lane8, j);
+            acc0 += shuffled_times4(rows0, lane0, 0u, w);
+            acc1 += shuffled_times4(rows0, lane0, 1u, w);
+            if (SG_ROWS > 8u) {
+                let rows1 = dgates_next_k4(b0 + 8u + lane8, j);
+                acc2 += shuffled_times4(rows1, lane0, 2u, w);
+                acc3 += shuffled_times4(rows1, lane0, 3u, w);
+            }
+            if (SG_ROWS > 16u) {
+                let rows2 = dgates_next_k4(b0 + 16u + lane8, j);
+                acc4 += shuffled_times4(rows2, lane0, 4u, w);
+                acc5 += shuffled_times4(rows2, lane0, 5u, w);
+            }
+            if (SG_ROWS > 24u) {
+                let rows3 = dgates_next_k4(b0 + 24u + lane8, j);
+                acc6 += shuffled_times4(rows3, lane0, 6u, w);
+                acc7 += shuffled_times4(rows3, lane0, 7u, w);
+            }
+        }
+    }
+    lstm_pointwise_backward_rows4(params.t, b0, u0, acc0);
+    lstm_pointwise_backward_rows4(params.t, b0 + 4u, u0, acc1);
+    if (SG_ROWS > 8u) {
+        lstm_pointwise_backward_rows4(params.t, b0 + 8u, u0, acc2);
+        lstm_pointwise_backward_rows4(params.t, b0 + 12u, u0, acc3);
+    }
+    if (SG_ROWS > 16u) {
+        lstm_pointwise_backward_rows4(params.t, b0 + 16u, u0, acc4);
+        lstm_pointwise_backward_rows4(params.t, b0 + 20u, u0, acc5);
+    }
+    if (SG_ROWS > 24u) {
+        lstm_pointwise_backward_rows4(params.t, b0 + 24u, u0, acc6);
+        lstm_pointwise_backward_rows4(params.t, b0 + 28u, u0, acc7);
+    }
 }

@@ -89,6 +89,7 @@ impl GruForward<'_> {
         };
         let dispatch = StepDispatch {
             kernel,
+            subgroup: None,
             dims,
             step,
             lengths: self.lengths,
@@ -161,6 +162,7 @@ impl GruBackward<'_> {
         let dims = GruDims::from_tensor("gru: gates", self.gates, 4, "4H")?;
         let dispatch = StepDispatch {
             kernel: &GRU_CELL_BACKWARD,
+            subgroup: None,
             dims,
             step,
             lengths: self.lengths,

@@ -14,7 +14,7 @@
 //! `[2, B, H]` holding (dh, dc): the final state's gradient on the way in, the initial
 //! state's on the way out.
 
-use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, LSTM_CELL};
 use crate::{Result, Tensor};
@@ -61,6 +61,54 @@ const LSTM_CELL_BACKWARD: KernelSpec = KernelSpec {
     ],
 };
 
+const LSTM_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &LSTM_CELL,
+    entry_point: "lstm_cell_forward_subgroup",
+    bindings: &[
+        (0, Access::Read),
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (5, Access::ReadWrite),
+        (6, Access::ReadWrite),
+        (7, Access::ReadWrite),
+        (8, Access::Params),
+        (14, Access::ReadWrite),
+    ],
+};
+
+/// One unit (its 4 gates) per invocation; the k loop over H in steps of 4, and the
+/// pointwise loops (8 blocks of 4 rows, 4 gates at a padded step).
+const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
+    kernel: &LSTM_CELL_FORWARD_SUBGROUP,
+    units: 1,
+    iterations: |dims| dims.hidden.div_ceil(4) as u64 + 8 * (4 + 4 * 4) + 16,
+};
+
+const LSTM_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &LSTM_CELL,
+    entry_point: "lstm_cell_backward_subgroup",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (10, Access::Read),
+        (11, Access::Read),
+        (12, Access::Read),
+        (13, Access::ReadWrite),
+        (15, Access::ReadWrite),
+    ],
+};
+
+/// Four units per invocation; the j loop over 4H in steps of 4, and the pointwise loops
+/// (8 blocks of 4 rows x 4 units x 4 gates).
+const BACKWARD_SUBGROUP: SubgroupStep = SubgroupStep {
+    kernel: &LSTM_CELL_BACKWARD_SUBGROUP,
+    units: 4,
+    iterations: |dims| dims.hidden as u64 + 8 * 4 * (1 + 4 * 5) + 16,
+};
+
 /// The tensors of an LSTM layer-direction's forward (see the module docs for shapes).
 #[derive(Clone, Copy, Debug)]
 pub struct LstmForward<'a> {
@@ -89,6 +137,7 @@ impl LstmForward<'_> {
         };
         let dispatch = StepDispatch {
             kernel,
+            subgroup: Some(FORWARD_SUBGROUP),
             dims,
             step,
             lengths: self.lengths,
@@ -104,7 +153,7 @@ impl LstmForward<'_> {
             &[
                 Operand::read(&[0], "lstm: xproj", self.xproj, &dims.per_step(4)),
                 Operand::read(&[1, 2], "lstm: w_hh", self.w_hh, &[4 * hidden, hidden]),
-                Operand::write(&[4], "lstm: h_states", self.h_states, &states),
+                Operand::write(&[4, 14], "lstm: h_states", self.h_states, &states),
                 Operand::write(&[5], "lstm: c_states", self.c_states, &states),
                 Operand::write(&[6], "lstm: gates", self.gates, &dims.per_step(4)),
                 Operand::write(&[7], "lstm: output", self.output, &dims.per_step(1)),
@@ -165,6 +214,7 @@ impl LstmBackward<'_> {
         let dims = LstmDims::from_tensor("lstm: gates", self.gates, 4, "4H")?;
         let dispatch = StepDispatch {
             kernel: &LSTM_CELL_BACKWARD,
+            subgroup: Some(BACKWARD_SUBGROUP),
             dims,
             step,
             lengths: self.lengths,
@@ -182,7 +232,7 @@ impl LstmBackward<'_> {
                 Operand::optional(&[10], "lstm: grad_output", self.grad_output, &dims.per_step(1)),
                 Operand::read(&[11], "lstm: gates", self.gates, &dims.per_step(4)),
                 Operand::read(&[12], "lstm: c_states", self.c_states, &dims.states()),
-                Operand::write(&[9], "lstm: grad_gates", self.grad_gates, &dims.per_step(4)),
+                Operand::write(&[9, 15], "lstm: grad_gates", self.grad_gates, &dims.per_step(4)),
                 Operand::write(&[13], "lstm: grad_state", self.grad_state, &[2, dims.batch, hidden]),
             ],
         )

@@ -141,9 +141,42 @@ pub(crate) enum Step {
     InitialState,
 }
 
+/// A cell's subgroup kernel for the per-step dispatches: a workgroup owns `SG_ROWS`
+/// batch rows and `SG_WG` invocations of `units` hidden units each.
+#[derive(Clone, Copy)]
+pub(crate) struct SubgroupStep {
+    pub(crate) kernel: &'static KernelSpec,
+    /// Hidden units per invocation.
+    pub(crate) units: usize,
+    /// Loop iterations of one invocation per step, for the CPU loop budget.
+    pub(crate) iterations: fn(&RecurrentDims) -> u64,
+}
+
+/// The subgroup step kernels' tile: (SG_ROWS, SG_WG) for `units` hidden units per
+/// invocation. The largest (32 rows, 64 invocations) that gives enough workgroups for
+/// every core (a CPU adapter's too), narrowed first (idle lanes cost as much as busy
+/// ones), then shortened (rows share their loads of W_hh).
+fn subgroup_tile(dims: &RecurrentDims, units: usize) -> (u32, u32) {
+    const MIN_WORKGROUPS: usize = 8;
+    let lanes = dims.hidden.div_ceil(units);
+    let count = |rows: u32, invocations: u32| dims.batch.div_ceil(rows as usize) * lanes.div_ceil(invocations as usize);
+    let mut rows = (dims.batch.div_ceil(8) * 8).min(32) as u32;
+    let mut invocations = (lanes.next_power_of_two() as u32).clamp(8, 64);
+    while invocations > 8 && count(rows, invocations) < MIN_WORKGROUPS {
+        invocations /= 2;
+    }
+    while rows > 8 && count(rows, invocations) < MIN_WORKGROUPS {
+        rows = if rows > 16 { 16 } else { 8 };
+    }
+    (rows, invocations)
+}
+
 /// One dispatch of a cell kernel, apart from its buffers.
 pub(crate) struct StepDispatch<'a> {
     pub(crate) kernel: &'a KernelSpec,
+    /// The subgroup kernel of the same step, where the cell has one; used for the
+    /// per-step dispatches when the context runs subgroup kernels.
+    pub(crate) subgroup: Option<SubgroupStep>,
     pub(crate) dims: RecurrentDims,
     pub(crate) step: Step,
     pub(crate) lengths: Option<&'a Lengths>,
@@ -193,8 +226,8 @@ impl<'a> Operand<'a> {
 }
 
 /// Checks a cell dispatch's operands (shapes, f32, same device, no aliasing), the
-/// lengths and the step, binds them (the lengths at binding 3, as in every cell shader)
-/// and encodes the dispatch.
+/// lengths and the step, binds them (the lengths at binding 3, as in every cell shader;
+/// each operand at those of its bindings the chosen kernel has) and encodes the dispatch.
 pub(crate) fn encode_cell(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -224,6 +257,8 @@ pub(crate) fn encode_cell(
     let lengths = dispatch
         .lengths
         .map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+    let kernel = chosen_kernel(ctx, &dispatch);
+    let bound = |binding: &u32| kernel.bindings.iter().any(|(b, _)| b == binding);
     let mut buffers = vec![(3, lengths, lengths_name)];
     for op in operands {
         let buffer = match (op.tensor, op.written) {
@@ -231,9 +266,27 @@ pub(crate) fn encode_cell(
             (None, false) => ctx.placeholder(),
             (None, true) => ctx.scratch_placeholder(),
         };
-        buffers.extend(op.bindings.iter().map(|&binding| (binding, buffer, op.name)));
+        buffers.extend(
+            op.bindings
+                .iter()
+                .filter(|binding| bound(binding))
+                .map(|&binding| (binding, buffer, op.name)),
+        );
     }
     encode_step(ctx, encoder, dispatch, &buffers)
+}
+
+/// The subgroup kernel of a per-step dispatch, where the cell has one and the context
+/// runs them.
+fn subgroup_step(ctx: &Context, dispatch: &StepDispatch<'_>) -> Option<SubgroupStep> {
+    match dispatch.step {
+        Step::Sequence => None,
+        _ => dispatch.subgroup.filter(|_| ctx.subgroup_kernels()),
+    }
+}
+
+fn chosen_kernel<'a>(ctx: &Context, dispatch: &StepDispatch<'a>) -> &'a KernelSpec {
+    subgroup_step(ctx, dispatch).map_or(dispatch.kernel, |sub| sub.kernel)
 }
 
 /// Encodes one dispatch of a cell kernel with the shared parameter block.
@@ -243,6 +296,7 @@ fn encode_step(
     dispatch: StepDispatch<'_>,
     buffers: &[(u32, &wgpu::Buffer, &str)],
 ) -> Result<()> {
+    let subgroup = subgroup_step(ctx, &dispatch);
     let StepDispatch {
         kernel,
         dims,
@@ -250,6 +304,7 @@ fn encode_step(
         lengths,
         has_dy,
         extra_overrides,
+        ..
     } = dispatch;
     let mut params = StepParams {
         batch: dims.batch as u32,
@@ -260,15 +315,33 @@ fn encode_step(
         ..StepParams::default()
     };
     let batch_block = dims.batch_block();
-    let per_step = [
-        (dims.hidden.div_ceil(4) as u32).div_ceil(WG_X),
-        dims.batch.div_ceil(batch_block) as u32,
-        1,
-    ];
-    let iterations = match step {
-        Step::Sequence => dims.sequence_iterations(),
-        Step::Forward(_) => dims.iterations_per_step(false),
-        Step::Backward(_) | Step::InitialState => dims.iterations_per_step(true),
+    let mut overrides = vec![("W_VEC4", u32::from(dims.hidden.is_multiple_of(4)))];
+    let (kernel, per_step, iterations) = match subgroup {
+        Some(sub) => {
+            let (rows, invocations) = subgroup_tile(&dims, sub.units);
+            overrides.extend([("SG_ROWS", rows), ("SG_WG", invocations)]);
+            let lanes = dims.hidden.div_ceil(sub.units) as u32;
+            let workgroups = [
+                lanes.div_ceil(invocations),
+                dims.batch.div_ceil(rows as usize) as u32,
+                1,
+            ];
+            (sub.kernel, workgroups, (sub.iterations)(&dims))
+        }
+        None => {
+            overrides.extend([("WG_X", WG_X), ("SEQ_WG", SEQ_WG), ("BATCH_BLOCK", batch_block as u32)]);
+            let workgroups = [
+                (dims.hidden.div_ceil(4) as u32).div_ceil(WG_X),
+                dims.batch.div_ceil(batch_block) as u32,
+                1,
+            ];
+            let iterations = match step {
+                Step::Sequence => dims.sequence_iterations(),
+                Step::Forward(_) => dims.iterations_per_step(false),
+                Step::Backward(_) | Step::InitialState => dims.iterations_per_step(true),
+            };
+            (kernel, workgroups, iterations)
+        }
     };
     check_loop_budget(ctx, kernel.entry_point, iterations)?;
     let workgroups = match step {
@@ -290,12 +363,6 @@ fn encode_step(
             per_step
         }
     };
-    let mut overrides = vec![
-        ("WG_X", WG_X),
-        ("W_VEC4", u32::from(dims.hidden.is_multiple_of(4))),
-        ("SEQ_WG", SEQ_WG),
-        ("BATCH_BLOCK", batch_block as u32),
-    ];
     overrides.extend_from_slice(extra_overrides);
     ctx.encode_dispatch(
         encoder,

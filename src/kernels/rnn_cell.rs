@@ -96,6 +96,7 @@ impl RnnForward<'_> {
         };
         let dispatch = StepDispatch {
             kernel,
+            subgroup: None,
             dims,
             step,
             lengths: self.lengths,
@@ -166,6 +167,7 @@ impl RnnBackward<'_> {
         let dims = RnnDims::from_tensor("rnn: grad_gates", self.grad_gates, 1, "H")?;
         let dispatch = StepDispatch {
             kernel: &RNN_CELL_BACKWARD,
+            subgroup: None,
             dims,
             step,
             lengths: self.lengths,
