@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{assert_close, assert_gradient_matches_finite_differences, ctx, nan_tensor, seeded, to_f64, Tolerance};
+use common::{
+    assert_close, assert_gradient_matches_finite_differences, ctx, nan_tensor, on_every_kernel_path, seeded, to_f64,
+    Tolerance,
+};
 use tsumugi::kernels::attention::{
     attention_backward, attention_forward, AttentionBackward, AttentionDims, AttentionForward, Score,
 };
@@ -40,9 +43,13 @@ fn case(
 }
 
 /// 1, primes, S past the 64-wide workgroup (several positions per invocation) and past
-/// 128 (a larger workgroup array), padded rows.
+/// 128 (a larger workgroup array), padded rows; widths that are multiples of 4 (the
+/// subgroup kernels: from 8 to 256 invocations of 4 columns, A and Dv apart) and not.
 fn cases() -> Vec<Case> {
     vec![
+        case(3, 20, 256, 256, Score::Additive, Some(vec![20, 7, 13])),
+        case(2, 9, 36, 132, Score::Additive, Some(vec![3, 9])),
+        case(1, 70, 1024, 8, Score::Dot, None),
         case(1, 1, 1, 1, Score::Additive, None),
         case(3, 5, 7, 4, Score::Additive, Some(vec![5, 2, 1])),
         case(2, 65, 16, 33, Score::Dot, Some(vec![65, 40])),
@@ -171,6 +178,10 @@ fn attention_forward_matches_reference() {
 }
 
 fn check_forward(case: &Case, seed: u64) {
+    on_every_kernel_path(|| check_forward_on(case, seed));
+}
+
+fn check_forward_on(case: &Case, seed: u64) {
     {
         let data = Data::new(case, seed);
         let gpu = Gpu::new(case, &data);
@@ -205,6 +216,10 @@ fn attention_backward_matches_reference() {
 }
 
 fn check_backward(case: &Case, seed: u64) {
+    on_every_kernel_path(|| check_backward_on(case, seed));
+}
+
+fn check_backward_on(case: &Case, seed: u64) {
     {
         for (accumulate, with_grad_weights) in [(false, false), (true, true)] {
             let name = format!(

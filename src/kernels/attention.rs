@@ -89,6 +89,105 @@ const ATTENTION_BACKWARD_QUERY_KEYS: KernelSpec = KernelSpec {
 /// Invocations per workgroup (one workgroup per batch row).
 const WG: u32 = 64;
 
+const ATTENTION_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &ATTENTION,
+    entry_point: "attention_forward_subgroup",
+    bindings: &[
+        (4, Access::Read),
+        (5, Access::ReadWrite),
+        (7, Access::Params),
+        (17, Access::Read),
+        (18, Access::Read),
+        (19, Access::Read),
+        (20, Access::Read),
+        (21, Access::ReadWrite),
+    ],
+};
+
+const ATTENTION_BACKWARD_SCORES_SUBGROUP: KernelSpec = KernelSpec {
+    family: &ATTENTION,
+    entry_point: "attention_backward_scores_subgroup",
+    bindings: &[
+        (4, Access::Read),
+        (7, Access::Params),
+        (8, Access::Read),
+        (10, Access::Read),
+        (11, Access::ReadWrite),
+        (20, Access::Read),
+        (22, Access::Read),
+        (23, Access::ReadWrite),
+    ],
+};
+
+const ATTENTION_BACKWARD_QUERY_KEYS4: KernelSpec = KernelSpec {
+    family: &ATTENTION,
+    entry_point: "attention_backward_query_keys4",
+    bindings: &[
+        (4, Access::Read),
+        (7, Access::Params),
+        (16, Access::Read),
+        (17, Access::Read),
+        (18, Access::Read),
+        (19, Access::Read),
+        (24, Access::ReadWrite),
+        (25, Access::ReadWrite),
+        (26, Access::ReadWrite),
+    ],
+};
+
+/// Which kernels a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// The portable kernels: an invocation per source position, `WG` per workgroup.
+    Positions,
+    /// The subgroup section's: an invocation per 4 columns of A and of Dv, `wg` per
+    /// workgroup (a power of two from 8 to 256 covering both).
+    Columns { wg: u32 },
+}
+
+impl Layout {
+    fn choose(ctx: &Context, dims: &AttentionDims) -> Layout {
+        let chunks = dims.width.max(dims.value_width) / 4;
+        let aligned = dims.width.is_multiple_of(4) && dims.value_width.is_multiple_of(4);
+        if !ctx.subgroup_kernels() || !aligned || chunks > 256 {
+            return Layout::Positions;
+        }
+        let wg = (chunks.next_power_of_two() as u32).clamp(8, 256);
+        let columns = Layout::Columns { wg };
+        if columns.workgroup_bytes(dims.source) <= u64::from(ctx.limits().max_compute_workgroup_storage_size)
+            && wg <= ctx.limits().max_compute_invocations_per_workgroup
+        {
+            columns
+        } else {
+            Layout::Positions
+        }
+    }
+
+    fn wg(&self) -> u32 {
+        match *self {
+            Layout::Positions => WG,
+            Layout::Columns { wg } => wg,
+        }
+    }
+
+    /// Source positions the workgroup memory holds: S rounded up to a power of two (so
+    /// that few pipeline variants exist), at least 64.
+    fn max_s(source: usize) -> usize {
+        source.next_power_of_two().max(64)
+    }
+
+    /// Workgroup memory: one f32 per source position and the reduction partials, plus
+    /// the subgroups' parts of each position's sum for the column layout.
+    fn workgroup_bytes(&self, source: usize) -> u64 {
+        let max_s = Self::max_s(source) as u64;
+        let base = max_s * 4 + u64::from(self.wg()) * 8 + 8;
+        match *self {
+            Layout::Positions => base,
+            Layout::Columns { wg } => base + max_s * u64::from(wg / 8) * 4,
+        }
+    }
+}
+
 /// The sizes of one attention step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionDims {
@@ -143,11 +242,8 @@ fn check_inputs(
     })
 }
 
-fn overrides(ctx: &Context, score: Score, source: usize) -> Result<[(&'static str, u32); 3]> {
-    // Workgroup memory holds one f32 per source position, rounded up to a power of two
-    // so that few pipeline variants exist, plus the reduction partials.
-    let max_s = source.next_power_of_two().max(WG as usize);
-    let needed = (max_s * 4 + WG as usize * 8 + 8) as u64;
+fn overrides(ctx: &Context, layout: Layout, score: Score, source: usize) -> Result<Vec<(&'static str, u32)>> {
+    let needed = layout.workgroup_bytes(source);
     let allowed = u64::from(ctx.limits().max_compute_workgroup_storage_size);
     if needed > allowed {
         return Err(Error::DeviceLimit {
@@ -157,27 +253,49 @@ fn overrides(ctx: &Context, score: Score, source: usize) -> Result<[(&'static st
             allowed,
         });
     }
-    Ok([
-        ("WG", WG),
-        ("MAX_S", max_s as u32),
+    let mut overrides = vec![
+        ("WG", layout.wg()),
+        ("MAX_S", Layout::max_s(source) as u32),
         ("SCORE", u32::from(score == Score::Dot)),
-    ])
+    ];
+    if let Layout::Columns { wg } = layout {
+        overrides.push(("MAX_SUBGROUPS", wg / 8));
+    }
+    Ok(overrides)
 }
 
 /// Upper bounds of the loop iterations of one invocation of each entry point, checked
 /// against a CPU adapter's budget (see `check_loop_budget`). Every loop also pays one
 /// iteration for its exit test.
-fn check_iterations(ctx: &Context, dims: &AttentionDims, backward: bool) -> Result<()> {
-    let wg = u64::from(WG);
+fn check_iterations(ctx: &Context, layout: Layout, dims: &AttentionDims, backward: bool) -> Result<()> {
+    let wg = u64::from(layout.wg());
     let (s, a, dv) = (dims.source as u64, dims.width as u64, dims.value_width as u64);
     let per_position = s.div_ceil(wg);
-    if backward {
-        let scores = per_position * (dv + 2) + wg + (s * dv).div_ceil(wg) + 8;
-        check_loop_budget(ctx, "attention_backward_scores", scores)?;
-        check_loop_budget(ctx, "attention_backward_query_keys", a.div_ceil(wg) * (s + 1) + 4)
-    } else {
-        let forward = per_position * (a + 5) + 2 * wg + dv.div_ceil(wg) * (s + 1) + 8;
-        check_loop_budget(ctx, "attention_forward", forward)
+    match (layout, backward) {
+        (Layout::Positions, true) => {
+            let scores = per_position * (dv + 2) + wg + (s * dv).div_ceil(wg) + 8;
+            check_loop_budget(ctx, "attention_backward_scores", scores)?;
+            check_loop_budget(ctx, "attention_backward_query_keys", a.div_ceil(wg) * (s + 1) + 4)
+        }
+        (Layout::Positions, false) => {
+            let forward = per_position * (a + 5) + 2 * wg + dv.div_ceil(wg) * (s + 1) + 8;
+            check_loop_budget(ctx, "attention_forward", forward)
+        }
+        // The column kernels loop over s once or twice, then reduce per position over
+        // at most wg / 8 subgroups.
+        (Layout::Columns { .. }, true) => {
+            let scores = 2 * s + per_position * (wg / 8 + 4) + wg + 8;
+            check_loop_budget(ctx, "attention_backward_scores_subgroup", scores)?;
+            check_loop_budget(
+                ctx,
+                "attention_backward_query_keys4",
+                (a / 4).div_ceil(wg) * (s + 1) + 4,
+            )
+        }
+        (Layout::Columns { .. }, false) => {
+            let forward = 2 * s + per_position * (wg / 8 + 5) + 2 * wg + 8;
+            check_loop_budget(ctx, "attention_forward_subgroup", forward)
+        }
     }
 }
 
@@ -241,22 +359,39 @@ pub fn attention_forward(
     check_f32(&inputs)?;
     check_f32(&outputs)?;
     check_tensors(ctx, &inputs, &outputs)?;
-    check_iterations(ctx, &dims, false)?;
+    let layout = Layout::choose(ctx, &dims);
+    check_iterations(ctx, layout, &dims, false)?;
     let lengths = f.lengths.map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+    let v = f.v.map_or(ctx.placeholder(), Tensor::buffer);
+    let buffers: &[(u32, &wgpu::Buffer, &str)] = match layout {
+        Layout::Positions => &[
+            (0, f.query.buffer(), "attention: query"),
+            (1, f.keys.buffer(), "attention: keys"),
+            (2, v, "attention: v"),
+            (3, f.values.buffer(), "attention: values"),
+            (4, lengths, "attention: lengths"),
+            (5, f.weights.buffer(), "attention: weights"),
+            (6, f.context.buffer(), "attention: context"),
+        ],
+        Layout::Columns { .. } => &[
+            (4, lengths, "attention: lengths"),
+            (5, f.weights.buffer(), "attention: weights"),
+            (17, f.query.buffer(), "attention: query"),
+            (18, f.keys.buffer(), "attention: keys"),
+            (19, v, "attention: v"),
+            (20, f.values.buffer(), "attention: values"),
+            (21, f.context.buffer(), "attention: context"),
+        ],
+    };
     ctx.encode_dispatch(
         encoder,
         Dispatch {
-            kernel: &ATTENTION_FORWARD,
-            overrides: &overrides(ctx, f.score, dims.source)?,
-            buffers: &[
-                (0, f.query.buffer(), "attention: query"),
-                (1, f.keys.buffer(), "attention: keys"),
-                (2, f.v.map_or(ctx.placeholder(), Tensor::buffer), "attention: v"),
-                (3, f.values.buffer(), "attention: values"),
-                (4, lengths, "attention: lengths"),
-                (5, f.weights.buffer(), "attention: weights"),
-                (6, f.context.buffer(), "attention: context"),
-            ],
+            kernel: match layout {
+                Layout::Positions => &ATTENTION_FORWARD,
+                Layout::Columns { .. } => &ATTENTION_FORWARD_SUBGROUP,
+            },
+            overrides: &overrides(ctx, layout, f.score, dims.source)?,
+            buffers,
             params: &params(&dims, f.lengths),
             workgroups: [dims.batch as u32, 1, 1],
         },
@@ -343,33 +478,77 @@ pub fn attention_backward(
     check_f32(&inputs)?;
     check_f32(&outputs)?;
     check_tensors(ctx, &inputs, &outputs)?;
-    check_iterations(ctx, &dims, true)?;
+    let layout = Layout::choose(ctx, &dims);
+    check_iterations(ctx, layout, &dims, true)?;
 
-    let overrides = overrides(ctx, g.score, s)?;
+    let overrides = overrides(ctx, layout, g.score, s)?;
     let params = Params {
         has_grad_weights: u32::from(g.grad_weights.is_some()),
         accumulate: u32::from(g.accumulate),
         ..params(&dims, g.lengths)
     };
     let lengths = g.lengths.map_or(ctx.placeholder(), |lengths| lengths.tensor().buffer());
+    let grad_weights = g.grad_weights.map_or(ctx.placeholder(), Tensor::buffer);
+    let v = g.v.map_or(ctx.placeholder(), Tensor::buffer);
+    let grad_v_rows = g.grad_v_rows.map_or(ctx.scratch_placeholder(), Tensor::buffer);
+    let (scores, query_keys): (_, &[(u32, &wgpu::Buffer, &str)]) = match layout {
+        Layout::Positions => (
+            (
+                &ATTENTION_BACKWARD_SCORES,
+                [
+                    (3, g.values.buffer(), "attention: values"),
+                    (9, g.grad_context.buffer(), "attention: grad_context"),
+                    (12, g.grad_values.buffer(), "attention: grad_values"),
+                ],
+                &ATTENTION_BACKWARD_QUERY_KEYS,
+            ),
+            &[
+                (0, g.query.buffer(), "attention: query"),
+                (1, g.keys.buffer(), "attention: keys"),
+                (2, v, "attention: v"),
+                (4, lengths, "attention: lengths"),
+                (13, g.grad_query.buffer(), "attention: grad_query"),
+                (14, g.grad_keys.buffer(), "attention: grad_keys"),
+                (15, grad_v_rows, "attention: grad_v_rows"),
+                (16, g.grad_score.buffer(), "attention: grad_score"),
+            ],
+        ),
+        Layout::Columns { .. } => (
+            (
+                &ATTENTION_BACKWARD_SCORES_SUBGROUP,
+                [
+                    (20, g.values.buffer(), "attention: values"),
+                    (22, g.grad_context.buffer(), "attention: grad_context"),
+                    (23, g.grad_values.buffer(), "attention: grad_values"),
+                ],
+                &ATTENTION_BACKWARD_QUERY_KEYS4,
+            ),
+            &[
+                (4, lengths, "attention: lengths"),
+                (16, g.grad_score.buffer(), "attention: grad_score"),
+                (17, g.query.buffer(), "attention: query"),
+                (18, g.keys.buffer(), "attention: keys"),
+                (19, v, "attention: v"),
+                (24, g.grad_query.buffer(), "attention: grad_query"),
+                (25, g.grad_keys.buffer(), "attention: grad_keys"),
+                (26, grad_v_rows, "attention: grad_v_rows"),
+            ],
+        ),
+    };
+    let (scores_kernel, by_layout, query_keys_kernel) = scores;
+    let mut scores_buffers = vec![
+        (4, lengths, "attention: lengths"),
+        (8, g.weights.buffer(), "attention: weights"),
+        (10, grad_weights, "attention: grad_weights"),
+        (11, g.grad_score.buffer(), "attention: grad_score"),
+    ];
+    scores_buffers.extend(by_layout);
     ctx.encode_dispatch(
         encoder,
         Dispatch {
-            kernel: &ATTENTION_BACKWARD_SCORES,
+            kernel: scores_kernel,
             overrides: &overrides,
-            buffers: &[
-                (3, g.values.buffer(), "attention: values"),
-                (4, lengths, "attention: lengths"),
-                (8, g.weights.buffer(), "attention: weights"),
-                (9, g.grad_context.buffer(), "attention: grad_context"),
-                (
-                    10,
-                    g.grad_weights.map_or(ctx.placeholder(), Tensor::buffer),
-                    "attention: grad_weights",
-                ),
-                (11, g.grad_score.buffer(), "attention: grad_score"),
-                (12, g.grad_values.buffer(), "attention: grad_values"),
-            ],
+            buffers: &scores_buffers,
             params: &params,
             workgroups: [b as u32, 1, 1],
         },
@@ -377,22 +556,9 @@ pub fn attention_backward(
     ctx.encode_dispatch(
         encoder,
         Dispatch {
-            kernel: &ATTENTION_BACKWARD_QUERY_KEYS,
+            kernel: query_keys_kernel,
             overrides: &overrides,
-            buffers: &[
-                (0, g.query.buffer(), "attention: query"),
-                (1, g.keys.buffer(), "attention: keys"),
-                (2, g.v.map_or(ctx.placeholder(), Tensor::buffer), "attention: v"),
-                (4, lengths, "attention: lengths"),
-                (13, g.grad_query.buffer(), "attention: grad_query"),
-                (14, g.grad_keys.buffer(), "attention: grad_keys"),
-                (
-                    15,
-                    g.grad_v_rows.map_or(ctx.scratch_placeholder(), Tensor::buffer),
-                    "attention: grad_v_rows",
-                ),
-                (16, g.grad_score.buffer(), "attention: grad_score"),
-            ],
+            buffers: query_keys,
             params: &params,
             workgroups: [b as u32, 1, 1],
         },
