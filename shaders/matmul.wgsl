@@ -265,8 +265,11 @@ fn matmul_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Rows per workgroup: 8, 16, 24 or 32 (one group of 8 accumulated rows per step of 8).
 override SG_ROWS: u32 = 32u;
-// Invocations per workgroup: a multiple of 8, each owning 4 columns.
+// Invocations per workgroup: a multiple of 8.
 override SG_WG: u32 = 64u;
+// Columns per invocation: 4 or 8 (8 shares each shuffled row of L between twice the
+// multiply-adds, where the product is wide enough).
+override SG_COLS: u32 = 4u;
 
 // Which of k .. k+4 lie inside the inner dimension.
 fn k4_inside(k: u32) -> vec4<bool> {
@@ -327,27 +330,50 @@ fn lhs_share(base: u32, r0: u32, lane8: u32, k: u32) -> mat4x4<f32> {
     return share;
 }
 
-// Rows 4q .. 4q+4 of the workgroup's tile, times the 4 columns of `w`: row i of the
-// result is L[r0 + 4q + i, k..k+4] * w, fetched from the lane of the group of 8 (starting
-// at lane0) that loaded it (see lhs_share).
-fn tile_rows4(share: mat4x4<f32>, lane0: u32, q: u32, w: mat4x4<f32>) -> mat4x4<f32> {
+// Rows 4q .. 4q+4 of the workgroup's tile at k .. k+4: column i is L[r0 + 4q + i, k..k+4],
+// fetched from the lane of the group of 8 (starting at lane0) that loaded it (lhs_share).
+fn tile_rows4(share: mat4x4<f32>, lane0: u32, q: u32) -> mat4x4<f32> {
     if (LHS_LOAD == 2u) {
         let source = lane0 + q;
         return mat4x4<f32>(
-            subgroupShuffle(share[0], source) * w,
-            subgroupShuffle(share[1], source) * w,
-            subgroupShuffle(share[2], source) * w,
-            subgroupShuffle(share[3], source) * w,
+            subgroupShuffle(share[0], source),
+            subgroupShuffle(share[1], source),
+            subgroupShuffle(share[2], source),
+            subgroupShuffle(share[3], source),
         );
     }
     let rows = share[q / 2u];
     let source = lane0 + 4u * (q % 2u);
     return mat4x4<f32>(
-        subgroupShuffle(rows, source) * w,
-        subgroupShuffle(rows, source + 1u) * w,
-        subgroupShuffle(rows, source + 2u) * w,
-        subgroupShuffle(rows, source + 3u) * w,
+        subgroupShuffle(rows, source),
+        subgroupShuffle(rows, source + 1u),
+        subgroupShuffle(rows, source + 2u),
+        subgroupShuffle(rows, source + 3u),
     );
+}
+
+// Adds rows 4q .. 4q+4 of the tile times the invocation's columns: the first 4 (`w`) into
+// acc, the next 4 (`w_high`, SG_COLS 8) into acc_high; row i of each is column i.
+fn accumulate_rows4(
+    acc: ptr<function, mat4x4<f32>>,
+    acc_high: ptr<function, mat4x4<f32>>,
+    rows: mat4x4<f32>,
+    w: mat4x4<f32>,
+    w_high: mat4x4<f32>,
+) {
+    *acc += mat4x4<f32>(rows[0] * w, rows[1] * w, rows[2] * w, rows[3] * w);
+    if (SG_COLS == 8u) {
+        *acc_high += mat4x4<f32>(rows[0] * w_high, rows[1] * w_high, rows[2] * w_high, rows[3] * w_high);
+    }
+}
+
+// Stores rows r .. r+4 of the invocation's columns (acc: the first 4, acc_high the next 4).
+fn store_rows4(out_base: u32, r: u32, c0: u32, acc: mat4x4<f32>, acc_high: mat4x4<f32>) {
+    // store_block takes column-major blocks (block[c][i] = out[row i, col c]).
+    store_block(out_base, r, c0, transpose(acc));
+    if (SG_COLS == 8u) {
+        store_block(out_base, r, c0 + 4u, transpose(acc_high));
+    }
 }
 
 // R[k .. k+4, c0 + j] as column j (columns clamped into the matrix, zeros past inner).
@@ -391,7 +417,7 @@ fn matmul_forward_subgroup(
     @builtin(local_invocation_index) local: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let c0 = (wid.x * SG_WG + local) * 4u;
+    let c0 = (wid.x * SG_WG + local) * SG_COLS;
     let r0 = wid.y * SG_ROWS;
     // The lane's place in its group of 8 lanes, which share their loads of L.
     let lane8 = lane & 7u;
@@ -400,7 +426,9 @@ fn matmul_forward_subgroup(
     let b_first = select(wid.z, 0u, sum);
     let b_end = select(wid.z + 1u, params.batch, sum);
 
-    // acc_q[i] = out[r0 + 4q + i, c0 .. c0+4]; the blocks past SG_ROWS stay unused.
+    // acc_q[i] = out[r0 + 4q + i, c0 .. c0+4], high_q[i] the next 4 columns (SG_COLS 8);
+    // the blocks past SG_ROWS stay unused. SG_ROWS and SG_COLS are pipeline constants:
+    // the untaken blocks compile away.
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
     var acc2 = mat4x4<f32>();
@@ -409,44 +437,54 @@ fn matmul_forward_subgroup(
     var acc5 = mat4x4<f32>();
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
+    var high0 = mat4x4<f32>();
+    var high1 = mat4x4<f32>();
+    var high2 = mat4x4<f32>();
+    var high3 = mat4x4<f32>();
+    var high4 = mat4x4<f32>();
+    var high5 = mat4x4<f32>();
+    var high6 = mat4x4<f32>();
+    var high7 = mat4x4<f32>();
     for (var b = b_first; b < b_end; b++) {
         let lhs_base = params.lhs.offset + b * params.lhs.batch_stride;
         let rhs_base = params.rhs.offset + b * params.rhs.batch_stride;
         for (var k = 0u; k < params.inner; k += 4u) {
             let w = rhs_block4(rhs_base, k, c0);
+            var w_high = mat4x4<f32>();
+            if (SG_COLS == 8u) {
+                w_high = rhs_block4(rhs_base, k, c0 + 4u);
+            }
             let share = lhs_share(lhs_base, r0, lane8, k);
-            // SG_ROWS is a pipeline constant: the untaken blocks compile away.
-            acc0 += tile_rows4(share, lane0, 0u, w);
-            acc1 += tile_rows4(share, lane0, 1u, w);
+            accumulate_rows4(&acc0, &high0, tile_rows4(share, lane0, 0u), w, w_high);
+            accumulate_rows4(&acc1, &high1, tile_rows4(share, lane0, 1u), w, w_high);
             if (SG_ROWS > 8u) {
-                acc2 += tile_rows4(share, lane0, 2u, w);
-                acc3 += tile_rows4(share, lane0, 3u, w);
+                accumulate_rows4(&acc2, &high2, tile_rows4(share, lane0, 2u), w, w_high);
+                accumulate_rows4(&acc3, &high3, tile_rows4(share, lane0, 3u), w, w_high);
             }
             if (SG_ROWS > 16u) {
-                acc4 += tile_rows4(share, lane0, 4u, w);
-                acc5 += tile_rows4(share, lane0, 5u, w);
+                accumulate_rows4(&acc4, &high4, tile_rows4(share, lane0, 4u), w, w_high);
+                accumulate_rows4(&acc5, &high5, tile_rows4(share, lane0, 5u), w, w_high);
             }
             if (SG_ROWS > 24u) {
-                acc6 += tile_rows4(share, lane0, 6u, w);
-                acc7 += tile_rows4(share, lane0, 7u, w);
+                accumulate_rows4(&acc6, &high6, tile_rows4(share, lane0, 6u), w, w_high);
+                accumulate_rows4(&acc7, &high7, tile_rows4(share, lane0, 7u), w, w_high);
             }
         }
     }
 
-    // store_block takes column-major blocks (block[c][i] = out[row i, col c]).
     let out_base = params.out.offset + select(wid.z, 0u, sum) * params.out.batch_stride;
-    store_block(out_base, r0, c0, transpose(acc0));
-    store_block(out_base, r0 + 4u, c0, transpose(acc1));
+    store_rows4(out_base, r0, c0, acc0, high0);
+    store_rows4(out_base, r0 + 4u, c0, acc1, high1);
     if (SG_ROWS > 8u) {
-        store_block(out_base, r0 + 8u, c0, transpose(acc2));
-        store_block(out_base, r0 + 12u, c0, transpose(acc3));
+        store_rows4(out_base, r0 + 8u, c0, acc2, high2);
+        store_rows4(out_base, r0 + 12u, c0, acc3, high3);
     }
     if (SG_ROWS > 16u) {
-        store_block(out_base, r0 + 16u, c0, transpose(acc4));
-        store_block(out_base, r0 + 20u, c0, transpose(acc5));
+        store_rows4(out_base, r0 + 16u, c0, acc4, high4);
+        store_rows4(out_base, r0 + 20u, c0, acc5, high5);
     }
     if (SG_ROWS > 24u) {
-        store_block(out_base, r0 + 24u, c0, transpose(acc6));
-        store_block(out_base, r0 + 28u, c0, transpose(acc7));
+        store_rows4(out_base, r0 + 24u, c0, acc6, high6);
+        store_rows4(out_base, r0 + 28u, c0, acc7, high7);
     }
 }

@@ -256,6 +256,7 @@ enum Kernel {
     Subgroup {
         rows: u32,
         invocations: u32,
+        cols: u32,
         lhs_load: u32,
         rhs_load: u32,
     },
@@ -270,20 +271,25 @@ impl Kernel {
                 rhs_load: product.rhs.0.rhs_load(product.cols),
             };
         }
-        // The largest tile (32 rows x 256 columns, no wider than the product) that still
-        // gives enough workgroups: narrower first (a lane past the last column costs as
-        // much as a busy one), then shorter (rows share their loads of R).
+        // The largest tile (32 rows x 64 invocations of 8 columns, no wider than the
+        // product) that still gives enough workgroups: narrower first (a lane past the
+        // last column costs as much as a busy one), then shorter (rows share their loads
+        // of R), then 4 columns per invocation.
         let batches = if product.sum_batches { 1 } else { product.batch };
-        let count = |rows: u32, invocations: u32| {
-            product.rows.div_ceil(rows as usize) * product.cols.div_ceil(4 * invocations as usize) * batches
+        let count = |rows: u32, invocations: u32, cols: u32| {
+            product.rows.div_ceil(rows as usize) * product.cols.div_ceil((cols * invocations) as usize) * batches
         };
         let mut rows = (product.rows.div_ceil(8) * 8).min(32) as u32;
-        let mut invocations = (product.cols.div_ceil(4).next_power_of_two() as u32).clamp(8, 64);
-        while invocations > 8 && count(rows, invocations) < SUBGROUP_MIN_WORKGROUPS {
+        let mut cols = 8;
+        let mut invocations = (product.cols.div_ceil(cols as usize).next_power_of_two() as u32).clamp(8, 64);
+        while invocations > 8 && count(rows, invocations, cols) < SUBGROUP_MIN_WORKGROUPS {
             invocations /= 2;
         }
-        while rows > 8 && count(rows, invocations) < SUBGROUP_MIN_WORKGROUPS {
+        while rows > 8 && count(rows, invocations, cols) < SUBGROUP_MIN_WORKGROUPS {
             rows = if rows > 16 { 16 } else { 8 };
+        }
+        if cols == 8 && count(rows, invocations, cols) < SUBGROUP_MIN_WORKGROUPS {
+            cols = 4;
         }
         let lhs_load = match product.lhs.0.lhs_load(product.rows) {
             2 if rows != 32 => 0,
@@ -292,6 +298,7 @@ impl Kernel {
         Kernel::Subgroup {
             rows,
             invocations,
+            cols,
             lhs_load,
             rhs_load: product.rhs.0.rhs_load(product.cols),
         }
@@ -310,11 +317,11 @@ impl Kernel {
     }
 
     /// Loop iterations outside the K loop: the 4x4 stores (20 each: four of the portable
-    /// kernel, up to eight of the subgroup kernel's) and a K tail of up to 3.
+    /// kernel, up to sixteen of the subgroup kernel's) and a K tail of up to 3.
     fn fixed_iterations(&self) -> u64 {
         match *self {
             Kernel::Portable { .. } => 80 + 3,
-            Kernel::Subgroup { .. } => 160,
+            Kernel::Subgroup { .. } => 320,
         }
     }
 }
@@ -449,6 +456,7 @@ fn encode_product_dispatch(
         Kernel::Subgroup {
             rows: tile_rows,
             invocations,
+            cols: tile_cols,
             lhs_load,
             rhs_load,
         } => ctx.encode_dispatch(
@@ -458,6 +466,7 @@ fn encode_product_dispatch(
                 overrides: &[
                     ("SG_ROWS", tile_rows),
                     ("SG_WG", invocations),
+                    ("SG_COLS", tile_cols),
                     ("LHS_LOAD", lhs_load),
                     ("RHS_LOAD", rhs_load),
                 ],
@@ -470,7 +479,11 @@ fn encode_product_dispatch(
                     (5, out.buffer(), out_name),
                 ],
                 params: &params,
-                workgroups: [cols.div_ceil(4 * invocations), rows.div_ceil(tile_rows), batches],
+                workgroups: [
+                    cols.div_ceil(tile_cols * invocations),
+                    rows.div_ceil(tile_rows),
+                    batches,
+                ],
             },
         ),
     }
