@@ -778,3 +778,78 @@ fn batched_weight_gradient_and_unstack_match_the_direct_graph() {
     // Not all rows alike: the gradient is not just the sum of the inputs.
     assert!(grads[0].0.iter().any(|&x| (x - 1.0).abs() > 1e-3));
 }
+
+/// `linear_add(x, w, c)` is `add(c, linear(x, w))` in value and in every gradient: with
+/// and without a batched weight, and with c used again (so its gradient adds up).
+#[test]
+fn linear_add_matches_an_add_of_a_linear_in_value_and_every_gradient() {
+    let ctx = ctx();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+    let (rows, inputs, outputs) = (3, 6, 5);
+    let init = [
+        ("x", values(rows * inputs), vec![rows, inputs]),
+        ("w", values(outputs * inputs), vec![outputs, inputs]),
+        ("z", values(rows * 4), vec![rows, 4]),
+        ("wc", values(outputs * 4), vec![outputs, 4]),
+    ];
+    let labels = Tensor::from_slice(ctx, &[1u32, 4, 0], &[rows]).unwrap();
+    let mut runs = Vec::new();
+    for batched in [false, true] {
+        for fused in [false, true] {
+            let mut store = ParamStore::new();
+            let ids: Vec<ParamId> = init
+                .iter()
+                .map(|(name, data, shape)| {
+                    store
+                        .add(name, Tensor::from_slice(ctx, data, shape).unwrap(), true)
+                        .unwrap()
+                })
+                .collect();
+            let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+            let [x, w, z, wc] = [0, 1, 2, 3].map(|i| g.param(ids[i]));
+            let w = if batched { g.batch_weight_grad(w).unwrap() } else { w };
+            // c: a computed value, used twice.
+            let c = g.linear(z, wc, None).unwrap();
+            let y = if fused {
+                g.linear_add(x, w, c).unwrap()
+            } else {
+                let product = g.linear(x, w, None).unwrap();
+                g.add(c, product).unwrap()
+            };
+            let ce = g.cross_entropy(y, &labels, &CrossEntropy::default()).unwrap();
+            let c_flat = g.reshape(c, &[rows * outputs]).unwrap();
+            let c_sum = g.sum(c_flat).unwrap();
+            let loss = g.add(ce, c_sum).unwrap();
+            let loss_value = g.value(loss).clone();
+            g.backward(loss).unwrap();
+            g.submit();
+            let grads: Vec<Vec<f32>> = ids
+                .iter()
+                .map(|&id| store.grad(id).unwrap().to_vec().unwrap())
+                .collect();
+            runs.push((
+                format!("batched {batched} fused {fused}"),
+                loss_value.to_vec::<f32>().unwrap(),
+                grads,
+            ));
+        }
+    }
+    let (_, want_loss, want_grads) = &runs[0];
+    for (name, loss, grads) in &runs[1..] {
+        assert!(
+            (loss[0] - want_loss[0]).abs() <= 1e-5,
+            "{name}: loss {} vs {}",
+            loss[0],
+            want_loss[0]
+        );
+        for ((got, want), (param, ..)) in grads.iter().zip(want_grads).zip(&init) {
+            for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 + 1e-5 * b.abs(),
+                    "{name}: d{param}[{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

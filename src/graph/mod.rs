@@ -742,6 +742,17 @@ impl<'s> Graph<'s> {
 
     /// `x W^T + b` as `nn.Linear`: x `[.., I]`, w `[O, I]`, b `[O]`; out `[.., O]`.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
+        self.linear_onto(x, w, b, None)
+    }
+
+    /// `c + x W^T`: [`Graph::add`] of `c` and [`Graph::linear`] of `x` (no bias) in one
+    /// product, which adds itself onto a copy of `c` (`[.., O]`, the output's shape)
+    /// instead of writing a separate result for an add to read.
+    pub fn linear_add(&mut self, x: Var, w: Var, c: Var) -> Result<Var> {
+        self.linear_onto(x, w, None, Some(c))
+    }
+
+    fn linear_onto(&mut self, x: Var, w: Var, b: Option<Var>, onto: Option<Var>) -> Result<Var> {
         let (tx, tw) = (self.value(x).clone(), self.value(w).clone());
         let tb = b.map(|b| self.value(b).clone());
         let (&inputs, lead) = tx
@@ -761,13 +772,25 @@ impl<'s> Graph<'s> {
             trans_b: true,
             ..Matmul::default()
         };
-        matmul_forward(&self.ctx, &mut self.encoder, &op, &x2, &tw, tb.as_ref(), &y)?;
+        let forward_op = match onto {
+            Some(c) => {
+                let tc = self.value(c).clone();
+                tc.check_shape("linear_add: c", &shape)?;
+                tc.check_dtype("linear_add: c", DType::F32)?;
+                let bytes = tc.size_in_bytes();
+                self.encoder.copy_buffer_to_buffer(tc.buffer(), 0, y.buffer(), 0, bytes);
+                Matmul { beta: 1.0, ..op }
+            }
+            None => op,
+        };
+        matmul_forward(&self.ctx, &mut self.encoder, &forward_op, &x2, &tw, tb.as_ref(), &y)?;
         let mut from = vec![x, w];
         from.extend(b);
+        from.extend(onto);
         let out = self.computed(y.reshape(&shape)?, &from);
         self.record(move |g| {
-            let Some(dy) = g.grad(out) else { return Ok(()) };
-            let dy = dy.reshape(&[rows, outputs])?;
+            let Some(dy_out) = g.grad(out) else { return Ok(()) };
+            let dy = dy_out.reshape(&[rows, outputs])?;
             // One matmul_backward per target, each with its own accumulate flag.
             if let Some((grad, accumulate)) = g.target(x)? {
                 let grad = grad.reshape(&[rows, inputs])?;
@@ -798,6 +821,17 @@ impl<'s> Graph<'s> {
                         ..MatmulGrads::default()
                     };
                     matmul_backward(g.ctx, g.encoder, &op, &x2, &tw, &dy, grads)?;
+                }
+            }
+            // c's gradient is dy itself, delivered last (after every read of dy above).
+            // A batched weight keeps dy for a product at the end of the backward, so c,
+            // which may take dy as its own and be added to, gets a copy then.
+            if let Some(c) = onto {
+                if g.batched.contains_key(&w.0) && g.target_needed(c) {
+                    let copy = copy_of(g, &dy_out)?;
+                    g.deliver(Some(c), &copy)?;
+                } else {
+                    g.deliver(Some(c), &dy_out)?;
                 }
             }
             Ok(())
@@ -1252,10 +1286,20 @@ impl<'s> Graph<'s> {
             Some(h0) => {
                 let h0_t = self.value(h0).clone();
                 h0_t.check_shape("recurrent layer: initial state", &[batch, hidden])?;
-                let rest = Tensor::empty(&self.ctx, &[batch, steps * hidden], DType::F32)?;
-                self.encoder.clear_buffer(rest.buffer(), 0, Some(rest.size_in_bytes()));
-                let rows = states.reshape(&[batch, (steps + 1) * hidden])?;
-                concat_forward(&self.ctx, &mut self.encoder, &h0_t, &rest, &rows)?;
+                h0_t.check_dtype("recurrent layer: initial state", DType::F32)?;
+                // One buffer copy per row into its slot 0, rather than a kernel writing
+                // every slot (the mirror of final_state).
+                let row_bytes = (hidden * 4) as u64;
+                for b in 0..batch {
+                    let to = (b * (steps + 1) * hidden * 4) as u64;
+                    self.encoder.copy_buffer_to_buffer(
+                        h0_t.buffer(),
+                        b as u64 * row_bytes,
+                        states.buffer(),
+                        to,
+                        row_bytes,
+                    );
+                }
             }
         }
         Ok(states)

@@ -414,8 +414,7 @@ impl Decoder {
             let xproj = match (&self.attention, memory, w_context) {
                 (Some(attention), Some(memory), Some(w_context)) => {
                     let (context, _) = attention.forward(g, state.0, memory, src_lengths)?;
-                    let context_proj = g.linear(context, w_context, None)?;
-                    g.add(emb_proj_t, context_proj)?
+                    g.linear_add(context, w_context, emb_proj_t)?
                 }
                 _ => emb_proj_t,
             };
