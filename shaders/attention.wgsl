@@ -297,12 +297,6 @@ override MAX_SUBGROUPS: u32 = 8u;
 // by_subgroup[s * MAX_SUBGROUPS + i]: subgroup i's part of a sum over columns for position s.
 var<workgroup> by_subgroup: array<f32, MAX_S * MAX_SUBGROUPS>;
 
-fn tanh_stable4(x: vec4<f32>) -> vec4<f32> {
-    let e = exp(-2.0 * abs(x));
-    let t = (1.0 - e) / (1.0 + e);
-    return select(-t, t, x >= vec4<f32>());
-}
-
 // Adds `x` over the subgroup and keeps the total as this subgroup's part for position s.
 fn keep_subgroup_sum(x: f32, s: u32, subgroup: u32, lane: u32) {
     let sum = subgroupAdd(x);

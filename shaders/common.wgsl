@@ -17,6 +17,13 @@ fn tanh_stable(x: f32) -> f32 {
     return select(-t, t, x >= 0.0);
 }
 
+// tanh_stable of each component.
+fn tanh_stable4(x: vec4<f32>) -> vec4<f32> {
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= vec4<f32>());
+}
+
 // Number of groups of `size` needed to cover `count` items.
 fn div_ceil_u32(count: u32, size: u32) -> u32 {
     return (count + size - 1u) / size;

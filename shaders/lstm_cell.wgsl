@@ -318,23 +318,44 @@ fn lstm_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) -> GateGradient
         dh += dy[(b * steps + t) * hidden + u];
     }
     let gate_base = (b * steps + t) * 4u * hidden + u;
-    let i = saved_gates[gate_base];
-    let f = saved_gates[gate_base + hidden];
-    let g = saved_gates[gate_base + 2u * hidden];
-    let o = saved_gates[gate_base + 3u * hidden];
     let state_prev = (b * (steps + 1u) + t) * hidden + u;
-    let c_prev = saved_c[state_prev];
-    let tanh_c = tanh_stable(saved_c[state_prev + hidden]);
-    // h = o * tanh(c); c = f * c_prev + i * g
-    let dc = dstate[dc_index] + dh * o * (1.0 - tanh_c * tanh_c);
+    let grads = lstm_cell_grads(
+        vec4<f32>(dh),
+        vec4<f32>(dstate[dc_index]),
+        mat4x4<f32>(
+            vec4<f32>(saved_gates[gate_base]),
+            vec4<f32>(saved_gates[gate_base + hidden]),
+            vec4<f32>(saved_gates[gate_base + 2u * hidden]),
+            vec4<f32>(saved_gates[gate_base + 3u * hidden]),
+        ),
+        vec4<f32>(saved_c[state_prev]),
+        vec4<f32>(saved_c[state_prev + hidden]),
+    );
     dstate[dh_index] = 0.0;
-    dstate[dc_index] = dc * f;
-    return GateGradients(true, vec4<f32>(
-        dc * g * i * (1.0 - i),
-        dc * c_prev * f * (1.0 - f),
-        dc * i * (1.0 - g * g),
-        dh * tanh_c * o * (1.0 - o),
-    ));
+    dstate[dc_index] = grads.dc_prev.x;
+    return GateGradients(true, vec4<f32>(grads.dgates[0].x, grads.dgates[1].x, grads.dgates[2].x, grads.dgates[3].x));
+}
+
+// The gradients of one step of up to 4 units (one per component): column q of dgates is
+// gate q's (i, f, g, o), dc_prev what the step hands dc_{t-1}.
+struct CellGrads {
+    dgates: mat4x4<f32>,
+    dc_prev: vec4<f32>,
+}
+
+// From dh and dc arriving at step t, the saved gates (columns i, f, g, o), c_{t-1} and c_t:
+// h = o * tanh(c), c = f * c_prev + i * g.
+fn lstm_cell_grads(dh: vec4<f32>, dc_in: vec4<f32>, gates: mat4x4<f32>, c_prev: vec4<f32>, c: vec4<f32>) -> CellGrads {
+    let i = gates[0];
+    let f = gates[1];
+    let g = gates[2];
+    let o = gates[3];
+    let tanh_c = tanh_stable4(c);
+    let dc = dc_in + dh * o * (1.0 - tanh_c * tanh_c);
+    return CellGrads(
+        mat4x4<f32>(dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)),
+        dc * f,
+    );
 }
 
 // ==== subgroup kernels ====
@@ -346,14 +367,19 @@ fn lstm_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) -> GateGradient
 //     invocation one unit (its 4 gate rows of W_hh, loaded once per 4 steps of k for all
 //     the rows) and every row of the workgroup. Each group of 8 lanes loads the rows'
 //     h_{t-1} once, SG_ROWS / 8 rows per lane, and hands them round with subgroupShuffle.
-// lstm_cell_backward_subgroup  step t of lstm_cell_backward the same way round: an
-//     invocation owns 4 units (4 columns of W_hh) of every row of the workgroup, and the
-//     rows of dgates[b, t+1] are loaded once per group of 8 lanes and shuffled.
-// Both read and write h_states (forward) and dgates (backward) through vec4 views, since
-// they read one slot of the buffer while writing another.
+// lstm_cell_backward_subgroup  step t of lstm_cell_backward the same way round, for
+//     H % 4 == 0: an invocation owns 4 units (4 columns of W_hh, one vec4 of every
+//     per-unit tensor) of every row of the workgroup, and the rows of dgates[b, t+1] are
+//     loaded once per group of 8 lanes and shuffled.
+// The forward reads and writes h_states through a vec4 view, since it reads one slot of
+// the buffer while writing another; the backward binds only vec4 views.
 
 @group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
 @group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
+@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
+@group(0) @binding(17) var<storage, read> saved_gates4: array<vec4<f32>>;     // saved_gates
+@group(0) @binding(18) var<storage, read> saved_c4: array<vec4<f32>>;         // saved_c
+@group(0) @binding(19) var<storage, read_write> dstate4: array<vec4<f32>>;    // dstate
 
 // Batch rows per workgroup: 8, 16, 24 or 32.
 override SG_ROWS: u32 = 32u;
@@ -483,29 +509,52 @@ fn dgates_next_k4(b: u32, j: u32) -> vec4<f32> {
     return dgates4[((min(b, params.batch - 1u) * params.steps + params.next) * 4u * params.hidden + j) / 4u];
 }
 
-// lstm_pointwise_backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row
-// b0 + i, unit u0 + q), with dgates written through the vec4 view.
+// The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,
+// unit u0 + q) at step t, as lstm_pointwise_backward, through the vec4 views: H % 4 == 0
+// here, so each row's 4 units are one vec4 of every tensor.
 fn lstm_pointwise_backward_rows4(t: u32, b0: u32, u0: u32, carried: mat4x4<f32>) {
     let hidden = params.hidden;
+    let steps = params.steps;
+    let h4 = hidden / 4u;
+    if (u0 >= hidden) {
+        return;
+    }
     for (var i = 0u; i < 4u; i++) {
         let b = b0 + i;
         if (b >= params.batch) {
             break;
         }
+        let dh_at = (b * hidden + u0) / 4u;
+        let dc_at = dh_at + params.batch * h4;
         // Rows whose step t+1 was padded got no dgates there: dh is carried in dstate.
         let next_ran = params.has_next != 0u && params.next < step_len(b);
-        for (var q = 0u; q < 4u; q++) {
-            let u = u0 + q;
-            if (u < hidden) {
-                let grads = lstm_pointwise_backward(t, b, u, select(0.0, carried[i][q], next_ran));
-                if (grads.write) {
-                    let gate_base = (b * params.steps + t) * 4u * hidden + u;
-                    for (var gate = 0u; gate < 4u; gate++) {
-                        let at = gate_base + gate * hidden;
-                        dgates4[at / 4u][at % 4u] = grads.values[gate];
-                    }
-                }
+        let dh_carry = dstate4[dh_at] + select(vec4<f32>(), carried[i], next_ran);
+        let gate_at = ((b * steps + t) * 4u * hidden + u0) / 4u;
+        if (params.pointwise == 0u) {
+            dstate4[dh_at] = dh_carry;
+        } else if (t >= step_len(b)) {
+            dstate4[dh_at] = dh_carry;
+            for (var q = 0u; q < 4u; q++) {
+                dgates4[gate_at + q * h4] = vec4<f32>();
             }
+        } else {
+            var dh = dh_carry;
+            if (params.has_dy != 0u) {
+                dh += dy4[((b * steps + t) * hidden + u0) / 4u];
+            }
+            let state_at = ((b * (steps + 1u) + t) * hidden + u0) / 4u;
+            let gates = mat4x4<f32>(
+                saved_gates4[gate_at],
+                saved_gates4[gate_at + h4],
+                saved_gates4[gate_at + 2u * h4],
+                saved_gates4[gate_at + 3u * h4],
+            );
+            let grads = lstm_cell_grads(dh, dstate4[dc_at], gates, saved_c4[state_at], saved_c4[state_at + h4]);
+            for (var q = 0u; q < 4u; q++) {
+                dgates4[gate_at + q * h4] = grads.dgates[q];
+            }
+            dstate4[dh_at] = vec4<f32>();
+            dstate4[dc_at] = grads.dc_prev;
         }
     }
 }

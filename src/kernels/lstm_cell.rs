@@ -82,6 +82,7 @@ const LSTM_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
 const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &LSTM_CELL_FORWARD_SUBGROUP,
     units: 1,
+    applies: |_| true,
     iterations: |dims| dims.hidden.div_ceil(4) as u64 + 8 * (4 + 4 * 4) + 16,
 };
 
@@ -93,20 +94,21 @@ const LSTM_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
         (2, Access::Read),
         (3, Access::Read),
         (8, Access::Params),
-        (10, Access::Read),
-        (11, Access::Read),
-        (12, Access::Read),
-        (13, Access::ReadWrite),
         (15, Access::ReadWrite),
+        (16, Access::Read),
+        (17, Access::Read),
+        (18, Access::Read),
+        (19, Access::ReadWrite),
     ],
 };
 
-/// Four units per invocation; the j loop over 4H in steps of 4, and the pointwise loops
-/// (8 blocks of 4 rows x 4 units x 4 gates).
+/// Four units per invocation, for H % 4 == 0; the j loop over 4H in steps of 4, and the
+/// pointwise loops (8 blocks of 4 rows x 2 gate loops of 4).
 const BACKWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &LSTM_CELL_BACKWARD_SUBGROUP,
     units: 4,
-    iterations: |dims| dims.hidden as u64 + 8 * 4 * (1 + 4 * 5) + 16,
+    applies: |dims| dims.hidden.is_multiple_of(4),
+    iterations: |dims| dims.hidden as u64 + 8 * 4 * (1 + 2 * 5) + 16,
 };
 
 /// The tensors of an LSTM layer-direction's forward (see the module docs for shapes).
@@ -229,11 +231,11 @@ impl LstmBackward<'_> {
             "lstm: lengths",
             &[
                 Operand::read(&[1, 2], "lstm: w_hh", self.w_hh, &[4 * hidden, hidden]),
-                Operand::optional(&[10], "lstm: grad_output", self.grad_output, &dims.per_step(1)),
-                Operand::read(&[11], "lstm: gates", self.gates, &dims.per_step(4)),
-                Operand::read(&[12], "lstm: c_states", self.c_states, &dims.states()),
+                Operand::optional(&[10, 16], "lstm: grad_output", self.grad_output, &dims.per_step(1)),
+                Operand::read(&[11, 17], "lstm: gates", self.gates, &dims.per_step(4)),
+                Operand::read(&[12, 18], "lstm: c_states", self.c_states, &dims.states()),
                 Operand::write(&[9, 15], "lstm: grad_gates", self.grad_gates, &dims.per_step(4)),
-                Operand::write(&[13], "lstm: grad_state", self.grad_state, &[2, dims.batch, hidden]),
+                Operand::write(&[13, 19], "lstm: grad_state", self.grad_state, &[2, dims.batch, hidden]),
             ],
         )
     }

@@ -148,6 +148,8 @@ pub(crate) struct SubgroupStep {
     pub(crate) kernel: &'static KernelSpec,
     /// Hidden units per invocation.
     pub(crate) units: usize,
+    /// Whether the kernel handles these sizes (else the portable kernel runs).
+    pub(crate) applies: fn(&RecurrentDims) -> bool,
     /// Loop iterations of one invocation per step, for the CPU loop budget.
     pub(crate) iterations: fn(&RecurrentDims) -> u64,
 }
@@ -281,7 +283,9 @@ pub(crate) fn encode_cell(
 fn subgroup_step(ctx: &Context, dispatch: &StepDispatch<'_>) -> Option<SubgroupStep> {
     match dispatch.step {
         Step::Sequence => None,
-        _ => dispatch.subgroup.filter(|_| ctx.subgroup_kernels()),
+        _ => dispatch
+            .subgroup
+            .filter(|sub| ctx.subgroup_kernels() && (sub.applies)(&dispatch.dims)),
     }
 }
 
