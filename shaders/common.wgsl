@@ -17,6 +17,13 @@ fn tanh_stable(x: f32) -> f32 {
     return select(-t, t, x >= 0.0);
 }
 
+// sigmoid_stable of each component.
+fn sigmoid_stable4(x: vec4<f32>) -> vec4<f32> {
+    // exp of -|x| only; for x < 0 the same e / (1 + e) as sigmoid_stable.
+    let e = exp(-abs(x));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= vec4<f32>());
+}
+
 // tanh_stable of each component.
 fn tanh_stable4(x: vec4<f32>) -> vec4<f32> {
     let e = exp(-2.0 * abs(x));

@@ -181,19 +181,38 @@ fn lstm_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) -> HiddenUpdate 
         }
         return HiddenUpdate(false, 0.0);
     }
-    let i = sigmoid_stable(xproj[gate_base] + recurrent.x);
-    let f = sigmoid_stable(xproj[gate_base + hidden] + recurrent.y);
-    let g = tanh_stable(xproj[gate_base + 2u * hidden] + recurrent.z);
-    let o = sigmoid_stable(xproj[gate_base + 3u * hidden] + recurrent.w);
-    let c = f * c_states[state_prev] + i * g;
-    let h = o * tanh_stable(c);
-    gates[gate_base] = i;
-    gates[gate_base + hidden] = f;
-    gates[gate_base + 2u * hidden] = g;
-    gates[gate_base + 3u * hidden] = o;
-    c_states[state_next] = c;
-    output[out_index] = h;
-    return HiddenUpdate(true, h);
+    let x = vec4<f32>(xproj[gate_base], xproj[gate_base + hidden], xproj[gate_base + 2u * hidden], xproj[gate_base + 3u * hidden]);
+    let pre = recurrent + x;
+    let cell = lstm_cell_forward_values(
+        mat4x4<f32>(vec4<f32>(pre.x), vec4<f32>(pre.y), vec4<f32>(pre.z), vec4<f32>(pre.w)),
+        vec4<f32>(c_states[state_prev]),
+    );
+    gates[gate_base] = cell.gates[0].x;
+    gates[gate_base + hidden] = cell.gates[1].x;
+    gates[gate_base + 2u * hidden] = cell.gates[2].x;
+    gates[gate_base + 3u * hidden] = cell.gates[3].x;
+    c_states[state_next] = cell.c.x;
+    output[out_index] = cell.h.x;
+    return HiddenUpdate(true, cell.h.x);
+}
+
+// One step of up to 4 units (one per component): the gates after their nonlinearities
+// (columns i, f, g, o), c_t and h_t.
+struct CellValues {
+    gates: mat4x4<f32>,
+    c: vec4<f32>,
+    h: vec4<f32>,
+}
+
+// From the gate pre-activations (columns i, f, g, o) and c_{t-1}:
+// c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t).
+fn lstm_cell_forward_values(pre: mat4x4<f32>, c_prev: vec4<f32>) -> CellValues {
+    let i = sigmoid_stable4(pre[0]);
+    let f = sigmoid_stable4(pre[1]);
+    let g = tanh_stable4(pre[2]);
+    let o = sigmoid_stable4(pre[3]);
+    let c = f * c_prev + i * g;
+    return CellValues(mat4x4<f32>(i, f, g, o), c, o * tanh_stable4(c));
 }
 
 // lstm_pointwise of (b, u), with h_t written through the scalar view of h_states.
@@ -362,19 +381,25 @@ fn lstm_cell_grads(dh: vec4<f32>, dc_in: vec4<f32>, gates: mat4x4<f32>, c_prev: 
 // Compiled only where the device has subgroup operations in subgroups of a multiple of 8
 // lanes (src/gpu/pipeline.rs leaves this section out elsewhere).
 //
-// lstm_cell_forward_subgroup   step t of lstm_cell_forward, laid out like matmul.wgsl's
-//     matmul_forward_subgroup: a workgroup owns SG_ROWS batch rows x SG_WG units, an
-//     invocation one unit (its 4 gate rows of W_hh, loaded once per 4 steps of k for all
-//     the rows) and every row of the workgroup. Each group of 8 lanes loads the rows'
-//     h_{t-1} once, SG_ROWS / 8 rows per lane, and hands them round with subgroupShuffle.
+// lstm_cell_forward_subgroup   step t of lstm_cell_forward for H % 4 == 0, laid out like
+//     matmul.wgsl's matmul_forward_subgroup: a workgroup owns SG_ROWS batch rows x SG_WG
+//     units, an invocation one unit (its 4 gate rows of W_hh, loaded once per 4 steps of
+//     k for all the rows) and every row of the workgroup. Each group of 8 lanes loads the
+//     rows' h_{t-1} once, SG_ROWS / 8 rows per lane, and hands them round with
+//     subgroupShuffle. For the pointwise part the gates are shuffled round once more, so
+//     that an invocation takes one row and 4 units: one vec4 of every tensor.
 // lstm_cell_backward_subgroup  step t of lstm_cell_backward the same way round, for
 //     H % 4 == 0: an invocation owns 4 units (4 columns of W_hh, one vec4 of every
 //     per-unit tensor) of every row of the workgroup, and the rows of dgates[b, t+1] are
 //     loaded once per group of 8 lanes and shuffled.
-// The forward reads and writes h_states through a vec4 view, since it reads one slot of
-// the buffer while writing another; the backward binds only vec4 views.
+// Both bind only vec4 views of the per-unit tensors (the forward reads one slot of
+// h_states while writing another).
 
 @group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
+@group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
+@group(0) @binding(21) var<storage, read_write> c_states4: array<vec4<f32>>;  // c_states
+@group(0) @binding(22) var<storage, read_write> gates4: array<vec4<f32>>;     // gates
+@group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
 @group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
 @group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
 @group(0) @binding(17) var<storage, read> saved_gates4: array<vec4<f32>>;     // saved_gates
@@ -386,34 +411,16 @@ override SG_ROWS: u32 = 32u;
 // Invocations per workgroup, a multiple of 8.
 override SG_WG: u32 = 32u;
 
-// h_{t-1}[b, k .. k+4] (b clamped into the batch, zeros past H).
+// h_{t-1}[b, k .. k+4] (b clamped into the batch).
 fn h_prev_k4(b: u32, t: u32, k: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let at = (min(b, params.batch - 1u) * (params.steps + 1u) + t) * hidden;
-    if (W_VEC4) {
-        // H % 4 == 0: rows start on a vec4 and k + 3 < H.
-        return h_states4[(at + k) / 4u];
-    }
-    let kc = min(vec4<u32>(k, k + 1u, k + 2u, k + 3u), vec4<u32>(hidden - 1u)) + at;
-    let x = vec4<f32>(
-        h_states4[kc.x / 4u][kc.x % 4u],
-        h_states4[kc.y / 4u][kc.y % 4u],
-        h_states4[kc.z / 4u][kc.z % 4u],
-        h_states4[kc.w / 4u][kc.w % 4u],
-    );
-    return select(vec4<f32>(), x, vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
+    return h_states4[((min(b, params.batch - 1u) * (params.steps + 1u) + t) * params.hidden + k) / 4u];
 }
 
-// w_block with the columns past H zeroed (never needed where H % 4 == 0).
-fn w_block_inside(u: u32, k: u32) -> mat4x4<f32> {
-    var w = w_block(u, k);
-    if (!W_VEC4) {
-        let zero = vec4<f32>();
-        w[1] = select(zero, w[1], k + 1u < params.hidden);
-        w[2] = select(zero, w[2], k + 2u < params.hidden);
-        w[3] = select(zero, w[3], k + 3u < params.hidden);
-    }
-    return w;
+// The 4 gate rows of unit u at columns k .. k+4: column j holds (W_i, W_f, W_g, W_o)[u, k+j].
+fn w_gates_k4(u: u32, k: u32) -> mat4x4<f32> {
+    let row = (u * params.hidden + k) / 4u;
+    let stride = params.hidden * params.hidden / 4u;
+    return transpose(mat4x4<f32>(w_hh4[row], w_hh4[row + stride], w_hh4[row + 2u * stride], w_hh4[row + 3u * stride]));
 }
 
 // Rows 4q .. 4q+4 of a shared block of rows (group g = q / 2 of 8 rows, row 8g + j loaded
@@ -428,35 +435,74 @@ fn shuffled_times4(rows: vec4<f32>, lane0: u32, q: u32, m: mat4x4<f32>) -> mat4x
     );
 }
 
-// lstm_pointwise of rows b0 .. b0+4 of unit u (column i of `recurrent` is row b0 + i's),
-// with h_t written through the vec4 view.
-fn lstm_pointwise_rows4(t: u32, b0: u32, u: u32, recurrent: mat4x4<f32>) {
-    for (var i = 0u; i < 4u; i++) {
-        let b = b0 + i;
-        if (b < params.batch && u < params.hidden) {
-            let prev = (b * (params.steps + 1u) + t) * params.hidden + u;
-            let next = prev + params.hidden;
-            let update = lstm_pointwise(t, b, u, recurrent[i]);
-            if (update.ran) {
-                h_states4[next / 4u][next % 4u] = update.h;
-            } else {
-                h_states4[next / 4u][next % 4u] = h_states4[prev / 4u][prev % 4u];
-            }
-        }
+// The pointwise part of rows b0 .. b0+4 for a group of 8 lanes holding 8 consecutive
+// units from unit0 (lane lane0 + j has unit unit0 + j, and in `recurrent` column i the
+// recurrent part of its 4 gates for row b0 + i). The values are first turned round so
+// that each lane takes one row and 4 units: lane8 = 4h + r takes row b0 + r and units
+// unit0 + 4h .. +4, whose tensors are then one vec4 each.
+fn lstm_pointwise_block(t: u32, b0: u32, unit0: u32, lane0: u32, lane8: u32, recurrent: mat4x4<f32>) {
+    let r = lane8 % 4u;
+    let h = lane8 / 4u;
+    // Column j: the 4 gates of unit unit0 + 4h + j for row b0 + r.
+    var by_unit: mat4x4<f32>;
+    for (var j = 0u; j < 4u; j++) {
+        let source = lane0 + 4u * h + j;
+        let row0 = subgroupShuffle(recurrent[0], source);
+        let row1 = subgroupShuffle(recurrent[1], source);
+        let row2 = subgroupShuffle(recurrent[2], source);
+        let row3 = subgroupShuffle(recurrent[3], source);
+        by_unit[j] = select(select(row3, row2, r == 2u), select(row1, row0, r == 0u), r < 2u);
     }
+    lstm_pointwise_units4(t, b0 + r, unit0 + 4u * h, transpose(by_unit));
+}
+
+// lstm_pointwise of row b and units u0 .. u0+4 (H % 4 == 0: one vec4 of each tensor),
+// from `recurrent` (column q: gate q's recurrent part for the 4 units).
+fn lstm_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    let h4 = hidden / 4u;
+    if (b >= params.batch || u0 >= hidden) {
+        return;
+    }
+    let prev = ((b * (steps + 1u) + t) * hidden + u0) / 4u;
+    let next = prev + h4;
+    let gate_at = ((b * steps + t) * 4u * hidden + u0) / 4u;
+    let out_at = ((b * steps + t) * hidden + u0) / 4u;
+    if (t >= step_len(b)) {
+        // Padded step: carry the state, output nothing, no gates.
+        h_states4[next] = h_states4[prev];
+        c_states4[next] = c_states4[prev];
+        output4[out_at] = vec4<f32>();
+        for (var q = 0u; q < 4u; q++) {
+            gates4[gate_at + q * h4] = vec4<f32>();
+        }
+        return;
+    }
+    let pre = recurrent + mat4x4<f32>(xproj4[gate_at], xproj4[gate_at + h4], xproj4[gate_at + 2u * h4], xproj4[gate_at + 3u * h4]);
+    let cell = lstm_cell_forward_values(pre, c_states4[prev]);
+    for (var q = 0u; q < 4u; q++) {
+        gates4[gate_at + q * h4] = cell.gates[q];
+    }
+    c_states4[next] = cell.c;
+    h_states4[next] = cell.h;
+    output4[out_at] = cell.h;
 }
 
 @compute @workgroup_size(SG_WG, 1, 1)
 fn lstm_cell_forward_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
     @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) subgroup_size: u32,
+    @builtin(subgroup_id) subgroup: u32,
 ) {
     let t = params.t;
-    let u = wid.x * SG_WG + local;
-    let b0 = wid.y * SG_ROWS;
     let lane8 = lane & 7u;
     let lane0 = lane & ~7u;
+    // Units follow the subgroup lanes, so that a group of 8 lanes holds 8 consecutive units.
+    let unit0 = wid.x * SG_WG + subgroup * subgroup_size + lane0;
+    let u = unit0 + lane8;
+    let b0 = wid.y * SG_ROWS;
     let w_unit = min(u, params.hidden - 1u);
     // acc_q[i] = the recurrent part of the 4 gates of unit u, row b0 + 4q + i.
     var acc0 = mat4x4<f32>();
@@ -468,7 +514,7 @@ fn lstm_cell_forward_subgroup(
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
-        let w = w_block_inside(w_unit, k);
+        let w = w_gates_k4(w_unit, k);
         let rows0 = h_prev_k4(b0 + lane8, t, k);
         acc0 += shuffled_times4(rows0, lane0, 0u, w);
         acc1 += shuffled_times4(rows0, lane0, 1u, w);
@@ -488,19 +534,19 @@ fn lstm_cell_forward_subgroup(
             acc7 += shuffled_times4(rows3, lane0, 7u, w);
         }
     }
-    lstm_pointwise_rows4(t, b0, u, acc0);
-    lstm_pointwise_rows4(t, b0 + 4u, u, acc1);
+    lstm_pointwise_block(t, b0, unit0, lane0, lane8, acc0);
+    lstm_pointwise_block(t, b0 + 4u, unit0, lane0, lane8, acc1);
     if (SG_ROWS > 8u) {
-        lstm_pointwise_rows4(t, b0 + 8u, u, acc2);
-        lstm_pointwise_rows4(t, b0 + 12u, u, acc3);
+        lstm_pointwise_block(t, b0 + 8u, unit0, lane0, lane8, acc2);
+        lstm_pointwise_block(t, b0 + 12u, unit0, lane0, lane8, acc3);
     }
     if (SG_ROWS > 16u) {
-        lstm_pointwise_rows4(t, b0 + 16u, u, acc4);
-        lstm_pointwise_rows4(t, b0 + 20u, u, acc5);
+        lstm_pointwise_block(t, b0 + 16u, unit0, lane0, lane8, acc4);
+        lstm_pointwise_block(t, b0 + 20u, unit0, lane0, lane8, acc5);
     }
     if (SG_ROWS > 24u) {
-        lstm_pointwise_rows4(t, b0 + 24u, u, acc6);
-        lstm_pointwise_rows4(t, b0 + 28u, u, acc7);
+        lstm_pointwise_block(t, b0 + 24u, unit0, lane0, lane8, acc6);
+        lstm_pointwise_block(t, b0 + 28u, unit0, lane0, lane8, acc7);
     }
 }
 

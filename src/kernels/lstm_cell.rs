@@ -65,25 +65,24 @@ const LSTM_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
     family: &LSTM_CELL,
     entry_point: "lstm_cell_forward_subgroup",
     bindings: &[
-        (0, Access::Read),
-        (1, Access::Read),
         (2, Access::Read),
         (3, Access::Read),
-        (5, Access::ReadWrite),
-        (6, Access::ReadWrite),
-        (7, Access::ReadWrite),
         (8, Access::Params),
         (14, Access::ReadWrite),
+        (20, Access::Read),
+        (21, Access::ReadWrite),
+        (22, Access::ReadWrite),
+        (23, Access::ReadWrite),
     ],
 };
 
-/// One unit (its 4 gates) per invocation; the k loop over H in steps of 4, and the
-/// pointwise loops (8 blocks of 4 rows, 4 gates at a padded step).
+/// One unit (its 4 gates) per invocation, for H % 4 == 0; the k loop over H in steps of
+/// 4, and the pointwise loops (8 blocks of a 4-unit shuffle and 4 gates).
 const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &LSTM_CELL_FORWARD_SUBGROUP,
     units: 1,
-    applies: |_| true,
-    iterations: |dims| dims.hidden.div_ceil(4) as u64 + 8 * (4 + 4 * 4) + 16,
+    applies: |dims| dims.hidden.is_multiple_of(4),
+    iterations: |dims| dims.hidden.div_ceil(4) as u64 + 8 * (5 + 5) + 16,
 };
 
 const LSTM_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
@@ -153,12 +152,12 @@ impl LstmForward<'_> {
             dispatch,
             "lstm: lengths",
             &[
-                Operand::read(&[0], "lstm: xproj", self.xproj, &dims.per_step(4)),
+                Operand::read(&[0, 20], "lstm: xproj", self.xproj, &dims.per_step(4)),
                 Operand::read(&[1, 2], "lstm: w_hh", self.w_hh, &[4 * hidden, hidden]),
                 Operand::write(&[4, 14], "lstm: h_states", self.h_states, &states),
-                Operand::write(&[5], "lstm: c_states", self.c_states, &states),
-                Operand::write(&[6], "lstm: gates", self.gates, &dims.per_step(4)),
-                Operand::write(&[7], "lstm: output", self.output, &dims.per_step(1)),
+                Operand::write(&[5, 21], "lstm: c_states", self.c_states, &states),
+                Operand::write(&[6, 22], "lstm: gates", self.gates, &dims.per_step(4)),
+                Operand::write(&[7, 23], "lstm: output", self.output, &dims.per_step(1)),
             ],
         )
     }
