@@ -148,17 +148,58 @@ fn gru_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
         }
         return;
     }
-    let r = sigmoid_stable(xproj[x_base] + recurrent.x + b_hh[u]);
-    let z = sigmoid_stable(xproj[x_base + hidden] + recurrent.y + b_hh[hidden + u]);
-    let hn = recurrent.z + b_hh[2u * hidden + u];
-    let n = tanh_stable(xproj[x_base + 2u * hidden] + r * hn);
-    let h = (1.0 - z) * n + z * h_prev;
-    gates[gate_base] = r;
-    gates[gate_base + hidden] = z;
-    gates[gate_base + 2u * hidden] = n;
-    gates[gate_base + 3u * hidden] = hn;
-    h_states[state_prev + hidden] = h;
-    output[out_index] = h;
+    let x = vec4<f32>(xproj[x_base], xproj[x_base + hidden], xproj[x_base + 2u * hidden], 0.0);
+    let hh = recurrent + vec4<f32>(b_hh[u], b_hh[hidden + u], b_hh[2u * hidden + u], 0.0);
+    let cell = gru_cell_forward_values(
+        mat4x4<f32>(vec4<f32>(x.x), vec4<f32>(x.y), vec4<f32>(x.z), vec4<f32>()),
+        mat4x4<f32>(vec4<f32>(hh.x), vec4<f32>(hh.y), vec4<f32>(hh.z), vec4<f32>()),
+        vec4<f32>(h_prev),
+    );
+    for (var q = 0u; q < 4u; q++) {
+        gates[gate_base + q * hidden] = cell.gates[q].x;
+    }
+    h_states[state_prev + hidden] = cell.h.x;
+    output[out_index] = cell.h.x;
+}
+
+// One step of up to 4 units (one per component): the saved gates (columns r, z, n,
+// hn = W_hn h + b_hn) and h_t.
+struct GruValues {
+    gates: mat4x4<f32>,
+    h: vec4<f32>,
+}
+
+// From x's part (x W_ih^T + b_ih) and h's part (h W_hh^T + b_hh) of the gates (columns
+// r, z, n; the fourth unused) and h_{t-1}:
+// r = sigmoid(x_r + hr), z = sigmoid(x_z + hz), n = tanh(x_n + r hn), h = (1 - z) n + z h_prev.
+fn gru_cell_forward_values(x: mat4x4<f32>, hh: mat4x4<f32>, h_prev: vec4<f32>) -> GruValues {
+    let r = sigmoid_stable4(x[0] + hh[0]);
+    let z = sigmoid_stable4(x[1] + hh[1]);
+    let hn = hh[2];
+    let n = tanh_stable4(x[2] + r * hn);
+    return GruValues(mat4x4<f32>(r, z, n, hn), (1.0 - z) * n + z * h_prev);
+}
+
+// From dh arriving at step t, the saved gates (columns r, z, n, hn) and h_{t-1}: the
+// gates' gradients (columns dr_pre, dz_pre, dn_pre, dhn) and the direct part of dh_{t-1}.
+fn gru_cell_grads(dh: vec4<f32>, gates: mat4x4<f32>, h_prev: vec4<f32>) -> CellGrads {
+    let r = gates[0];
+    let z = gates[1];
+    let n = gates[2];
+    let hn = gates[3];
+    // h = (1 - z) n + z h_prev;  n = tanh(x_n + r hn)
+    let dn_pre = dh * (1.0 - z) * (1.0 - n * n);
+    return CellGrads(
+        mat4x4<f32>(dn_pre * hn * r * (1.0 - r), dh * (h_prev - n) * z * (1.0 - z), dn_pre, dn_pre * r),
+        dh * z,
+    );
+}
+
+// The gradients of one step of up to 4 units (one per component): the 4 columns of
+// dgates and what the step hands dh_{t-1} directly.
+struct CellGrads {
+    dgates: mat4x4<f32>,
+    dh_prev: vec4<f32>,
 }
 
 @compute @workgroup_size(WG_X, 1, 1)
@@ -259,16 +300,273 @@ fn gru_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
     if (params.has_dy != 0u) {
         dh += dy[(b * steps + t) * hidden + u];
     }
-    let r = saved_gates[gate_base];
-    let z = saved_gates[gate_base + hidden];
-    let n = saved_gates[gate_base + 2u * hidden];
-    let hn = saved_gates[gate_base + 3u * hidden];
-    let h_prev = saved_h[(b * (steps + 1u) + t) * hidden + u];
-    // h = (1 - z) n + z h_prev;  n = tanh(x_n + r hn)
-    let dn_pre = dh * (1.0 - z) * (1.0 - n * n);
-    dgates[gate_base] = dn_pre * hn * r * (1.0 - r);
-    dgates[gate_base + hidden] = dh * (h_prev - n) * z * (1.0 - z);
-    dgates[gate_base + 2u * hidden] = dn_pre;
-    dgates[gate_base + 3u * hidden] = dn_pre * r;
-    dstate[dh_index] = dh * z;
+    let gates = mat4x4<f32>(
+        vec4<f32>(saved_gates[gate_base]),
+        vec4<f32>(saved_gates[gate_base + hidden]),
+        vec4<f32>(saved_gates[gate_base + 2u * hidden]),
+        vec4<f32>(saved_gates[gate_base + 3u * hidden]),
+    );
+    let grads = gru_cell_grads(vec4<f32>(dh), gates, vec4<f32>(saved_h[(b * (steps + 1u) + t) * hidden + u]));
+    for (var q = 0u; q < 4u; q++) {
+        dgates[gate_base + q * hidden] = grads.dgates[q].x;
+    }
+    dstate[dh_index] = grads.dh_prev.x;
+}
+
+// ==== subgroup kernels ====
+// Compiled only where the device has subgroup operations in subgroups of a multiple of 8
+// lanes (src/gpu/pipeline.rs leaves this section out elsewhere), for H % 4 == 0; the
+// layout of lstm_cell.wgsl's subgroup kernels (helpers in common_subgroup.wgsl).
+//
+// gru_cell_forward_subgroup   step t of gru_cell_forward: a workgroup owns SG_ROWS batch
+//     rows x SG_WG units, an invocation one unit (its 3 gate rows of W_hh, loaded once
+//     per 4 steps of k for all the rows) and every row; each group of 8 lanes loads the
+//     rows' h_{t-1} once and shuffles it round, then turns the gates round so that an
+//     invocation takes one row and 4 units for the pointwise part (vec4s throughout).
+// gru_cell_backward_subgroup  step t of gru_cell_backward: an invocation owns 4 units
+//     (4 columns of W_hh) of every row, the rows of dgh[b, t+1] are loaded once per 8 lanes
+//     and shuffled, and the pointwise part is on vec4s of the 4 units.
+// Both bind only vec4 views of the per-unit tensors.
+
+@group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
+@group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
+@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
+@group(0) @binding(17) var<storage, read> saved_gates4: array<vec4<f32>>;     // saved_gates
+@group(0) @binding(18) var<storage, read> saved_h4: array<vec4<f32>>;         // saved_h
+@group(0) @binding(19) var<storage, read_write> dstate4: array<vec4<f32>>;    // dstate
+@group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
+@group(0) @binding(21) var<storage, read> b_hh4: array<vec4<f32>>;            // b_hh
+@group(0) @binding(22) var<storage, read_write> gates4: array<vec4<f32>>;     // gates
+@group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
+
+// Batch rows per workgroup: 8, 16, 24 or 32.
+override SG_ROWS: u32 = 32u;
+// Invocations per workgroup, a multiple of 8.
+override SG_WG: u32 = 32u;
+
+// h_{t-1}[b, k .. k+4] (b clamped into the batch).
+fn h_prev_k4(b: u32, t: u32, k: u32) -> vec4<f32> {
+    return h_states4[((min(b, params.batch - 1u) * (params.steps + 1u) + t) * params.hidden + k) / 4u];
+}
+
+// The 3 gate rows of unit u at columns k .. k+4: column j holds (W_r, W_z, W_n, 0)[u, k+j].
+fn w_gates_k4(u: u32, k: u32) -> mat4x4<f32> {
+    let row = (u * params.hidden + k) / 4u;
+    let stride = params.hidden * params.hidden / 4u;
+    return transpose(mat4x4<f32>(w_hh4[row], w_hh4[row + stride], w_hh4[row + 2u * stride], vec4<f32>()));
+}
+
+// gru_pointwise of row b and units u0 .. u0+4, from `recurrent` (column q: gate q's part
+// h W_hh^T for the 4 units; q = 3 unused).
+fn gru_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    let h4 = hidden / 4u;
+    if (b >= params.batch || u0 >= hidden) {
+        return;
+    }
+    let prev = ((b * (steps + 1u) + t) * hidden + u0) / 4u;
+    let next = prev + h4;
+    let x_at = ((b * steps + t) * 3u * hidden + u0) / 4u;
+    let gate_at = ((b * steps + t) * 4u * hidden + u0) / 4u;
+    let out_at = ((b * steps + t) * hidden + u0) / 4u;
+    let h_prev = h_states4[prev];
+    if (t >= step_len(b)) {
+        // Padded step: carry the state, output nothing, no gates.
+        h_states4[next] = h_prev;
+        output4[out_at] = vec4<f32>();
+        for (var q = 0u; q < 4u; q++) {
+            gates4[gate_at + q * h4] = vec4<f32>();
+        }
+        return;
+    }
+    let bias = u0 / 4u;
+    let x = mat4x4<f32>(xproj4[x_at], xproj4[x_at + h4], xproj4[x_at + 2u * h4], vec4<f32>());
+    let hh = recurrent + mat4x4<f32>(b_hh4[bias], b_hh4[bias + h4], b_hh4[bias + 2u * h4], vec4<f32>());
+    let cell = gru_cell_forward_values(x, hh, h_prev);
+    for (var q = 0u; q < 4u; q++) {
+        gates4[gate_at + q * h4] = cell.gates[q];
+    }
+    h_states4[next] = cell.h;
+    output4[out_at] = cell.h;
+}
+
+@compute @workgroup_size(SG_WG, 1, 1)
+fn gru_cell_forward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) subgroup_size: u32,
+    @builtin(subgroup_id) subgroup: u32,
+) {
+    let t = params.t;
+    let lane8 = lane & 7u;
+    let lane0 = lane & ~7u;
+    // Units follow the subgroup lanes, so that a group of 8 lanes holds 8 consecutive units.
+    let unit0 = wid.x * SG_WG + subgroup * subgroup_size + lane0;
+    let b0 = wid.y * SG_ROWS;
+    let w_unit = min(unit0 + lane8, params.hidden - 1u);
+    // acc_q[i] = h's part of the 3 gates of this lane's unit, row b0 + 4q + i.
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    for (var k = 0u; k < params.hidden; k += 4u) {
+        let w = w_gates_k4(w_unit, k);
+        let rows0 = h_prev_k4(b0 + lane8, t, k);
+        acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
+        acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
+        if (SG_ROWS > 8u) {
+            let rows1 = h_prev_k4(b0 + 8u + lane8, t, k);
+            acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
+            acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
+        }
+        if (SG_ROWS > 16u) {
+            let rows2 = h_prev_k4(b0 + 16u + lane8, t, k);
+            acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
+            acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
+        }
+        if (SG_ROWS > 24u) {
+            let rows3 = h_prev_k4(b0 + 24u + lane8, t, k);
+            acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
+            acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
+        }
+    }
+    // Turned round, each invocation takes one row and 4 units of every block of 4 rows.
+    let r = lane8 % 4u;
+    let u4 = unit0 + 4u * (lane8 / 4u);
+    gru_pointwise_units4(t, b0 + r, u4, units4_of_row(acc0, lane0, lane8));
+    gru_pointwise_units4(t, b0 + 4u + r, u4, units4_of_row(acc1, lane0, lane8));
+    if (SG_ROWS > 8u) {
+        gru_pointwise_units4(t, b0 + 8u + r, u4, units4_of_row(acc2, lane0, lane8));
+        gru_pointwise_units4(t, b0 + 12u + r, u4, units4_of_row(acc3, lane0, lane8));
+    }
+    if (SG_ROWS > 16u) {
+        gru_pointwise_units4(t, b0 + 16u + r, u4, units4_of_row(acc4, lane0, lane8));
+        gru_pointwise_units4(t, b0 + 20u + r, u4, units4_of_row(acc5, lane0, lane8));
+    }
+    if (SG_ROWS > 24u) {
+        gru_pointwise_units4(t, b0 + 24u + r, u4, units4_of_row(acc6, lane0, lane8));
+        gru_pointwise_units4(t, b0 + 28u + r, u4, units4_of_row(acc7, lane0, lane8));
+    }
+}
+
+// dgh[b, next, j .. j+4] for rows j of W_hh (j < 3H; dgh is dgates without its third
+// quarter, so rows from 2H on read column j + H; H % 4 == 0 keeps a chunk in one part).
+fn dgh_next_k4(b: u32, j: u32) -> vec4<f32> {
+    let hidden = params.hidden;
+    let base = (min(b, params.batch - 1u) * params.steps + params.next) * 4u * hidden;
+    return dgates4[(base + select(j, j + hidden, j >= 2u * hidden)) / 4u];
+}
+
+// The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,
+// unit u0 + q) at step t, as gru_pointwise_backward, on vec4s of the 4 units.
+fn gru_pointwise_backward_rows4(t: u32, b0: u32, u0: u32, carried: mat4x4<f32>) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    let h4 = hidden / 4u;
+    if (u0 >= hidden) {
+        return;
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let b = b0 + i;
+        if (b >= params.batch) {
+            break;
+        }
+        let dh_at = (b * hidden + u0) / 4u;
+        // Rows whose step t+1 was padded got no dgates there: dh is carried in dstate.
+        let next_ran = params.has_next != 0u && params.next < step_len(b);
+        let dh_carry = dstate4[dh_at] + select(vec4<f32>(), carried[i], next_ran);
+        let gate_at = ((b * steps + t) * 4u * hidden + u0) / 4u;
+        if (params.pointwise == 0u) {
+            dstate4[dh_at] = dh_carry;
+        } else if (t >= step_len(b)) {
+            dstate4[dh_at] = dh_carry;
+            for (var q = 0u; q < 4u; q++) {
+                dgates4[gate_at + q * h4] = vec4<f32>();
+            }
+        } else {
+            var dh = dh_carry;
+            if (params.has_dy != 0u) {
+                dh += dy4[((b * steps + t) * hidden + u0) / 4u];
+            }
+            let gates = mat4x4<f32>(
+                saved_gates4[gate_at],
+                saved_gates4[gate_at + h4],
+                saved_gates4[gate_at + 2u * h4],
+                saved_gates4[gate_at + 3u * h4],
+            );
+            let grads = gru_cell_grads(dh, gates, saved_h4[((b * (steps + 1u) + t) * hidden + u0) / 4u]);
+            for (var q = 0u; q < 4u; q++) {
+                dgates4[gate_at + q * h4] = grads.dgates[q];
+            }
+            dstate4[dh_at] = grads.dh_prev;
+        }
+    }
+}
+
+@compute @workgroup_size(SG_WG, 1, 1)
+fn gru_cell_backward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let u0 = (wid.x * SG_WG + local) * 4u;
+    let b0 = wid.y * SG_ROWS;
+    let lane8 = lane & 7u;
+    let lane0 = lane & ~7u;
+    // acc_q[i] = (dgh[b0 + 4q + i, t+1] W_hh)[u0 .. u0+4]
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    if (params.has_next != 0u) {
+        let hidden = params.hidden;
+        let w_u0 = min(u0, hidden - 4u);
+        for (var j = 0u; j < 3u * hidden; j += 4u) {
+            // Column c: W_hh[j + c, u0 .. u0+4] (units past H are never stored).
+            let at = (j * hidden + w_u0) / 4u;
+            let h4 = hidden / 4u;
+            let w = mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]);
+            let rows0 = dgh_next_k4(b0 + lane8, j);
+            acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
+            acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
+            if (SG_ROWS > 8u) {
+                let rows1 = dgh_next_k4(b0 + 8u + lane8, j);
+                acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
+                acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
+            }
+            if (SG_ROWS > 16u) {
+                let rows2 = dgh_next_k4(b0 + 16u + lane8, j);
+                acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
+                acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
+            }
+            if (SG_ROWS > 24u) {
+                let rows3 = dgh_next_k4(b0 + 24u + lane8, j);
+                acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
+                acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
+            }
+        }
+    }
+    gru_pointwise_backward_rows4(params.t, b0, u0, acc0);
+    gru_pointwise_backward_rows4(params.t, b0 + 4u, u0, acc1);
+    if (SG_ROWS > 8u) {
+        gru_pointwise_backward_rows4(params.t, b0 + 8u, u0, acc2);
+        gru_pointwise_backward_rows4(params.t, b0 + 12u, u0, acc3);
+    }
+    if (SG_ROWS > 16u) {
+        gru_pointwise_backward_rows4(params.t, b0 + 16u, u0, acc4);
+        gru_pointwise_backward_rows4(params.t, b0 + 20u, u0, acc5);
+    }
+    if (SG_ROWS > 24u) {
+        gru_pointwise_backward_rows4(params.t, b0 + 24u, u0, acc6);
+        gru_pointwise_backward_rows4(params.t, b0 + 28u, u0, acc7);
+    }
 }

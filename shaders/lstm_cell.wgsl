@@ -423,39 +423,6 @@ fn w_gates_k4(u: u32, k: u32) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(w_hh4[row], w_hh4[row + stride], w_hh4[row + 2u * stride], w_hh4[row + 3u * stride]));
 }
 
-// Rows 4q .. 4q+4 of a shared block of rows (group g = q / 2 of 8 rows, row 8g + j loaded
-// by lane lane0 + j into `rows`), each times `m`: the result's column i is m * row 4q + i.
-fn shuffled_times4(rows: vec4<f32>, lane0: u32, q: u32, m: mat4x4<f32>) -> mat4x4<f32> {
-    let source = lane0 + 4u * (q % 2u);
-    return mat4x4<f32>(
-        m * subgroupShuffle(rows, source),
-        m * subgroupShuffle(rows, source + 1u),
-        m * subgroupShuffle(rows, source + 2u),
-        m * subgroupShuffle(rows, source + 3u),
-    );
-}
-
-// The pointwise part of rows b0 .. b0+4 for a group of 8 lanes holding 8 consecutive
-// units from unit0 (lane lane0 + j has unit unit0 + j, and in `recurrent` column i the
-// recurrent part of its 4 gates for row b0 + i). The values are first turned round so
-// that each lane takes one row and 4 units: lane8 = 4h + r takes row b0 + r and units
-// unit0 + 4h .. +4, whose tensors are then one vec4 each.
-fn lstm_pointwise_block(t: u32, b0: u32, unit0: u32, lane0: u32, lane8: u32, recurrent: mat4x4<f32>) {
-    let r = lane8 % 4u;
-    let h = lane8 / 4u;
-    // Column j: the 4 gates of unit unit0 + 4h + j for row b0 + r.
-    var by_unit: mat4x4<f32>;
-    for (var j = 0u; j < 4u; j++) {
-        let source = lane0 + 4u * h + j;
-        let row0 = subgroupShuffle(recurrent[0], source);
-        let row1 = subgroupShuffle(recurrent[1], source);
-        let row2 = subgroupShuffle(recurrent[2], source);
-        let row3 = subgroupShuffle(recurrent[3], source);
-        by_unit[j] = select(select(row3, row2, r == 2u), select(row1, row0, r == 0u), r < 2u);
-    }
-    lstm_pointwise_units4(t, b0 + r, unit0 + 4u * h, transpose(by_unit));
-}
-
 // lstm_pointwise of row b and units u0 .. u0+4 (H % 4 == 0: one vec4 of each tensor),
 // from `recurrent` (column q: gate q's recurrent part for the 4 units).
 fn lstm_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
@@ -516,37 +483,41 @@ fn lstm_cell_forward_subgroup(
     for (var k = 0u; k < params.hidden; k += 4u) {
         let w = w_gates_k4(w_unit, k);
         let rows0 = h_prev_k4(b0 + lane8, t, k);
-        acc0 += shuffled_times4(rows0, lane0, 0u, w);
-        acc1 += shuffled_times4(rows0, lane0, 1u, w);
+        acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
+        acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
         if (SG_ROWS > 8u) {
             let rows1 = h_prev_k4(b0 + 8u + lane8, t, k);
-            acc2 += shuffled_times4(rows1, lane0, 2u, w);
-            acc3 += shuffled_times4(rows1, lane0, 3u, w);
+            acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
+            acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
         }
         if (SG_ROWS > 16u) {
             let rows2 = h_prev_k4(b0 + 16u + lane8, t, k);
-            acc4 += shuffled_times4(rows2, lane0, 4u, w);
-            acc5 += shuffled_times4(rows2, lane0, 5u, w);
+            acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
+            acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
         }
         if (SG_ROWS > 24u) {
             let rows3 = h_prev_k4(b0 + 24u + lane8, t, k);
-            acc6 += shuffled_times4(rows3, lane0, 6u, w);
-            acc7 += shuffled_times4(rows3, lane0, 7u, w);
+            acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
+            acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
         }
     }
-    lstm_pointwise_block(t, b0, unit0, lane0, lane8, acc0);
-    lstm_pointwise_block(t, b0 + 4u, unit0, lane0, lane8, acc1);
+    // Turned round, each invocation takes one row and 4 units of every block of 4 rows:
+    // lane8 = 4h + r takes row r and units 4h .. 4h+4 of the group's 8.
+    let r = lane8 % 4u;
+    let u4 = unit0 + 4u * (lane8 / 4u);
+    lstm_pointwise_units4(t, b0 + r, u4, units4_of_row(acc0, lane0, lane8));
+    lstm_pointwise_units4(t, b0 + 4u + r, u4, units4_of_row(acc1, lane0, lane8));
     if (SG_ROWS > 8u) {
-        lstm_pointwise_block(t, b0 + 8u, unit0, lane0, lane8, acc2);
-        lstm_pointwise_block(t, b0 + 12u, unit0, lane0, lane8, acc3);
+        lstm_pointwise_units4(t, b0 + 8u + r, u4, units4_of_row(acc2, lane0, lane8));
+        lstm_pointwise_units4(t, b0 + 12u + r, u4, units4_of_row(acc3, lane0, lane8));
     }
     if (SG_ROWS > 16u) {
-        lstm_pointwise_block(t, b0 + 16u, unit0, lane0, lane8, acc4);
-        lstm_pointwise_block(t, b0 + 20u, unit0, lane0, lane8, acc5);
+        lstm_pointwise_units4(t, b0 + 16u + r, u4, units4_of_row(acc4, lane0, lane8));
+        lstm_pointwise_units4(t, b0 + 20u + r, u4, units4_of_row(acc5, lane0, lane8));
     }
     if (SG_ROWS > 24u) {
-        lstm_pointwise_block(t, b0 + 24u, unit0, lane0, lane8, acc6);
-        lstm_pointwise_block(t, b0 + 28u, unit0, lane0, lane8, acc7);
+        lstm_pointwise_units4(t, b0 + 24u + r, u4, units4_of_row(acc6, lane0, lane8));
+        lstm_pointwise_units4(t, b0 + 28u + r, u4, units4_of_row(acc7, lane0, lane8));
     }
 }
 
@@ -636,22 +607,22 @@ fn lstm_cell_backward_subgroup(
                 w_row_units(j + 3u, w_u0),
             );
             let rows0 = dgates_next_k4(b0 + lane8, j);
-            acc0 += shuffled_times4(rows0, lane0, 0u, w);
-            acc1 += shuffled_times4(rows0, lane0, 1u, w);
+            acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
+            acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
             if (SG_ROWS > 8u) {
                 let rows1 = dgates_next_k4(b0 + 8u + lane8, j);
-                acc2 += shuffled_times4(rows1, lane0, 2u, w);
-                acc3 += shuffled_times4(rows1, lane0, 3u, w);
+                acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
+                acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
             }
             if (SG_ROWS > 16u) {
                 let rows2 = dgates_next_k4(b0 + 16u + lane8, j);
-                acc4 += shuffled_times4(rows2, lane0, 4u, w);
-                acc5 += shuffled_times4(rows2, lane0, 5u, w);
+                acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
+                acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
             }
             if (SG_ROWS > 24u) {
                 let rows3 = dgates_next_k4(b0 + 24u + lane8, j);
-                acc6 += shuffled_times4(rows3, lane0, 6u, w);
-                acc7 += shuffled_times4(rows3, lane0, 7u, w);
+                acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
+                acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
             }
         }
     }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_close, assert_gradient_matches_finite_differences, ctx, nan_tensor, seeded, to_f64, Tolerance};
+use common::{
+    assert_close, assert_gradient_matches_finite_differences, ctx, nan_tensor, on_every_kernel_path, seeded, to_f64,
+    Tolerance,
+};
 use tsumugi::kernels::gru_cell::{
     gru_backward, gru_cell_forward, gru_forward, gru_sequence_forward, GruBackward, GruDims, GruForward,
 };
@@ -15,9 +18,12 @@ use tsumugi::{Error, Tensor};
 type Case = (usize, usize, usize, Option<Vec<u32>>);
 
 /// (B, T, H, lengths): 1, primes, H not a multiple of 4 (3H straddles vec4 chunks),
-/// B not a multiple of the 4-row block, padded rows, enough blocks for the step kernel.
+/// B not a multiple of the 4-row block or of the subgroup kernels' 8 to 32-row tiles,
+/// padded rows, enough blocks for the step kernel.
 fn cases() -> Vec<Case> {
     vec![
+        (33, 2, 20, Some((0..33).map(|b| 1 + b % 2).collect())),
+        (17, 3, 12, None),
         (1, 1, 1, None),
         (3, 5, 7, Some(vec![5, 2, 1])),
         (4, 4, 8, None),
@@ -141,6 +147,10 @@ fn gru_cell_forward_matches_reference_step_by_step() {
 }
 
 fn check_step_kernel(cases: Vec<Case>) {
+    on_every_kernel_path(|| check_step_kernel_on(cases.clone()));
+}
+
+fn check_step_kernel_on(cases: Vec<Case>) {
     for (i, (batch, steps, hidden, lengths)) in cases.into_iter().enumerate() {
         let case = name(batch, steps, hidden, &lengths);
         let inputs = Inputs::new(batch, steps, hidden, lengths, 10 + i as u64);
@@ -179,6 +189,10 @@ fn gru_cell_backward_matches_reference() {
 }
 
 fn check_backward(cases: Vec<Case>) {
+    on_every_kernel_path(|| check_backward_on(cases.clone()));
+}
+
+fn check_backward_on(cases: Vec<Case>) {
     for (i, (batch, steps, hidden, lengths)) in cases.into_iter().enumerate() {
         for with_dy in [true, false] {
             let case = format!(

@@ -14,6 +14,9 @@ use crate::{Error, Result};
 /// Helpers every family may use (stable sigmoid/tanh, ...), prepended from this one place.
 const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
+/// Helpers of the subgroup sections, prepended after `COMMON_WGSL` where they are compiled.
+const COMMON_SUBGROUP_WGSL: &str = include_str!("../../shaders/common_subgroup.wgsl");
+
 /// The line that opens a family's subgroup section: the entry points after it use
 /// subgroup operations, which a device without them cannot even compile, so the section
 /// is left out of the module there.
@@ -29,13 +32,19 @@ pub struct ShaderFamily {
 
 impl ShaderFamily {
     /// The WGSL that is compiled: `common.wgsl` followed by the family's file, without
-    /// its subgroup section (from the line [`SUBGROUP_SECTION`] on) unless `subgroups`.
+    /// its subgroup section (from the line [`SUBGROUP_SECTION`] on) unless `subgroups`;
+    /// with the section, `common_subgroup.wgsl` comes between them.
     pub fn composed_source(&self, subgroups: bool) -> String {
-        let source = match self.source.find(SUBGROUP_SECTION) {
-            Some(at) if !subgroups => &self.source[..at],
-            _ => self.source,
-        };
-        format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{source}", self.name)
+        match self.source.find(SUBGROUP_SECTION) {
+            Some(at) if !subgroups => {
+                format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{}", self.name, &self.source[..at])
+            }
+            Some(_) => format!(
+                "{COMMON_WGSL}\n{COMMON_SUBGROUP_WGSL}\n// ---- {}.wgsl ----\n{}",
+                self.name, self.source
+            ),
+            None => format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{}", self.name, self.source),
+        }
     }
 
     /// Whether the file has a subgroup section.

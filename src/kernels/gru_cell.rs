@@ -14,7 +14,7 @@
 //! `grad_gates` `[B, T, 4H]`; `h_states` `[B, T+1, H]` with h0 in slot 0 and the final
 //! state in slot T; `output` `[B, T, H]`; `grad_state` `[B, H]`: dh_n in, dh0 out.
 
-use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, GRU_CELL};
 use crate::{Result, Tensor};
@@ -61,6 +61,54 @@ const GRU_CELL_BACKWARD: KernelSpec = KernelSpec {
     ],
 };
 
+const GRU_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &GRU_CELL,
+    entry_point: "gru_cell_forward_subgroup",
+    bindings: &[
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (14, Access::ReadWrite),
+        (20, Access::Read),
+        (21, Access::Read),
+        (22, Access::ReadWrite),
+        (23, Access::ReadWrite),
+    ],
+};
+
+/// One unit (its 3 gates) per invocation, for H % 4 == 0; the k loop over H in steps of
+/// 4, and the pointwise loops (8 blocks of a 4-unit shuffle and two gate loops).
+const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
+    kernel: &GRU_CELL_FORWARD_SUBGROUP,
+    units: 1,
+    applies: |dims| dims.hidden.is_multiple_of(4),
+    iterations: |dims| dims.hidden.div_ceil(4) as u64 + 8 * (5 + 10) + 16,
+};
+
+const GRU_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &GRU_CELL,
+    entry_point: "gru_cell_backward_subgroup",
+    bindings: &[
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (15, Access::ReadWrite),
+        (16, Access::Read),
+        (17, Access::Read),
+        (18, Access::Read),
+        (19, Access::ReadWrite),
+    ],
+};
+
+/// Four units per invocation, for H % 4 == 0; the j loop over 3H in steps of 4, and the
+/// pointwise loops (8 blocks of 4 rows x 2 gate loops of 4).
+const BACKWARD_SUBGROUP: SubgroupStep = SubgroupStep {
+    kernel: &GRU_CELL_BACKWARD_SUBGROUP,
+    units: 4,
+    applies: |dims| dims.hidden.is_multiple_of(4),
+    iterations: |dims| (3 * dims.hidden).div_ceil(4) as u64 + 8 * 4 * (1 + 2 * 5) + 16,
+};
+
 /// The tensors of a GRU layer-direction's forward (see the module docs for shapes).
 #[derive(Clone, Copy, Debug)]
 pub struct GruForward<'a> {
@@ -89,7 +137,7 @@ impl GruForward<'_> {
         };
         let dispatch = StepDispatch {
             kernel,
-            subgroup: None,
+            subgroup: Some(FORWARD_SUBGROUP),
             dims,
             step,
             lengths: self.lengths,
@@ -103,12 +151,12 @@ impl GruForward<'_> {
             dispatch,
             "gru: lengths",
             &[
-                Operand::read(&[0], "gru: xproj", self.xproj, &dims.per_step(3)),
+                Operand::read(&[0, 20], "gru: xproj", self.xproj, &dims.per_step(3)),
                 Operand::read(&[1, 2], "gru: w_hh", self.w_hh, &[3 * hidden, hidden]),
-                Operand::read(&[5], "gru: b_hh", self.b_hh, &[3 * hidden]),
-                Operand::write(&[4], "gru: h_states", self.h_states, &dims.states()),
-                Operand::write(&[6], "gru: gates", self.gates, &dims.per_step(4)),
-                Operand::write(&[7], "gru: output", self.output, &dims.per_step(1)),
+                Operand::read(&[5, 21], "gru: b_hh", self.b_hh, &[3 * hidden]),
+                Operand::write(&[4, 14], "gru: h_states", self.h_states, &dims.states()),
+                Operand::write(&[6, 22], "gru: gates", self.gates, &dims.per_step(4)),
+                Operand::write(&[7, 23], "gru: output", self.output, &dims.per_step(1)),
             ],
         )
     }
@@ -162,7 +210,7 @@ impl GruBackward<'_> {
         let dims = GruDims::from_tensor("gru: gates", self.gates, 4, "4H")?;
         let dispatch = StepDispatch {
             kernel: &GRU_CELL_BACKWARD,
-            subgroup: None,
+            subgroup: Some(BACKWARD_SUBGROUP),
             dims,
             step,
             lengths: self.lengths,
@@ -177,11 +225,11 @@ impl GruBackward<'_> {
             "gru: lengths",
             &[
                 Operand::read(&[1, 2], "gru: w_hh", self.w_hh, &[3 * hidden, hidden]),
-                Operand::optional(&[10], "gru: grad_output", self.grad_output, &dims.per_step(1)),
-                Operand::read(&[11], "gru: gates", self.gates, &dims.per_step(4)),
-                Operand::read(&[12], "gru: h_states", self.h_states, &dims.states()),
-                Operand::write(&[9], "gru: grad_gates", self.grad_gates, &dims.per_step(4)),
-                Operand::write(&[13], "gru: grad_state", self.grad_state, &[dims.batch, hidden]),
+                Operand::optional(&[10, 16], "gru: grad_output", self.grad_output, &dims.per_step(1)),
+                Operand::read(&[11, 17], "gru: gates", self.gates, &dims.per_step(4)),
+                Operand::read(&[12, 18], "gru: h_states", self.h_states, &dims.states()),
+                Operand::write(&[9, 15], "gru: grad_gates", self.grad_gates, &dims.per_step(4)),
+                Operand::write(&[13, 19], "gru: grad_state", self.grad_state, &[dims.batch, hidden]),
             ],
         )
     }
