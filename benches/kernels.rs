@@ -153,15 +153,41 @@ fn time_gpu(
     );
 }
 
+/// The kernel paths a family is timed on: the subgroup kernels where the context runs
+/// them (ids as they are), then the portable kernels (ids ending in `_portable` where the
+/// subgroup kernels ran too); the caller sets the context to each in turn.
+fn kernel_paths(ctx: &Context) -> Vec<(bool, &'static str)> {
+    if ctx.subgroup_kernels() {
+        vec![(true, ""), (false, "_portable")]
+    } else {
+        vec![(false, "")]
+    }
+}
+
 fn matmul_benches(criterion: &mut Criterion) {
     let ctx = Context::new().expect("a GPU adapter");
-    eprintln!("adapter: {}", ctx.adapter());
+    eprintln!(
+        "adapter: {} (subgroup kernels: {})",
+        ctx.adapter(),
+        ctx.subgroup_kernels()
+    );
     let mut group = criterion.benchmark_group("matmul_forward");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    for shape in shapes() {
+    let paths = kernel_paths(&ctx);
+    for (shape, &(subgroups, suffix)) in shapes()
+        .iter()
+        .flat_map(|shape| paths.iter().map(move |path| (shape, path)))
+    {
+        ctx.set_subgroup_kernels(subgroups).expect("a path the context has");
+        let shape = &Shape {
+            name: format!("{}{suffix}", shape.name),
+            a: shape.a.clone(),
+            b: shape.b.clone(),
+            op: shape.op,
+        };
         let dims = MatmulDims::new(&shape.op, &shape.a, &shape.b).expect("valid shape");
         let a_data = seeded(1, shape.a.iter().product());
         let b_data = seeded(2, shape.b.iter().product());
@@ -176,7 +202,7 @@ fn matmul_benches(criterion: &mut Criterion) {
         };
         // Builds the pipeline, and checks the answer before anything is timed.
         run();
-        verify(&shape, &dims, &a_data, &b_data, &c.to_vec::<f32>().expect("read c"));
+        verify(shape, &dims, &a_data, &b_data, &c.to_vec::<f32>().expect("read c"));
 
         let flops = 2 * dims.multiply_adds();
         time_gpu(&mut group, "matmul_forward", &shape.name, flops, "GFLOP/s", run);
@@ -215,11 +241,18 @@ fn recurrent_benches(criterion: &mut Criterion) {
         ctx.wait_idle_blocking().expect("GPU");
     };
 
-    for (batch, steps, hidden, label) in [
+    let shapes = [
         (32, 64, 256, "b32_t64_h256"),
         (1, 32, 256, "b1_t32_h256"),
         (1, 1, 256, "b1_t1_h256"),
-    ] {
+    ];
+    let paths = kernel_paths(&ctx);
+    for ((batch, steps, hidden, label), &(subgroups, suffix)) in shapes
+        .iter()
+        .flat_map(|&shape| paths.iter().map(move |path| (shape, path)))
+    {
+        ctx.set_subgroup_kernels(subgroups).expect("a path the context has");
+        let label = &format!("{label}{suffix}");
         let flops = |gates: usize| (2 * gates * hidden * hidden * batch * steps) as u64;
         let states = [batch, steps + 1, hidden];
         let w_scale = 1.0 / (hidden as f32).sqrt();
@@ -742,81 +775,78 @@ fn attention_benches(criterion: &mut Criterion) {
         weights: &weights,
         context: &context,
     };
-    let run_forward = || {
-        let mut encoder = ctx.create_encoder();
-        attention_forward(&ctx, &mut encoder, &forward).expect("attention forward");
-        ctx.submit(encoder);
-        ctx.wait_idle_blocking().expect("GPU");
-    };
-    run_forward();
-    let (q64, k64, v64, values64) = (to_f64(&q), to_f64(&k), to_f64(&v), to_f64(&values));
-    let inputs = AttentionInputs {
-        score: Score::Additive,
-        query: &q64,
-        keys: &k64,
-        v: Some(&v64),
-        values: &values64,
-        lengths: None,
-    };
-    let want = reference_forward(&dims, &inputs);
-    let err = verify_all(
-        "attention context",
-        &context.to_vec::<f32>().expect("read"),
-        &want.context,
-        1e-4,
-        1e-3,
-    );
-    eprintln!("attention: forward verified against the CPU reference (max abs error {err:.2e})");
-    let flops = (3 * b * s * a + 2 * b * s * dv) as u64;
-    time_gpu(
-        &mut group,
-        "attention_forward",
-        "additive_b32_s64_a256",
-        flops,
-        "GFLOP/s",
-        run_forward,
-    );
+    for (subgroups, suffix) in kernel_paths(&ctx) {
+        ctx.set_subgroup_kernels(subgroups).expect("a path the context has");
+        let id = format!("additive_b32_s64_a256{suffix}");
+        let run_forward = || {
+            let mut encoder = ctx.create_encoder();
+            attention_forward(&ctx, &mut encoder, &forward).expect("attention forward");
+            ctx.submit(encoder);
+            ctx.wait_idle_blocking().expect("GPU");
+        };
+        run_forward();
+        let (q64, k64, v64, values64) = (to_f64(&q), to_f64(&k), to_f64(&v), to_f64(&values));
+        let inputs = AttentionInputs {
+            score: Score::Additive,
+            query: &q64,
+            keys: &k64,
+            v: Some(&v64),
+            values: &values64,
+            lengths: None,
+        };
+        let want = reference_forward(&dims, &inputs);
+        let err = verify_all(
+            "attention context",
+            &context.to_vec::<f32>().expect("read"),
+            &want.context,
+            1e-4,
+            1e-3,
+        );
+        eprintln!("attention: forward verified against the CPU reference (max abs error {err:.2e})");
+        let flops = (3 * b * s * a + 2 * b * s * dv) as u64;
+        time_gpu(&mut group, "attention_forward", &id, flops, "GFLOP/s", run_forward);
 
-    let grad_context = upload(&seeded(5, b * dv), &[b, dv]);
-    let (grad_score, grad_values, grad_query, grad_keys, grad_v_rows) = (
-        zeros(&[b, s]),
-        zeros(&[b, s, dv]),
-        zeros(&[b, a]),
-        zeros(&[b, s, a]),
-        zeros(&[b, a]),
-    );
-    let backward = AttentionBackward {
-        score: Score::Additive,
-        query: &query_t,
-        keys: &keys_t,
-        v: Some(&v_t),
-        values: &values_t,
-        lengths: None,
-        weights: &weights,
-        grad_context: &grad_context,
-        grad_weights: None,
-        grad_score: &grad_score,
-        grad_values: &grad_values,
-        grad_query: &grad_query,
-        grad_keys: &grad_keys,
-        grad_v_rows: Some(&grad_v_rows),
-        accumulate: false,
-    };
-    let run_backward = || {
-        let mut encoder = ctx.create_encoder();
-        attention_backward(&ctx, &mut encoder, &backward).expect("attention backward");
-        ctx.submit(encoder);
-        ctx.wait_idle_blocking().expect("GPU");
-    };
-    // The backward recomputes tanh and touches every score, key and value once more.
-    time_gpu(
-        &mut group,
-        "attention_backward",
-        "additive_b32_s64_a256",
-        2 * flops,
-        "GFLOP/s",
-        run_backward,
-    );
+        let grad_context = upload(&seeded(5, b * dv), &[b, dv]);
+        let (grad_score, grad_values, grad_query, grad_keys, grad_v_rows) = (
+            zeros(&[b, s]),
+            zeros(&[b, s, dv]),
+            zeros(&[b, a]),
+            zeros(&[b, s, a]),
+            zeros(&[b, a]),
+        );
+        let backward = AttentionBackward {
+            score: Score::Additive,
+            query: &query_t,
+            keys: &keys_t,
+            v: Some(&v_t),
+            values: &values_t,
+            lengths: None,
+            weights: &weights,
+            grad_context: &grad_context,
+            grad_weights: None,
+            grad_score: &grad_score,
+            grad_values: &grad_values,
+            grad_query: &grad_query,
+            grad_keys: &grad_keys,
+            grad_v_rows: Some(&grad_v_rows),
+            accumulate: false,
+        };
+        let run_backward = || {
+            let mut encoder = ctx.create_encoder();
+            attention_backward(&ctx, &mut encoder, &backward).expect("attention backward");
+            ctx.submit(encoder);
+            ctx.wait_idle_blocking().expect("GPU");
+        };
+        // The backward recomputes tanh and touches every score, key and value once more.
+        time_gpu(
+            &mut group,
+            "attention_backward",
+            &id,
+            2 * flops,
+            "GFLOP/s",
+            run_backward,
+        );
+    }
     group.finish();
 }
 

@@ -23,6 +23,7 @@ type Case = (usize, usize, usize, Option<Vec<u32>>);
 fn cases() -> Vec<Case> {
     vec![
         (33, 2, 20, Some((0..33).map(|b| 1 + b % 2).collect())),
+        (8, 3, 16, Some(vec![3, 1, 2, 3, 3, 2, 1, 3])),
         (17, 3, 12, None),
         (1, 1, 1, None),
         (3, 5, 7, Some(vec![5, 2, 1])),

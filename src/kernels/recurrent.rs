@@ -154,6 +154,12 @@ pub(crate) struct SubgroupStep {
     pub(crate) iterations: fn(&RecurrentDims) -> u64,
 }
 
+/// The fewest batch rows the subgroup step kernels run for: their tiles have 8 rows or
+/// more, and below that the portable kernels (a block of 1 to 4 rows per invocation) were
+/// faster on lavapipe (B = 1, H = 256, T = 32: LSTM 7.6-7.9 against 8.7-11 ms forward,
+/// GRU 6.4-6.9 against 7.6-8.5 ms).
+pub(crate) const SUBGROUP_MIN_BATCH: usize = 8;
+
 /// The subgroup step kernels' tile: (SG_ROWS, SG_WG) for `units` hidden units per
 /// invocation. The largest (32 rows, 64 invocations) that gives enough workgroups for
 /// every core (a CPU adapter's too), narrowed first (idle lanes cost as much as busy
