@@ -89,16 +89,24 @@ fn w_chunk(row: u32, k: u32) -> vec4<f32> {
 }
 
 fn activate(x: f32) -> f32 {
+    return activate4(vec4<f32>(x)).x;
+}
+
+fn activate4(x: vec4<f32>) -> vec4<f32> {
     if (NONLINEARITY == 1u) {
-        return max(x, 0.0);
+        return max(x, vec4<f32>());
     }
-    return tanh_stable(x);
+    return tanh_stable4(x);
 }
 
 // d act / d pre-activation, from the activation's output h.
 fn activation_slope(h: f32) -> f32 {
+    return activation_slope4(vec4<f32>(h)).x;
+}
+
+fn activation_slope4(h: vec4<f32>) -> vec4<f32> {
     if (NONLINEARITY == 1u) {
-        return select(0.0, 1.0, h > 0.0);
+        return select(vec4<f32>(), vec4<f32>(1.0), h > vec4<f32>());
     }
     return 1.0 - h * h;
 }
@@ -234,4 +242,198 @@ fn rnn_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
     let h = saved_h[(b * (steps + 1u) + t + 1u) * hidden + u];
     dgates[index] = dh * activation_slope(h);
     dstate[dh_index] = 0.0;
+}
+
+// ==== subgroup kernels ====
+// Compiled only where the device has subgroup operations in subgroups of a multiple of 8
+// lanes (src/gpu/pipeline.rs leaves this section out elsewhere), for H % 4 == 0; the
+// layout of lstm_cell.wgsl's subgroup kernels (helpers in common_subgroup.wgsl).
+//
+// rnn_cell_forward_subgroup   step t of rnn_cell_forward: a workgroup owns SG_ROWS batch
+//     rows x SG_WG invocations, an invocation 4 units (4 rows of W_hh, loaded once per 4
+//     steps of k for all the rows) of every row; each group of 8 lanes loads the rows'
+//     h_{t-1} once and shuffles it round. The pointwise part is on vec4s of the 4 units.
+// rnn_cell_backward_subgroup  step t of rnn_cell_backward the same way round (4 columns
+//     of W_hh per invocation, the rows of dgates[b, t+1] shared).
+// Both bind only vec4 views of the per-unit tensors.
+
+@group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
+@group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
+@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
+@group(0) @binding(18) var<storage, read> saved_h4: array<vec4<f32>>;         // saved_h
+@group(0) @binding(19) var<storage, read_write> dstate4: array<vec4<f32>>;    // dstate
+@group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
+@group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
+
+// Batch rows per workgroup: 8, 16, 24 or 32.
+override SG_ROWS: u32 = 32u;
+// Invocations per workgroup, a multiple of 8.
+override SG_WG: u32 = 32u;
+
+// The rnn_cell_forward / rnn_cell_backward pointwise part of row b and units u0 .. u0+4
+// at step t, from the recurrent part (`recurrent`, over the 4 units).
+fn rnn_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: vec4<f32>) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    if (b >= params.batch || u0 >= hidden) {
+        return;
+    }
+    let prev = ((b * (steps + 1u) + t) * hidden + u0) / 4u;
+    let next = prev + hidden / 4u;
+    let at = ((b * steps + t) * hidden + u0) / 4u;
+    if (t >= step_len(b)) {
+        h_states4[next] = h_states4[prev];
+        output4[at] = vec4<f32>();
+        return;
+    }
+    let h = activate4(xproj4[at] + recurrent);
+    h_states4[next] = h;
+    output4[at] = h;
+}
+
+fn rnn_pointwise_backward_units4(t: u32, b: u32, u0: u32, carried: vec4<f32>) {
+    let hidden = params.hidden;
+    let steps = params.steps;
+    if (b >= params.batch || u0 >= hidden) {
+        return;
+    }
+    let dh_at = (b * hidden + u0) / 4u;
+    // Rows whose step t+1 was padded got no dgates there: dh is carried in dstate.
+    let next_ran = params.has_next != 0u && params.next < step_len(b);
+    let dh_carry = dstate4[dh_at] + select(vec4<f32>(), carried, next_ran);
+    let at = ((b * steps + t) * hidden + u0) / 4u;
+    if (params.pointwise == 0u) {
+        dstate4[dh_at] = dh_carry;
+    } else if (t >= step_len(b)) {
+        dstate4[dh_at] = dh_carry;
+        dgates4[at] = vec4<f32>();
+    } else {
+        var dh = dh_carry;
+        if (params.has_dy != 0u) {
+            dh += dy4[at];
+        }
+        let h = saved_h4[((b * (steps + 1u) + t + 1u) * hidden + u0) / 4u];
+        dgates4[at] = dh * activation_slope4(h);
+        dstate4[dh_at] = vec4<f32>();
+    }
+}
+
+// h_{t-1}[b, k .. k+4] (b clamped into the batch).
+fn h_prev_k4(b: u32, k: u32) -> vec4<f32> {
+    let row = min(b, params.batch - 1u);
+    return h_states4[((row * (params.steps + 1u) + params.t) * params.hidden + k) / 4u];
+}
+
+// dgates[b, t+1, k .. k+4] (b clamped into the batch).
+fn dgates_next_k4(b: u32, k: u32) -> vec4<f32> {
+    let row = min(b, params.batch - 1u);
+    return dgates4[((row * params.steps + params.next) * params.hidden + k) / 4u];
+}
+
+@compute @workgroup_size(SG_WG, 1, 1)
+fn rnn_cell_forward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let hidden = params.hidden;
+    let u0 = (wid.x * SG_WG + local) * 4u;
+    let b0 = wid.y * SG_ROWS;
+    let lane8 = lane & 7u;
+    let lane0 = lane & ~7u;
+    let w_at = (min(u0, hidden - 4u) * hidden) / 4u;
+    let h4 = hidden / 4u;
+    // acc_q[i] = (h_{t-1}[b0 + 4q + i] W_hh^T)[u0 .. u0+4]
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    for (var k = 0u; k < hidden; k += 4u) {
+        // Column j: W_hh[u0 .. u0+4, k + j] (units past H are never stored).
+        let at = w_at + k / 4u;
+        let w = transpose(mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]));
+        let rows0 = h_prev_k4(b0 + lane8, k);
+        acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
+        acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
+        if (SG_ROWS > 8u) {
+            let rows1 = h_prev_k4(b0 + 8u + lane8, k);
+            acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
+            acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
+        }
+        if (SG_ROWS > 16u) {
+            let rows2 = h_prev_k4(b0 + 16u + lane8, k);
+            acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
+            acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
+        }
+        if (SG_ROWS > 24u) {
+            let rows3 = h_prev_k4(b0 + 24u + lane8, k);
+            acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
+            acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
+        }
+    }
+    let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    for (var q = 0u; q < SG_ROWS / 4u; q++) {
+        for (var i = 0u; i < 4u; i++) {
+            rnn_pointwise_units4(params.t, b0 + 4u * q + i, u0, blocks[q][i]);
+        }
+    }
+}
+
+@compute @workgroup_size(SG_WG, 1, 1)
+fn rnn_cell_backward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let hidden = params.hidden;
+    let u0 = (wid.x * SG_WG + local) * 4u;
+    let b0 = wid.y * SG_ROWS;
+    let lane8 = lane & 7u;
+    let lane0 = lane & ~7u;
+    let w_u0 = min(u0, hidden - 4u);
+    let h4 = hidden / 4u;
+    // acc_q[i] = (dgates[b0 + 4q + i, t+1] W_hh)[u0 .. u0+4]
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
+    if (params.has_next != 0u) {
+        for (var k = 0u; k < hidden; k += 4u) {
+            // Column j: W_hh[k + j, u0 .. u0+4].
+            let at = (k * hidden + w_u0) / 4u;
+            let w = mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]);
+            let rows0 = dgates_next_k4(b0 + lane8, k);
+            acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
+            acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
+            if (SG_ROWS > 8u) {
+                let rows1 = dgates_next_k4(b0 + 8u + lane8, k);
+                acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
+                acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
+            }
+            if (SG_ROWS > 16u) {
+                let rows2 = dgates_next_k4(b0 + 16u + lane8, k);
+                acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
+                acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
+            }
+            if (SG_ROWS > 24u) {
+                let rows3 = dgates_next_k4(b0 + 24u + lane8, k);
+                acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
+                acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
+            }
+        }
+    }
+    let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    for (var q = 0u; q < SG_ROWS / 4u; q++) {
+        for (var i = 0u; i < 4u; i++) {
+            rnn_pointwise_backward_units4(params.t, b0 + 4u * q + i, u0, blocks[q][i]);
+        }
+    }
 }

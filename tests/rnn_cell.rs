@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_close, assert_gradient_matches_finite_differences, ctx, nan_tensor, seeded, to_f64, Tolerance};
+use common::{
+    assert_close, assert_gradient_matches_finite_differences, ctx, nan_tensor, on_every_kernel_path, seeded, to_f64,
+    Tolerance,
+};
 use tsumugi::kernels::rnn_cell::{
     rnn_backward, rnn_cell_forward, rnn_forward, rnn_sequence_forward, Nonlinearity, RnnBackward, RnnDims, RnnForward,
 };
@@ -16,6 +19,15 @@ type Case = (usize, usize, usize, Option<Vec<u32>>, Nonlinearity);
 
 fn cases() -> Vec<Case> {
     vec![
+        (
+            33,
+            2,
+            20,
+            Some((0..33).map(|b| 1 + b % 2).collect()),
+            Nonlinearity::Tanh,
+        ),
+        (8, 3, 16, Some(vec![3, 1, 2, 3, 3, 2, 1, 3]), Nonlinearity::Relu),
+        (17, 2, 36, None, Nonlinearity::Tanh),
         (1, 1, 1, None, Nonlinearity::Tanh),
         (3, 5, 7, Some(vec![5, 2, 1]), Nonlinearity::Relu),
         (4, 4, 8, None, Nonlinearity::Tanh),
@@ -147,6 +159,10 @@ fn rnn_cell_forward_matches_reference_step_by_step() {
 }
 
 fn check_step_kernel(cases: Vec<Case>) {
+    on_every_kernel_path(|| check_step_kernel_on(cases.clone()));
+}
+
+fn check_step_kernel_on(cases: Vec<Case>) {
     for (i, (batch, steps, hidden, lengths, act)) in cases.into_iter().enumerate() {
         let case = name(batch, steps, hidden, &lengths, act);
         let inputs = Inputs::new(batch, steps, hidden, lengths, act, 10 + i as u64);
@@ -185,6 +201,10 @@ fn rnn_cell_backward_matches_reference() {
 }
 
 fn check_backward(cases: Vec<Case>) {
+    on_every_kernel_path(|| check_backward_on(cases.clone()));
+}
+
+fn check_backward_on(cases: Vec<Case>) {
     for (i, (batch, steps, hidden, lengths, act)) in cases.into_iter().enumerate() {
         for with_dy in [true, false] {
             let case = format!(

@@ -10,7 +10,9 @@
 //! `h_states` `[B, T+1, H]` with h0 in slot 0 and the final state in slot T (padded steps
 //! carry it); `grad_state` `[B, H]`: dh_n in, dh0 out.
 
-use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch};
+use super::recurrent::{
+    backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep, SUBGROUP_MIN_BATCH,
+};
 use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, RNN_CELL};
 use crate::{Result, Tensor};
@@ -70,6 +72,50 @@ const RNN_CELL_BACKWARD: KernelSpec = KernelSpec {
     ],
 };
 
+const RNN_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &RNN_CELL,
+    entry_point: "rnn_cell_forward_subgroup",
+    bindings: &[
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (14, Access::ReadWrite),
+        (20, Access::Read),
+        (23, Access::ReadWrite),
+    ],
+};
+
+/// Four units per invocation, for H % 4 == 0 and B >= 8; the k loop over H in steps of
+/// 4, and the pointwise loops (up to 8 blocks of 4 rows).
+const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
+    kernel: &RNN_CELL_FORWARD_SUBGROUP,
+    units: 4,
+    applies: |dims| dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH,
+    iterations: |dims| dims.hidden.div_ceil(4) as u64 + 9 * 5 + 16,
+};
+
+const RNN_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
+    family: &RNN_CELL,
+    entry_point: "rnn_cell_backward_subgroup",
+    bindings: &[
+        (2, Access::Read),
+        (3, Access::Read),
+        (8, Access::Params),
+        (15, Access::ReadWrite),
+        (16, Access::Read),
+        (18, Access::Read),
+        (19, Access::ReadWrite),
+    ],
+};
+
+/// Four units per invocation, likewise.
+const BACKWARD_SUBGROUP: SubgroupStep = SubgroupStep {
+    kernel: &RNN_CELL_BACKWARD_SUBGROUP,
+    units: 4,
+    applies: |dims| dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH,
+    iterations: |dims| dims.hidden.div_ceil(4) as u64 + 9 * 5 + 16,
+};
+
 /// The tensors of an RNN layer-direction's forward (see the module docs for shapes).
 #[derive(Clone, Copy, Debug)]
 pub struct RnnForward<'a> {
@@ -96,7 +142,7 @@ impl RnnForward<'_> {
         };
         let dispatch = StepDispatch {
             kernel,
-            subgroup: None,
+            subgroup: Some(FORWARD_SUBGROUP),
             dims,
             step,
             lengths: self.lengths,
@@ -110,10 +156,10 @@ impl RnnForward<'_> {
             dispatch,
             "rnn: lengths",
             &[
-                Operand::read(&[0], "rnn: xproj", self.xproj, &dims.per_step(1)),
+                Operand::read(&[0, 20], "rnn: xproj", self.xproj, &dims.per_step(1)),
                 Operand::read(&[1, 2], "rnn: w_hh", self.w_hh, &[hidden, hidden]),
-                Operand::write(&[4], "rnn: h_states", self.h_states, &dims.states()),
-                Operand::write(&[7], "rnn: output", self.output, &dims.per_step(1)),
+                Operand::write(&[4, 14], "rnn: h_states", self.h_states, &dims.states()),
+                Operand::write(&[7, 23], "rnn: output", self.output, &dims.per_step(1)),
             ],
         )
     }
@@ -167,7 +213,7 @@ impl RnnBackward<'_> {
         let dims = RnnDims::from_tensor("rnn: grad_gates", self.grad_gates, 1, "H")?;
         let dispatch = StepDispatch {
             kernel: &RNN_CELL_BACKWARD,
-            subgroup: None,
+            subgroup: Some(BACKWARD_SUBGROUP),
             dims,
             step,
             lengths: self.lengths,
@@ -182,10 +228,10 @@ impl RnnBackward<'_> {
             "rnn: lengths",
             &[
                 Operand::read(&[1, 2], "rnn: w_hh", self.w_hh, &[hidden, hidden]),
-                Operand::optional(&[10], "rnn: grad_output", self.grad_output, &dims.per_step(1)),
-                Operand::read(&[12], "rnn: h_states", self.h_states, &dims.states()),
-                Operand::write(&[9], "rnn: grad_gates", self.grad_gates, &dims.per_step(1)),
-                Operand::write(&[13], "rnn: grad_state", self.grad_state, &[dims.batch, hidden]),
+                Operand::optional(&[10, 16], "rnn: grad_output", self.grad_output, &dims.per_step(1)),
+                Operand::read(&[12, 18], "rnn: h_states", self.h_states, &dims.states()),
+                Operand::write(&[9, 15], "rnn: grad_gates", self.grad_gates, &dims.per_step(1)),
+                Operand::write(&[13, 19], "rnn: grad_state", self.grad_state, &[dims.batch, hidden]),
             ],
         )
     }
