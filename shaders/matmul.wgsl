@@ -252,16 +252,18 @@ fn matmul_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
 // lanes (src/gpu/pipeline.rs leaves this section out elsewhere).
 //
 // matmul_forward_subgroup   the same product as matmul_forward (views, batches, sums, bias,
-//     beta), laid out for SIMD hardware. A workgroup owns SG_ROWS rows x 4 * SG_WG columns
-//     of out, and every invocation 4 adjacent columns of all SG_ROWS rows. So all the
-//     invocations of a workgroup need the same rows of L: instead of each one loading all
-//     of them, every group of 8 lanes loads SG_ROWS / 8 rows per lane and hands them round
-//     with subgroupShuffle. Per 4 steps of K an invocation loads SG_ROWS / 8 + 4 vec4s and
-//     does 16 * SG_ROWS multiply-adds (at 32 rows: 8 loads for 512 FMAs, against 16 for
-//     256 in matmul_forward). Lavapipe loads storage buffers lane by lane in a loop, while
-//     a shuffle is a register permute: 2.5 to 4.5x the GFLOP/s of matmul_forward there.
-//     Edges: rows and columns clamp into the matrix (every lane takes part in every
-//     shuffle), K past `inner` reads 0 from both operands, stores are masked.
+//     beta), laid out for SIMD hardware. A workgroup owns SG_ROWS rows x SG_COLS * SG_WG
+//     columns of out, and every invocation SG_COLS (4 or 8) adjacent columns of all
+//     SG_ROWS rows. So all the invocations of a workgroup need the same rows of L: instead
+//     of each one loading all of them, every group of 8 lanes loads SG_ROWS / 8 rows per
+//     lane (or, L contiguous along its rows, 4 rows per lane) and hands them round with
+//     subgroupShuffle. Per 4 steps of K an invocation loads SG_ROWS / 8 + SG_COLS vec4s
+//     for 4 * SG_ROWS * SG_COLS multiply-adds (32 rows x 8 columns: 12 loads for 1024
+//     FMAs, against 16 for 256 in matmul_forward). Lavapipe loads storage buffers lane by
+//     lane in a loop, while a shuffle is a register permute: 2 to 3x the GFLOP/s of
+//     matmul_forward there. Edges: rows and columns clamp into the matrix (every lane
+//     takes part in every shuffle), K past `inner` reads 0 from both operands, stores are
+//     masked.
 
 // Rows per workgroup: 8, 16, 24 or 32 (one group of 8 accumulated rows per step of 8).
 override SG_ROWS: u32 = 32u;
