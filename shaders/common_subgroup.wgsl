@@ -6,6 +6,52 @@
 // hidden units, one per lane, for a block of batch rows; each lane loads 1/8 of the rows'
 // h_{t-1} (or dgates_{t+1}) and hands it round.
 
+// Rows per workgroup of the subgroup kernels (batch rows of a recurrent step, rows of a
+// matmul's output): 8, 16, 24 or 32.
+override SG_ROWS: u32 = 32u;
+// Invocations per workgroup, a multiple of 8.
+override SG_WG: u32 = 32u;
+
+// Adds `w` times the rows a group of 8 lanes shares to the accumulators: a_q for rows
+// 4q .. 4q+4 of the workgroup's SG_ROWS, `share` being this lane's part (column g is row
+// 8g + lane8, g < SG_ROWS / 8). SG_ROWS is a pipeline constant: the untaken blocks
+// compile away. (Eight variables rather than an array: an array that the pointwise tail
+// indexes would be kept in memory, the hot loop's accumulators with it.)
+fn accumulate_shared_rows(
+    a0: ptr<function, mat4x4<f32>>,
+    a1: ptr<function, mat4x4<f32>>,
+    a2: ptr<function, mat4x4<f32>>,
+    a3: ptr<function, mat4x4<f32>>,
+    a4: ptr<function, mat4x4<f32>>,
+    a5: ptr<function, mat4x4<f32>>,
+    a6: ptr<function, mat4x4<f32>>,
+    a7: ptr<function, mat4x4<f32>>,
+    share: mat4x4<f32>,
+    lane0: u32,
+    w: mat4x4<f32>,
+) {
+    *a0 += shuffled_rows_times4(share[0], lane0, 0u, w);
+    *a1 += shuffled_rows_times4(share[0], lane0, 1u, w);
+    if (SG_ROWS > 8u) {
+        *a2 += shuffled_rows_times4(share[1], lane0, 2u, w);
+        *a3 += shuffled_rows_times4(share[1], lane0, 3u, w);
+    }
+    if (SG_ROWS > 16u) {
+        *a4 += shuffled_rows_times4(share[2], lane0, 4u, w);
+        *a5 += shuffled_rows_times4(share[2], lane0, 5u, w);
+    }
+    if (SG_ROWS > 24u) {
+        *a6 += shuffled_rows_times4(share[3], lane0, 6u, w);
+        *a7 += shuffled_rows_times4(share[3], lane0, 7u, w);
+    }
+}
+
+// Whether this lane's share holds group g of the workgroup's rows (g < SG_ROWS / 8): a
+// share's loads past it are selected away, and so compiled away.
+fn share_has_group(g: u32) -> bool {
+    return 8u * g < SG_ROWS;
+}
+
 // Rows 4q .. 4q+4 of a block of rows shared by a group of 8 lanes (group g = q / 2 of 8
 // rows; row 8g + j was loaded by lane lane0 + j into `rows`), each times `m`: column i of
 // the result is m * row 4q + i.

@@ -339,11 +339,6 @@ fn gru_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
 @group(0) @binding(22) var<storage, read_write> gates4: array<vec4<f32>>;     // gates
 @group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
 
-// Batch rows per workgroup: 8, 16, 24 or 32.
-override SG_ROWS: u32 = 32u;
-// Invocations per workgroup, a multiple of 8.
-override SG_WG: u32 = 32u;
-
 // h_{t-1}[b, k .. k+4] (b clamped into the batch).
 fn h_prev_k4(b: u32, t: u32, k: u32) -> vec4<f32> {
     return h_states4[((min(b, params.batch - 1u) * (params.steps + 1u) + t) * params.hidden + k) / 4u];
@@ -416,41 +411,20 @@ fn gru_cell_forward_subgroup(
     var acc7 = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
         let w = w_gates_k4(w_unit, k);
-        let rows0 = h_prev_k4(b0 + lane8, t, k);
-        acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
-        acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
-        if (SG_ROWS > 8u) {
-            let rows1 = h_prev_k4(b0 + 8u + lane8, t, k);
-            acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
-            acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
-        }
-        if (SG_ROWS > 16u) {
-            let rows2 = h_prev_k4(b0 + 16u + lane8, t, k);
-            acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
-            acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
-        }
-        if (SG_ROWS > 24u) {
-            let rows3 = h_prev_k4(b0 + 24u + lane8, t, k);
-            acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
-            acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
-        }
+        let share = mat4x4<f32>(
+            h_prev_k4(b0 + lane8, t, k),
+            select(vec4<f32>(), h_prev_k4(b0 + 8u + lane8, t, k), share_has_group(1u)),
+            select(vec4<f32>(), h_prev_k4(b0 + 16u + lane8, t, k), share_has_group(2u)),
+            select(vec4<f32>(), h_prev_k4(b0 + 24u + lane8, t, k), share_has_group(3u)),
+        );
+        accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
     }
     // Turned round, each invocation takes one row and 4 units of every block of 4 rows.
     let r = lane8 % 4u;
     let u4 = unit0 + 4u * (lane8 / 4u);
-    gru_pointwise_units4(t, b0 + r, u4, units4_of_row(acc0, lane0, lane8));
-    gru_pointwise_units4(t, b0 + 4u + r, u4, units4_of_row(acc1, lane0, lane8));
-    if (SG_ROWS > 8u) {
-        gru_pointwise_units4(t, b0 + 8u + r, u4, units4_of_row(acc2, lane0, lane8));
-        gru_pointwise_units4(t, b0 + 12u + r, u4, units4_of_row(acc3, lane0, lane8));
-    }
-    if (SG_ROWS > 16u) {
-        gru_pointwise_units4(t, b0 + 16u + r, u4, units4_of_row(acc4, lane0, lane8));
-        gru_pointwise_units4(t, b0 + 20u + r, u4, units4_of_row(acc5, lane0, lane8));
-    }
-    if (SG_ROWS > 24u) {
-        gru_pointwise_units4(t, b0 + 24u + r, u4, units4_of_row(acc6, lane0, lane8));
-        gru_pointwise_units4(t, b0 + 28u + r, u4, units4_of_row(acc7, lane0, lane8));
+    let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    for (var q = 0u; q < SG_ROWS / 4u; q++) {
+        gru_pointwise_units4(t, b0 + 4u * q + r, u4, units4_of_row(blocks[q], lane0, lane8));
     }
 }
 
@@ -535,38 +509,17 @@ fn gru_cell_backward_subgroup(
             let at = (j * hidden + w_u0) / 4u;
             let h4 = hidden / 4u;
             let w = mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]);
-            let rows0 = dgh_next_k4(b0 + lane8, j);
-            acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
-            acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
-            if (SG_ROWS > 8u) {
-                let rows1 = dgh_next_k4(b0 + 8u + lane8, j);
-                acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
-                acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
-            }
-            if (SG_ROWS > 16u) {
-                let rows2 = dgh_next_k4(b0 + 16u + lane8, j);
-                acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
-                acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
-            }
-            if (SG_ROWS > 24u) {
-                let rows3 = dgh_next_k4(b0 + 24u + lane8, j);
-                acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
-                acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
-            }
+            let share = mat4x4<f32>(
+                dgh_next_k4(b0 + lane8, j),
+                select(vec4<f32>(), dgh_next_k4(b0 + 8u + lane8, j), share_has_group(1u)),
+                select(vec4<f32>(), dgh_next_k4(b0 + 16u + lane8, j), share_has_group(2u)),
+                select(vec4<f32>(), dgh_next_k4(b0 + 24u + lane8, j), share_has_group(3u)),
+            );
+            accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
         }
     }
-    gru_pointwise_backward_rows4(params.t, b0, u0, acc0);
-    gru_pointwise_backward_rows4(params.t, b0 + 4u, u0, acc1);
-    if (SG_ROWS > 8u) {
-        gru_pointwise_backward_rows4(params.t, b0 + 8u, u0, acc2);
-        gru_pointwise_backward_rows4(params.t, b0 + 12u, u0, acc3);
-    }
-    if (SG_ROWS > 16u) {
-        gru_pointwise_backward_rows4(params.t, b0 + 16u, u0, acc4);
-        gru_pointwise_backward_rows4(params.t, b0 + 20u, u0, acc5);
-    }
-    if (SG_ROWS > 24u) {
-        gru_pointwise_backward_rows4(params.t, b0 + 24u, u0, acc6);
-        gru_pointwise_backward_rows4(params.t, b0 + 28u, u0, acc7);
+    let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    for (var q = 0u; q < SG_ROWS / 4u; q++) {
+        gru_pointwise_backward_rows4(params.t, b0 + 4u * q, u0, blocks[q]);
     }
 }

@@ -265,10 +265,7 @@ fn matmul_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
 //     takes part in every shuffle), K past `inner` reads 0 from both operands, stores are
 //     masked.
 
-// Rows per workgroup: 8, 16, 24 or 32 (one group of 8 accumulated rows per step of 8).
-override SG_ROWS: u32 = 32u;
-// Invocations per workgroup: a multiple of 8.
-override SG_WG: u32 = 64u;
+// SG_ROWS (rows per workgroup) and SG_WG (invocations per workgroup) are common_subgroup.wgsl's.
 // Columns per invocation: 4 or 8 (8 shares each shuffled row of L between twice the
 // multiply-adds, where the product is wide enough).
 override SG_COLS: u32 = 4u;

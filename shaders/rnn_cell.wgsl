@@ -265,11 +265,6 @@ fn rnn_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
 @group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
 @group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
 
-// Batch rows per workgroup: 8, 16, 24 or 32.
-override SG_ROWS: u32 = 32u;
-// Invocations per workgroup, a multiple of 8.
-override SG_WG: u32 = 32u;
-
 // The rnn_cell_forward / rnn_cell_backward pointwise part of row b and units u0 .. u0+4
 // at step t, from the recurrent part (`recurrent`, over the 4 units).
 fn rnn_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: vec4<f32>) {
@@ -356,24 +351,13 @@ fn rnn_cell_forward_subgroup(
         // Column j: W_hh[u0 .. u0+4, k + j] (units past H are never stored).
         let at = w_at + k / 4u;
         let w = transpose(mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]));
-        let rows0 = h_prev_k4(b0 + lane8, k);
-        acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
-        acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
-        if (SG_ROWS > 8u) {
-            let rows1 = h_prev_k4(b0 + 8u + lane8, k);
-            acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
-            acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
-        }
-        if (SG_ROWS > 16u) {
-            let rows2 = h_prev_k4(b0 + 16u + lane8, k);
-            acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
-            acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
-        }
-        if (SG_ROWS > 24u) {
-            let rows3 = h_prev_k4(b0 + 24u + lane8, k);
-            acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
-            acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
-        }
+        let share = mat4x4<f32>(
+            h_prev_k4(b0 + lane8, k),
+            select(vec4<f32>(), h_prev_k4(b0 + 8u + lane8, k), share_has_group(1u)),
+            select(vec4<f32>(), h_prev_k4(b0 + 16u + lane8, k), share_has_group(2u)),
+            select(vec4<f32>(), h_prev_k4(b0 + 24u + lane8, k), share_has_group(3u)),
+        );
+        accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
     }
     let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
     for (var q = 0u; q < SG_ROWS / 4u; q++) {
@@ -410,24 +394,13 @@ fn rnn_cell_backward_subgroup(
             // Column j: W_hh[k + j, u0 .. u0+4].
             let at = (k * hidden + w_u0) / 4u;
             let w = mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]);
-            let rows0 = dgates_next_k4(b0 + lane8, k);
-            acc0 += shuffled_rows_times4(rows0, lane0, 0u, w);
-            acc1 += shuffled_rows_times4(rows0, lane0, 1u, w);
-            if (SG_ROWS > 8u) {
-                let rows1 = dgates_next_k4(b0 + 8u + lane8, k);
-                acc2 += shuffled_rows_times4(rows1, lane0, 2u, w);
-                acc3 += shuffled_rows_times4(rows1, lane0, 3u, w);
-            }
-            if (SG_ROWS > 16u) {
-                let rows2 = dgates_next_k4(b0 + 16u + lane8, k);
-                acc4 += shuffled_rows_times4(rows2, lane0, 4u, w);
-                acc5 += shuffled_rows_times4(rows2, lane0, 5u, w);
-            }
-            if (SG_ROWS > 24u) {
-                let rows3 = dgates_next_k4(b0 + 24u + lane8, k);
-                acc6 += shuffled_rows_times4(rows3, lane0, 6u, w);
-                acc7 += shuffled_rows_times4(rows3, lane0, 7u, w);
-            }
+            let share = mat4x4<f32>(
+                dgates_next_k4(b0 + lane8, k),
+                select(vec4<f32>(), dgates_next_k4(b0 + 8u + lane8, k), share_has_group(1u)),
+                select(vec4<f32>(), dgates_next_k4(b0 + 16u + lane8, k), share_has_group(2u)),
+                select(vec4<f32>(), dgates_next_k4(b0 + 24u + lane8, k), share_has_group(3u)),
+            );
+            accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
         }
     }
     let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
