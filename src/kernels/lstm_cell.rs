@@ -14,9 +14,7 @@
 //! `[2, B, H]` holding (dh, dc): the final state's gradient on the way in, the initial
 //! state's on the way out.
 
-use super::recurrent::{
-    backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep, SUBGROUP_MIN_BATCH,
-};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, LSTM_CELL};
 use crate::{Result, Tensor};
@@ -78,12 +76,11 @@ const LSTM_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
     ],
 };
 
-/// One unit (its 4 gates) per invocation, for H % 4 == 0 and B >= 8; the k loop over H in steps of
-/// 4, and the pointwise loops (8 blocks of a 4-unit shuffle and 4 gates).
+/// One unit (its 4 gates) per invocation; the k loop over H in steps of 4, and the
+/// pointwise loops (8 blocks of a 4-unit shuffle and 4 gates).
 const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &LSTM_CELL_FORWARD_SUBGROUP,
     units: 1,
-    applies: |dims| dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH,
     iterations: |dims| dims.hidden.div_ceil(4) as u64 + 8 * (5 + 5) + 16,
 };
 
@@ -103,12 +100,11 @@ const LSTM_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
     ],
 };
 
-/// Four units per invocation, for H % 4 == 0 and B >= 8; the j loop over 4H in steps of 4, and the
-/// pointwise loops (8 blocks of 4 rows x 2 gate loops of 4).
+/// Four units per invocation; the j loop over 4H in steps of 4, and the pointwise loops
+/// (8 blocks of 4 rows x 2 gate loops of 4).
 const BACKWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &LSTM_CELL_BACKWARD_SUBGROUP,
     units: 4,
-    applies: |dims| dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH,
     iterations: |dims| dims.hidden as u64 + 8 * 4 * (1 + 2 * 5) + 16,
 };
 

@@ -142,14 +142,13 @@ pub(crate) enum Step {
 }
 
 /// A cell's subgroup kernel for the per-step dispatches: a workgroup owns `SG_ROWS`
-/// batch rows and `SG_WG` invocations of `units` hidden units each.
+/// batch rows and `SG_WG` invocations of `units` hidden units each. They run for
+/// H % 4 == 0 (every invocation's 4 units are one vec4) and B >= [`SUBGROUP_MIN_BATCH`].
 #[derive(Clone, Copy)]
 pub(crate) struct SubgroupStep {
     pub(crate) kernel: &'static KernelSpec,
     /// Hidden units per invocation.
     pub(crate) units: usize,
-    /// Whether the kernel handles these sizes (else the portable kernel runs).
-    pub(crate) applies: fn(&RecurrentDims) -> bool,
     /// Loop iterations of one invocation per step, for the CPU loop budget.
     pub(crate) iterations: fn(&RecurrentDims) -> u64,
 }
@@ -158,7 +157,7 @@ pub(crate) struct SubgroupStep {
 /// more, and below that the portable kernels (a block of 1 to 4 rows per invocation) were
 /// faster on lavapipe (B = 1, H = 256, T = 32: LSTM 7.6-7.9 against 8.7-11 ms forward,
 /// GRU 6.4-6.9 against 7.6-8.5 ms).
-pub(crate) const SUBGROUP_MIN_BATCH: usize = 8;
+const SUBGROUP_MIN_BATCH: usize = 8;
 
 /// The subgroup step kernels' tile: (SG_ROWS, SG_WG) for `units` hidden units per
 /// invocation. The largest (32 rows, 64 invocations) that gives enough workgroups for
@@ -289,9 +288,10 @@ pub(crate) fn encode_cell(
 fn subgroup_step(ctx: &Context, dispatch: &StepDispatch<'_>) -> Option<SubgroupStep> {
     match dispatch.step {
         Step::Sequence => None,
-        _ => dispatch
-            .subgroup
-            .filter(|sub| ctx.subgroup_kernels() && (sub.applies)(&dispatch.dims)),
+        _ => dispatch.subgroup.filter(|_| {
+            let dims = &dispatch.dims;
+            ctx.subgroup_kernels() && dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH
+        }),
     }
 }
 

@@ -10,9 +10,7 @@
 //! `h_states` `[B, T+1, H]` with h0 in slot 0 and the final state in slot T (padded steps
 //! carry it); `grad_state` `[B, H]`: dh_n in, dh0 out.
 
-use super::recurrent::{
-    backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep, SUBGROUP_MIN_BATCH,
-};
+use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
 use crate::gpu::{Access, Context, KernelSpec, RNN_CELL};
 use crate::{Result, Tensor};
@@ -85,12 +83,11 @@ const RNN_CELL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
     ],
 };
 
-/// Four units per invocation, for H % 4 == 0 and B >= 8; the k loop over H in steps of
-/// 4, and the pointwise loops (up to 8 blocks of 4 rows).
+/// Four units per invocation; the k loop over H in steps of 4, and the pointwise loops
+/// (up to 8 blocks of 4 rows).
 const FORWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &RNN_CELL_FORWARD_SUBGROUP,
     units: 4,
-    applies: |dims| dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH,
     iterations: |dims| dims.hidden.div_ceil(4) as u64 + 9 * 5 + 16,
 };
 
@@ -112,7 +109,6 @@ const RNN_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
 const BACKWARD_SUBGROUP: SubgroupStep = SubgroupStep {
     kernel: &RNN_CELL_BACKWARD_SUBGROUP,
     units: 4,
-    applies: |dims| dims.hidden.is_multiple_of(4) && dims.batch >= SUBGROUP_MIN_BATCH,
     iterations: |dims| dims.hidden.div_ceil(4) as u64 + 9 * 5 + 16,
 };
 
