@@ -40,7 +40,7 @@ Training (the default action), then evaluation on the dev split:
   --lr X                Adam learning rate                         [default: 0.003]
   --lr-end X            learning rate at the last step, reached by
                         linear decay from --lr                     [default: --lr]
-  --hidden N            LSTM hidden size                           [default: 128]
+  --hidden N            LSTM hidden size                           [default: 256]
   --embed N             embedding size                             [default: 128]
   --teacher-forcing X   teacher-forcing ratio in [0, 1]            [default: 1]
   --clip X              gradient-norm clipping                     [default: 1]
@@ -102,7 +102,7 @@ impl Default for Args {
             batch: 64,
             lr: 0.003,
             lr_end: None,
-            hidden: 128,
+            hidden: 256,
             embed: 128,
             teacher_forcing: 1.0,
             clip: 1.0,
