@@ -12,6 +12,10 @@
 //! into its query and key halves. The gradients of those matmuls (W1, W2, b1, b2, W_a)
 //! follow from `grad_query` and `grad_keys` by matmuls; `grad_v_rows` `[B, A]` holds one
 //! partial `dv` per batch row, to be summed over rows (e.g. `matmul_backward`'s bias sum).
+//!
+//! Where the context runs subgroup kernels ([`crate::Context::subgroup_kernels`]) and A
+//! and Dv are multiples of 4 up to 1024, the kernels of the file's subgroup section run,
+//! with an invocation per 4 columns instead of per source position.
 
 use super::{check_loop_budget, check_tensors, Lengths};
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, ATTENTION};

@@ -8,6 +8,11 @@
 //! - `c`: `[batch, M, N]` if `a` or `b` has a batch dimension, else `[M, N]`
 //!
 //! `y = x W^T + b` of a PyTorch `Linear` is `a = x`, `b = W` with `trans_b`.
+//!
+//! Every product runs `matmul_forward_subgroup` where the context runs subgroup kernels
+//! ([`Context::subgroup_kernels`]), else the portable `matmul_forward`; the tile is chosen
+//! per product (rows, columns per invocation, workgroup width) so that small products
+//! still spread over several workgroups.
 
 use super::check_tensors;
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, MATMUL};

@@ -1,6 +1,8 @@
 //! What the LSTM, GRU and RNN step launchers share: the sizes of a layer-direction, the
 //! step kernels' parameter block (the same `Params` in each cell shader), the workgroup
-//! shapes, and the loops that encode a whole sequence forward and backward.
+//! shapes, and the loops that encode a whole sequence forward and backward. A per-step
+//! dispatch runs the cell's subgroup kernel where the context runs subgroup kernels,
+//! H % 4 == 0 and B >= 8 (see `SubgroupStep`), else the portable step kernel.
 
 use crate::gpu::{Context, Dispatch, KernelSpec};
 use crate::{DType, Error, Result, Tensor};
