@@ -50,6 +50,13 @@ pub fn devices_created() -> usize {
 }
 
 /// A handle to a device and everything tsumugi keeps per device. Cheap to clone.
+///
+/// One context may be used from several threads at once. On wgpu's GL backend every call
+/// takes one context lock, and a thread that waits for it more than 6 s panics inside
+/// wgpu-hal; a submission holds it until its work is queued, and on llvmpipe the first
+/// submission of a training step, which compiles each kernel at its first dispatch, holds
+/// it for about 6 s with a cold shader cache. On GL, use a context from one thread, or run
+/// one step before other threads join in.
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<Inner>,
