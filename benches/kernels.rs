@@ -589,7 +589,7 @@ fn embedding_elementwise_benches(criterion: &mut Criterion) {
     let positions = B * T;
     let elements = positions * E;
     let float = 4u64;
-    let submit = |encode: &dyn Fn(&mut wgpu::CommandEncoder)| {
+    let submit = |encode: &dyn Fn(&mut tsumugi::Encoder)| {
         let mut encoder = ctx.create_encoder();
         encode(&mut encoder);
         ctx.submit(encoder);

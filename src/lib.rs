@@ -47,5 +47,5 @@ mod tensor;
 pub mod text;
 
 pub use error::{Error, Result};
-pub use gpu::{AdapterOptions, AdapterSummary, Context, Encoder};
+pub use gpu::{AdapterOptions, AdapterSummary, Context, Encoder, Recorder};
 pub use tensor::{DType, Element, Tensor};

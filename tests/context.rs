@@ -5,8 +5,9 @@ mod common;
 use std::future::Future;
 
 use common::ctx;
+use tsumugi::kernels::elementwise::add_forward;
 use tsumugi::kernels::matmul::{matmul_forward, Matmul};
-use tsumugi::{AdapterOptions, Context, DType, Error, Tensor};
+use tsumugi::{AdapterOptions, Context, DType, Error, Recorder, Tensor};
 
 #[test]
 fn context_reports_the_adapter_it_chose() {
@@ -150,6 +151,59 @@ fn from_wgpu_runs_on_the_hosts_device_and_queue() {
     assert_eq!(c.to_vec::<f32>().unwrap(), vec![4.0, 5.0, 10.0, 11.0]);
     // The output is a plain wgpu buffer a render pipeline could bind.
     assert!(c.buffer().usage().contains(wgpu::BufferUsages::STORAGE));
+}
+
+/// Encodes dependent dispatches with a copy among them: product = a b; sum = 2 product;
+/// copy = sum (a copy); out = copy + sum; sum = out + copy. Returns (out, sum), to read
+/// once the caller has submitted.
+fn encode_chain(ctx: &Context, recorder: &mut dyn Recorder) -> (Tensor, Tensor) {
+    let a = Tensor::from_slice(ctx, &common::seeded(1, 5 * 7), &[5, 7]).unwrap();
+    let b = Tensor::from_slice(ctx, &common::seeded(2, 7 * 3), &[7, 3]).unwrap();
+    let [product, sum, copy, out] = [(); 4].map(|()| Tensor::zeros(ctx, &[5, 3], DType::F32).unwrap());
+    matmul_forward(ctx, recorder, &Matmul::default(), &a, &b, None, &product).unwrap();
+    add_forward(ctx, recorder, &product, &product, &sum).unwrap();
+    recorder
+        .command_encoder()
+        .copy_buffer_to_buffer(sum.buffer(), 0, copy.buffer(), 0, sum.size_in_bytes());
+    add_forward(ctx, recorder, &copy, &sum, &out).unwrap();
+    add_forward(ctx, recorder, &out, &copy, &sum).unwrap();
+    (out, sum)
+}
+
+#[test]
+fn dispatches_sharing_an_encoders_pass_see_each_others_writes_like_separate_passes() {
+    let ctx = ctx();
+    let a = common::seeded(1, 5 * 7);
+    let b = common::seeded(2, 7 * 3);
+    let product: Vec<f32> = (0..5 * 3)
+        .map(|i| (0..7).map(|k| a[i / 3 * 7 + k] * b[k * 3 + i % 3]).sum())
+        .collect();
+    // out = 4 product, then sum = 6 product.
+    let want_out: Vec<f32> = product.iter().map(|p| 4.0 * p).collect();
+    let want_sum: Vec<f32> = product.iter().map(|p| 6.0 * p).collect();
+    let close = |got: &[f32], want: &[f32]| {
+        got.iter()
+            .zip(want)
+            .all(|(g, w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs()))
+    };
+
+    // An Encoder: the dispatches before and after the copy each share one pass.
+    let mut encoder = ctx.create_encoder();
+    let (out, sum) = encode_chain(ctx, &mut encoder);
+    ctx.submit(encoder);
+    let (shared_out, shared_sum) = (out.to_vec::<f32>().unwrap(), sum.to_vec::<f32>().unwrap());
+    assert!(close(&shared_out, &want_out), "{shared_out:?} vs {want_out:?}");
+    assert!(close(&shared_sum, &want_sum), "{shared_sum:?} vs {want_sum:?}");
+
+    // A raw wgpu encoder: a pass per dispatch; the same numbers, bit for bit.
+    let mut raw = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    let (out, sum) = encode_chain(ctx, &mut raw);
+    ctx.queue().submit([raw.finish()]);
+    ctx.recycle_after_submit();
+    assert_eq!(out.to_vec::<f32>().unwrap(), shared_out);
+    assert_eq!(sum.to_vec::<f32>().unwrap(), shared_sum);
 }
 
 #[test]

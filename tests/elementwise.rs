@@ -41,7 +41,7 @@ fn upload(data: &[f32], shape: &[usize]) -> Tensor {
 }
 
 /// Runs one encoder holding whatever `encode` puts in it.
-fn run(encode: impl FnOnce(&Context, &mut wgpu::CommandEncoder)) {
+fn run(encode: impl FnOnce(&Context, &mut tsumugi::Encoder)) {
     let ctx = ctx();
     let mut encoder = ctx.create_encoder();
     encode(ctx, &mut encoder);
@@ -171,8 +171,8 @@ fn mul_backward_writes_only_the_gradients_asked_for() {
 
 // ---- activations ----
 
-type Forward = fn(&Context, &mut wgpu::CommandEncoder, &Tensor, &Tensor) -> tsumugi::Result<()>;
-type Backward = fn(&Context, &mut wgpu::CommandEncoder, &Tensor, &Tensor, &Tensor, bool) -> tsumugi::Result<()>;
+type Forward = fn(&Context, &mut dyn tsumugi::Recorder, &Tensor, &Tensor) -> tsumugi::Result<()>;
+type Backward = fn(&Context, &mut dyn tsumugi::Recorder, &Tensor, &Tensor, &Tensor, bool) -> tsumugi::Result<()>;
 
 struct Activation {
     name: &'static str,

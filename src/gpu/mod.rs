@@ -248,11 +248,12 @@ impl Context {
     }
 
     /// A new command encoder on this device, counted as open until it is submitted with
-    /// [`Context::submit`] or dropped. Launchers take `&mut wgpu::CommandEncoder`, which
-    /// an [`Encoder`] derefs to.
+    /// [`Context::submit`] or dropped. Launchers take any [`Recorder`]: this, or a
+    /// `wgpu::CommandEncoder`.
     pub fn create_encoder(&self) -> Encoder {
         self.inner.pool.open_encoder();
         Encoder {
+            pass: None,
             encoder: Some(
                 self.inner
                     .device
@@ -265,6 +266,7 @@ impl Context {
     /// Submits `encoder`. When no other [`Encoder`] of this context is open, the buffers
     /// and uniform space released meanwhile are recycled.
     pub fn submit(&self, mut encoder: Encoder) -> wgpu::SubmissionIndex {
+        encoder.end_pass();
         let mut commands = encoder.encoder.take();
         let resolved = commands.as_mut().and_then(|e| self.resolve_profile(e));
         let index = self.inner.queue.submit(commands.map(wgpu::CommandEncoder::finish));
@@ -366,7 +368,7 @@ impl Context {
     /// shape checks (cached pipeline -> params into the arena -> bind group -> dispatch).
     pub(crate) fn encode_dispatch<P: bytemuck::Pod>(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        recorder: &mut dyn Recorder,
         dispatch: Dispatch<'_, P>,
     ) -> Result<()> {
         self.check_device()?;
@@ -430,26 +432,110 @@ impl Context {
             .as_mut()
             .and_then(|guard| guard.as_mut())
             .map(|p| p.next_slot(&self.inner.device, dispatch.kernel.entry_point, dispatch.workgroups));
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(dispatch.kernel.entry_point),
-            timestamp_writes: timestamps
-                .as_ref()
-                .map(|(query_set, first)| wgpu::ComputePassTimestampWrites {
-                    query_set,
-                    beginning_of_pass_write_index: Some(*first),
-                    end_of_pass_write_index: Some(first + 1),
-                }),
-        });
-        pass.set_pipeline(&pipeline.pipeline);
         let offsets: &[u32] = if params_binding.is_some() { &[slot.offset] } else { &[] };
-        pass.set_bind_group(0, &bind_group, offsets);
-        let [x, y, z] = dispatch.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        let timestamps = timestamps
+            .as_ref()
+            .map(|(query_set, first)| wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: Some(*first),
+                end_of_pass_write_index: Some(first + 1),
+            });
+        recorder.record_dispatch(
+            dispatch.kernel.entry_point,
+            timestamps,
+            &|pass: &mut wgpu::ComputePass<'_>| {
+                pass.set_pipeline(&pipeline.pipeline);
+                pass.set_bind_group(0, &bind_group, offsets);
+                let [x, y, z] = dispatch.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            },
+        );
         Ok(())
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for wgpu::CommandEncoder {}
+    impl Sealed for super::Encoder {}
+}
+
+/// Where launchers record their work: a `wgpu::CommandEncoder` (a host's own), where each
+/// dispatch gets a compute pass of its own, or an [`Encoder`], where consecutive
+/// dispatches share one compute pass (wgpu orders them and puts the barriers between
+/// them) until something else is recorded or the encoder is submitted. Launchers take
+/// `&mut dyn Recorder`, so either is passed as `&mut encoder`.
+pub trait Recorder: sealed::Sealed {
+    /// The command encoder, for copies, clears and a host's own passes; an [`Encoder`]
+    /// ends its shared compute pass first.
+    fn command_encoder(&mut self) -> &mut wgpu::CommandEncoder;
+
+    /// Records one dispatch: `record` sets its pipeline and bind group and dispatches.
+    /// With timestamp writes (profiling), the dispatch gets a pass of its own.
+    #[doc(hidden)]
+    fn record_dispatch(
+        &mut self,
+        label: &str,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+        record: &dyn Fn(&mut wgpu::ComputePass<'_>),
+    );
+}
+
+impl Recorder for wgpu::CommandEncoder {
+    fn command_encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self
+    }
+
+    fn record_dispatch(
+        &mut self,
+        label: &str,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+        record: &dyn Fn(&mut wgpu::ComputePass<'_>),
+    ) {
+        let mut pass = self.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: timestamps,
+        });
+        record(&mut pass);
+    }
+}
+
+impl Recorder for Encoder {
+    fn command_encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.end_pass();
+        self.encoder
+            .as_mut()
+            .expect("an Encoder holds its encoder until it is consumed")
+    }
+
+    fn record_dispatch(
+        &mut self,
+        label: &str,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+        record: &dyn Fn(&mut wgpu::ComputePass<'_>),
+    ) {
+        if timestamps.is_some() {
+            return self.command_encoder().record_dispatch(label, timestamps, record);
+        }
+        if self.pass.is_none() {
+            let encoder = self
+                .encoder
+                .as_mut()
+                .expect("an Encoder holds its encoder until it is consumed");
+            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("tsumugi dispatches"),
+                timestamp_writes: None,
+            });
+            self.pass = Some(pass.forget_lifetime());
+        }
+        record(self.pass.as_mut().expect("the shared pass was just begun"));
+    }
+}
+
 /// A command encoder of a [`Context`]; derefs to `wgpu::CommandEncoder`.
+///
+/// Consecutive dispatches share one compute pass, which ends when anything else is
+/// recorded (through `DerefMut` or [`Recorder::command_encoder`]) and on submission.
 ///
 /// While any is open (neither submitted with [`Context::submit`] nor dropped), released
 /// buffers and uniform space are not reused, because commands already encoded into it may
@@ -457,6 +543,9 @@ impl Context {
 /// A host that encodes into its own `wgpu::CommandEncoder` instead passes that to the
 /// launchers and calls [`Context::recycle_after_submit`] after submitting it.
 pub struct Encoder {
+    /// The compute pass of the latest dispatches (a field before `encoder`: a pass is
+    /// dropped, so ended, before its encoder).
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     ctx: Context,
 }
@@ -472,9 +561,14 @@ impl std::ops::Deref for Encoder {
 
 impl std::ops::DerefMut for Encoder {
     fn deref_mut(&mut self) -> &mut wgpu::CommandEncoder {
-        self.encoder
-            .as_mut()
-            .expect("an Encoder holds its encoder until it is consumed")
+        self.command_encoder()
+    }
+}
+
+impl Encoder {
+    /// Ends the shared compute pass, if one is open.
+    fn end_pass(&mut self) {
+        self.pass = None;
     }
 }
 

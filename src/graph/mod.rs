@@ -225,7 +225,7 @@ pub struct Graph<'s> {
 /// What a recorded backward sees: the gradients so far and where to write its inputs'.
 pub struct Backward<'a> {
     ctx: &'a Context,
-    encoder: &'a mut wgpu::CommandEncoder,
+    encoder: &'a mut Encoder,
     store: &'a mut ParamStore,
     sources: &'a [Source],
     grads: &'a mut Vec<Option<Tensor>>,
@@ -462,8 +462,9 @@ impl<'s> Graph<'s> {
 
     /// The step's command encoder, for kernels of your own (or the launchers of
     /// [`crate::kernels`]) between the graph's ops: they run in the same submission, in
-    /// encoding order. What they write is not on the tape and gets no gradient.
-    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+    /// encoding order. What they write is not on the tape and gets no gradient. It derefs
+    /// to `wgpu::CommandEncoder` for copies and passes of your own.
+    pub fn encoder(&mut self) -> &mut Encoder {
         &mut self.encoder
     }
 

@@ -18,7 +18,7 @@
 //! with an invocation per 4 columns instead of per source position.
 
 use super::{check_loop_budget, check_tensors, Lengths};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, ATTENTION};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, ATTENTION};
 use crate::{DType, Error, Result, Tensor};
 
 /// How a query is compared with a key.
@@ -342,11 +342,7 @@ pub struct AttentionForward<'a> {
 }
 
 /// Encodes one decoder step: scores, masked softmax and context, one workgroup per row.
-pub fn attention_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    forward: &AttentionForward<'_>,
-) -> Result<()> {
+pub fn attention_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &AttentionForward<'_>) -> Result<()> {
     let f = forward;
     let dims = check_inputs(f.score, f.query, f.keys, f.v, f.values, f.lengths)?;
     f.weights
@@ -438,11 +434,7 @@ pub struct AttentionBackward<'a> {
 }
 
 /// Encodes one decoder step's backward (two dispatches, one workgroup per row each).
-pub fn attention_backward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    backward: &AttentionBackward<'_>,
-) -> Result<()> {
+pub fn attention_backward(ctx: &Context, encoder: &mut dyn Recorder, backward: &AttentionBackward<'_>) -> Result<()> {
     let g = backward;
     let dims = check_inputs(g.score, g.query, g.keys, g.v, g.values, g.lengths)?;
     let (b, s) = (dims.batch, dims.source);

@@ -8,7 +8,7 @@
 //! between steps. Decoding has no gradient, so the family has no backward.
 
 use super::{check_loop_budget, check_tensors, element_grid, row_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, BEAM};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, BEAM};
 use crate::{DType, Error, Result, Tensor};
 
 /// What one beam-search step needs besides its tensors.
@@ -101,7 +101,7 @@ fn check_step(step: &BeamStep, rows: usize, vocab: usize) -> Result<()> {
 /// scores `[B*K]` f32; finished `[B*K]` u32 (0 = live).
 pub fn beam_expand(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     step: &BeamStep,
     logits: &Tensor,
     scores: &Tensor,
@@ -183,7 +183,7 @@ pub struct BeamSelection<'a> {
 /// with; `vocab` is V.
 pub fn beam_select(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     step: &BeamStep,
     vocab: usize,
     picks: &Tensor,

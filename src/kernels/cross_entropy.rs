@@ -12,7 +12,7 @@
 //! gradient of the reduced loss in the same call: no upstream gradient, nothing saved.
 
 use super::{check_loop_budget, check_tensors, row_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, CROSS_ENTROPY};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, CROSS_ENTROPY};
 use crate::{DType, Error, Result, Tensor};
 
 /// How the per-row losses are combined into the scalar loss.
@@ -198,7 +198,7 @@ fn check_options(op: &CrossEntropy) -> Result<()> {
 /// [`cross_entropy_check_targets`].
 pub fn cross_entropy_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &CrossEntropy,
     logits: &Tensor,
     targets: &Tensor,
@@ -324,7 +324,7 @@ pub fn cross_entropy_check_status(status: &[u32]) -> Result<u32> {
 
 /// Encodes `out[n] = argmax_c logits[n, c]` (`[N, V]` -> `[N]` u32): the first index
 /// among equal maxima; NaN counts as the largest value, as in `torch.argmax`.
-pub fn argmax(ctx: &Context, encoder: &mut wgpu::CommandEncoder, logits: &Tensor, out: &Tensor) -> Result<()> {
+pub fn argmax(ctx: &Context, encoder: &mut dyn Recorder, logits: &Tensor, out: &Tensor) -> Result<()> {
     let (n, v) = check_logits("argmax: logits", logits)?;
     out.check_dtype("argmax: out", DType::U32)?;
     out.check_shape("argmax: out", &[n])?;
@@ -350,7 +350,7 @@ pub fn argmax(ctx: &Context, encoder: &mut wgpu::CommandEncoder, logits: &Tensor
 /// CPU adapter a `k * V` too large for its loop budget is `Error::DeviceLimit`.
 pub fn top_k(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     logits: &Tensor,
     k: usize,
     values: &Tensor,

@@ -11,7 +11,7 @@
 //! relu takes the forward's output `y`, which is what it saves.
 
 use super::{check_tensors, element_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, ELEMENTWISE};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, ELEMENTWISE};
 use crate::{DType, Error, Result, Tensor};
 
 /// Where the backward of a two-operand op writes; `None` skips that gradient.
@@ -109,7 +109,7 @@ fn check_f32<'t>(name: &str, tensor: &'t Tensor, expected: Option<&[usize]>) -> 
 /// Encodes one dispatch over `units` invocations of `WG`.
 fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     kernel: &KernelSpec,
     buffers: &[(u32, &wgpu::Buffer, &str)],
     params: &Params,
@@ -130,7 +130,7 @@ fn encode(
 /// Shared body of add_forward and mul_forward: `y = a op b`, one shape.
 fn binary_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     kernel: &KernelSpec,
     names: [&str; 3],
     [a, b, y]: [&Tensor; 3],
@@ -191,23 +191,12 @@ fn grad_outputs<'a>(
 }
 
 /// Encodes `y = a + b`.
-pub fn add_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    a: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<()> {
+pub fn add_forward(ctx: &Context, encoder: &mut dyn Recorder, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<()> {
     binary_forward(ctx, encoder, &ADD_FORWARD, ["add: a", "add: b", "add: y"], [a, b, y])
 }
 
 /// Encodes the gradients of `y = a + b`: `da = dy`, `db = dy`.
-pub fn add_backward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    grad_y: &Tensor,
-    grads: BinaryGrads<'_>,
-) -> Result<()> {
+pub fn add_backward(ctx: &Context, encoder: &mut dyn Recorder, grad_y: &Tensor, grads: BinaryGrads<'_>) -> Result<()> {
     let shape = check_f32("add: grad_y", grad_y, None)?;
     let GradOutputs {
         present: outputs,
@@ -236,20 +225,14 @@ pub fn add_backward(
 }
 
 /// Encodes `y = a * b` (elementwise).
-pub fn mul_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    a: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<()> {
+pub fn mul_forward(ctx: &Context, encoder: &mut dyn Recorder, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<()> {
     binary_forward(ctx, encoder, &MUL_FORWARD, ["mul: a", "mul: b", "mul: y"], [a, b, y])
 }
 
 /// Encodes the gradients of `y = a * b`: `da = dy * b`, `db = dy * a`.
 pub fn mul_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     a: &Tensor,
     b: &Tensor,
     grad_y: &Tensor,
@@ -293,7 +276,7 @@ pub fn mul_backward(
 /// Shared body of the activations' forward: `y = f(x)`.
 fn unary_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     kernel: &KernelSpec,
     names: [&str; 2],
     x: &Tensor,
@@ -319,7 +302,7 @@ fn unary_forward(
 /// Shared body of the activations' backward: `dx (+)= dy * f'(from y)`.
 fn unary_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     kernel: &KernelSpec,
     names: [&str; 3],
     [y, grad_y, grad_x]: [&Tensor; 3],
@@ -349,14 +332,14 @@ fn unary_backward(
 }
 
 /// Encodes `y = tanh(x)`.
-pub fn tanh_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
+pub fn tanh_forward(ctx: &Context, encoder: &mut dyn Recorder, x: &Tensor, y: &Tensor) -> Result<()> {
     unary_forward(ctx, encoder, &TANH_FORWARD, ["tanh: x", "tanh: y"], x, y)
 }
 
 /// Encodes `dx = dy * (1 - y^2)` from the forward's output `y`.
 pub fn tanh_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     y: &Tensor,
     grad_y: &Tensor,
     grad_x: &Tensor,
@@ -367,14 +350,14 @@ pub fn tanh_backward(
 }
 
 /// Encodes `y = 1 / (1 + exp(-x))`.
-pub fn sigmoid_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
+pub fn sigmoid_forward(ctx: &Context, encoder: &mut dyn Recorder, x: &Tensor, y: &Tensor) -> Result<()> {
     unary_forward(ctx, encoder, &SIGMOID_FORWARD, ["sigmoid: x", "sigmoid: y"], x, y)
 }
 
 /// Encodes `dx = dy * y * (1 - y)` from the forward's output `y`.
 pub fn sigmoid_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     y: &Tensor,
     grad_y: &Tensor,
     grad_x: &Tensor,
@@ -385,14 +368,14 @@ pub fn sigmoid_backward(
 }
 
 /// Encodes `y = max(x, 0)` (NaN stays NaN, as PyTorch).
-pub fn relu_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
+pub fn relu_forward(ctx: &Context, encoder: &mut dyn Recorder, x: &Tensor, y: &Tensor) -> Result<()> {
     unary_forward(ctx, encoder, &RELU_FORWARD, ["relu: x", "relu: y"], x, y)
 }
 
 /// Encodes `dx = dy where y > 0, else 0` from the forward's output `y`.
 pub fn relu_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     y: &Tensor,
     grad_y: &Tensor,
     grad_x: &Tensor,
@@ -431,7 +414,7 @@ fn leading(lead: &[usize]) -> String {
 /// Shared body of concat_forward and split_backward: `y (+)= a ++ b` on the last axis.
 fn encode_concat(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     names: [&str; 3],
     [a, b, y]: [&Tensor; 3],
     accumulate: bool,
@@ -464,7 +447,7 @@ fn encode_concat(
 /// last axis, at `cols_a`.
 fn encode_split(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     names: [&str; 3],
     x: &Tensor,
     outs: BinaryGrads<'_>,
@@ -519,13 +502,7 @@ fn encode_split(
 }
 
 /// Encodes `y = a ++ b` along the last axis: `[.., A] ++ [.., B] -> [.., A+B]`.
-pub fn concat_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    a: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<()> {
+pub fn concat_forward(ctx: &Context, encoder: &mut dyn Recorder, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<()> {
     encode_concat(ctx, encoder, ["concat: a", "concat: b", "concat: y"], [a, b, y], false)
 }
 
@@ -533,7 +510,7 @@ pub fn concat_forward(
 /// The split point comes from `grads.a`'s last axis, or from `grads.b`'s.
 pub fn concat_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grad_y: &Tensor,
     grads: BinaryGrads<'_>,
 ) -> Result<()> {
@@ -543,13 +520,7 @@ pub fn concat_backward(
 
 /// Encodes `(a, b) = split(x)` along the last axis at `a`'s width:
 /// `[.., A+B] -> [.., A], [.., B]`.
-pub fn split_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-) -> Result<()> {
+pub fn split_forward(ctx: &Context, encoder: &mut dyn Recorder, x: &Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
     let outs = BinaryGrads {
         a: Some(a),
         b: Some(b),
@@ -562,7 +533,7 @@ pub fn split_forward(
 /// Encodes the gradient of `(a, b) = split(x)`: `dx = da ++ db`.
 pub fn split_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grad_a: &Tensor,
     grad_b: &Tensor,
     grad_x: &Tensor,
@@ -575,7 +546,7 @@ pub fn split_backward(
 /// Shared body of sum_forward and mean_forward: `y[0] = sum(x) / divisor`.
 fn encode_reduce(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     names: [&str; 2],
     x: &Tensor,
     y: &Tensor,
@@ -605,7 +576,7 @@ fn encode_reduce(
 /// Shared body of sum_backward and mean_backward: `dx (+)= dy[0] / divisor`.
 fn encode_broadcast(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     names: [&str; 2],
     grad_y: &Tensor,
     grad_x: &Tensor,
@@ -633,14 +604,14 @@ fn encode_broadcast(
 
 /// Encodes `y[0] = sum of every element of x` (`y` is `[1]`), in a fixed order, so the
 /// result is bitwise reproducible.
-pub fn sum_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
+pub fn sum_forward(ctx: &Context, encoder: &mut dyn Recorder, x: &Tensor, y: &Tensor) -> Result<()> {
     encode_reduce(ctx, encoder, ["sum: x", "sum: y"], x, y, false)
 }
 
 /// Encodes `dx = dy[0]` broadcast to every element of `grad_x` (the shape of `x`).
 pub fn sum_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grad_y: &Tensor,
     grad_x: &Tensor,
     accumulate: bool,
@@ -657,14 +628,14 @@ pub fn sum_backward(
 }
 
 /// Encodes `y[0] = sum of every element of x / n`, reproducibly (as [`sum_forward`]).
-pub fn mean_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
+pub fn mean_forward(ctx: &Context, encoder: &mut dyn Recorder, x: &Tensor, y: &Tensor) -> Result<()> {
     encode_reduce(ctx, encoder, ["mean: x", "mean: y"], x, y, true)
 }
 
 /// Encodes `dx = dy[0] / n` broadcast to every element of `grad_x` (the shape of `x`).
 pub fn mean_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grad_y: &Tensor,
     grad_x: &Tensor,
     accumulate: bool,
@@ -706,7 +677,7 @@ fn dropout_params(op: &Dropout, len: usize, accumulate: bool) -> Result<Params> 
 /// need it.
 pub fn dropout_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Dropout,
     x: &Tensor,
     y: &Tensor,
@@ -744,7 +715,7 @@ pub fn dropout_forward(
 /// `Dropout` as the forward's), never read from memory.
 pub fn dropout_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Dropout,
     grad_y: &Tensor,
     grad_x: &Tensor,

@@ -12,7 +12,7 @@
 //! shader instead. A frozen embedding simply never calls [`embedding_backward`].
 
 use super::{check_tensors, element_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, EMBEDDING};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, EMBEDDING};
 use crate::tensor::element_count;
 use crate::{DType, Error, Result, Tensor};
 
@@ -187,7 +187,7 @@ fn check_ids(ids: &Tensor, embed: usize) -> Result<Vec<usize>> {
 /// end), and zero it again after a non-zero read. Never submits or waits.
 pub fn embedding_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     ids: &Tensor,
     weight: &Tensor,
     out: &Tensor,
@@ -234,7 +234,7 @@ pub fn embedding_forward(
 /// contribute nothing. `workspace` must hold at least N positions. Never submits or waits.
 pub fn embedding_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &EmbeddingBackward,
     ids: &Tensor,
     grad_out: &Tensor,

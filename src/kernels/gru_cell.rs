@@ -16,7 +16,7 @@
 
 use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
-use crate::gpu::{Access, Context, KernelSpec, GRU_CELL};
+use crate::gpu::{Access, Context, KernelSpec, Recorder, GRU_CELL};
 use crate::{Result, Tensor};
 
 pub use super::recurrent::{RecurrentDims as GruDims, SEQUENCE_MAX_BLOCKS};
@@ -127,7 +127,7 @@ pub struct GruForward<'a> {
 }
 
 impl GruForward<'_> {
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+    fn encode(&self, ctx: &Context, encoder: &mut dyn Recorder, step: Step) -> Result<()> {
         let dims = GruDims::from_tensor("gru: xproj", self.xproj, 3, "3H")?;
         let kernel = match step {
             Step::Sequence => &GRU_SEQUENCE_FORWARD,
@@ -162,24 +162,19 @@ impl GruForward<'_> {
 
 /// Encodes step `t` of the forward: reads slot t of the states, writes slot t+1, the
 /// gates and the output at t.
-pub fn gru_cell_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    forward: &GruForward<'_>,
-    t: usize,
-) -> Result<()> {
+pub fn gru_cell_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &GruForward<'_>, t: usize) -> Result<()> {
     forward.encode(ctx, encoder, Step::Forward(t))
 }
 
 /// Encodes every step in one dispatch of a single workgroup (same results as
 /// [`gru_cell_forward`] for t = 0..T). Best when B * H is small.
-pub fn gru_sequence_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &GruForward<'_>) -> Result<()> {
+pub fn gru_sequence_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &GruForward<'_>) -> Result<()> {
     forward.encode(ctx, encoder, Step::Sequence)
 }
 
 /// Encodes the whole forward: one workgroup for the whole sequence when a step has at
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
-pub fn gru_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &GruForward<'_>) -> Result<()> {
+pub fn gru_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &GruForward<'_>) -> Result<()> {
     let dims = GruDims::from_tensor("gru: xproj", forward.xproj, 3, "3H")?;
     forward_sequence(ctx, &dims, |step| forward.encode(ctx, encoder, step))
 }
@@ -204,7 +199,7 @@ pub struct GruBackward<'a> {
 }
 
 impl GruBackward<'_> {
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+    fn encode(&self, ctx: &Context, encoder: &mut dyn Recorder, step: Step) -> Result<()> {
         let dims = GruDims::from_tensor("gru: gates", self.gates, 4, "4H")?;
         let dispatch = StepDispatch {
             kernel: &GRU_CELL_BACKWARD,
@@ -237,7 +232,7 @@ impl GruBackward<'_> {
 /// `grad_gates` at t+1 (written by the previous call) and `grad_state`.
 pub fn gru_cell_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     backward: &GruBackward<'_>,
     t: usize,
 ) -> Result<()> {
@@ -246,16 +241,12 @@ pub fn gru_cell_backward(
 
 /// Encodes the last dispatch of the backward, after step 0: adds `(dgh_0 W_hh)` to the
 /// carried dh, leaving dh0 in `grad_state`.
-pub fn gru_initial_state_backward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    backward: &GruBackward<'_>,
-) -> Result<()> {
+pub fn gru_initial_state_backward(ctx: &Context, encoder: &mut dyn Recorder, backward: &GruBackward<'_>) -> Result<()> {
     backward.encode(ctx, encoder, Step::InitialState)
 }
 
 /// Encodes the whole backward through time: steps T-1..0, then the initial state.
-pub fn gru_backward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, backward: &GruBackward<'_>) -> Result<()> {
+pub fn gru_backward(ctx: &Context, encoder: &mut dyn Recorder, backward: &GruBackward<'_>) -> Result<()> {
     let dims = GruDims::from_tensor("gru: gates", backward.gates, 4, "4H")?;
     backward_sequence(&dims, |step| backward.encode(ctx, encoder, step))
 }

@@ -16,7 +16,7 @@
 
 use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
-use crate::gpu::{Access, Context, KernelSpec, LSTM_CELL};
+use crate::gpu::{Access, Context, KernelSpec, Recorder, LSTM_CELL};
 use crate::{Result, Tensor};
 
 pub use super::recurrent::{RecurrentDims as LstmDims, SEQUENCE_MAX_BLOCKS};
@@ -128,7 +128,7 @@ pub struct LstmForward<'a> {
 }
 
 impl LstmForward<'_> {
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+    fn encode(&self, ctx: &Context, encoder: &mut dyn Recorder, step: Step) -> Result<()> {
         let dims = LstmDims::from_tensor("lstm: xproj", self.xproj, 4, "4H")?;
         let kernel = match step {
             Step::Sequence => &LSTM_SEQUENCE_FORWARD,
@@ -163,28 +163,19 @@ impl LstmForward<'_> {
 
 /// Encodes step `t` of the forward: reads slot t of the states, writes slot t+1, the
 /// gates and the output at t.
-pub fn lstm_cell_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    forward: &LstmForward<'_>,
-    t: usize,
-) -> Result<()> {
+pub fn lstm_cell_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &LstmForward<'_>, t: usize) -> Result<()> {
     forward.encode(ctx, encoder, Step::Forward(t))
 }
 
 /// Encodes every step in one dispatch of a single workgroup (same results as
 /// [`lstm_cell_forward`] for t = 0..T). Best when B * H is small.
-pub fn lstm_sequence_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    forward: &LstmForward<'_>,
-) -> Result<()> {
+pub fn lstm_sequence_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &LstmForward<'_>) -> Result<()> {
     forward.encode(ctx, encoder, Step::Sequence)
 }
 
 /// Encodes the whole forward: one workgroup for the whole sequence when a step has at
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
-pub fn lstm_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &LstmForward<'_>) -> Result<()> {
+pub fn lstm_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &LstmForward<'_>) -> Result<()> {
     let dims = LstmDims::from_tensor("lstm: xproj", forward.xproj, 4, "4H")?;
     forward_sequence(ctx, &dims, |step| forward.encode(ctx, encoder, step))
 }
@@ -209,7 +200,7 @@ pub struct LstmBackward<'a> {
 }
 
 impl LstmBackward<'_> {
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+    fn encode(&self, ctx: &Context, encoder: &mut dyn Recorder, step: Step) -> Result<()> {
         let dims = LstmDims::from_tensor("lstm: gates", self.gates, 4, "4H")?;
         let dispatch = StepDispatch {
             kernel: &LSTM_CELL_BACKWARD,
@@ -242,7 +233,7 @@ impl LstmBackward<'_> {
 /// `grad_gates` at t+1 (written by the previous call) and `grad_state`.
 pub fn lstm_cell_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     backward: &LstmBackward<'_>,
     t: usize,
 ) -> Result<()> {
@@ -253,14 +244,14 @@ pub fn lstm_cell_backward(
 /// carried dh, leaving (dh0, dc0) in `grad_state`.
 pub fn lstm_initial_state_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     backward: &LstmBackward<'_>,
 ) -> Result<()> {
     backward.encode(ctx, encoder, Step::InitialState)
 }
 
 /// Encodes the whole backward through time: steps T-1..0, then the initial state.
-pub fn lstm_backward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, backward: &LstmBackward<'_>) -> Result<()> {
+pub fn lstm_backward(ctx: &Context, encoder: &mut dyn Recorder, backward: &LstmBackward<'_>) -> Result<()> {
     let dims = LstmDims::from_tensor("lstm: gates", backward.gates, 4, "4H")?;
     backward_sequence(&dims, |step| backward.encode(ctx, encoder, step))
 }

@@ -15,7 +15,7 @@
 //! still spread over several workgroups.
 
 use super::check_tensors;
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, MATMUL};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, MATMUL};
 use crate::{DType, Error, Result, Tensor};
 
 /// The operation: which operands are transposed, and how much of the old `C` to keep.
@@ -351,7 +351,7 @@ struct Product<'a> {
 /// loop iterations than a CPU adapter allows (see `check_loop_budget`): the batches of a
 /// summed product and the K dimension are cut into chunks, each accumulating into the
 /// output (beta 1 after the first), so nothing is silently truncated.
-fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Product<'_>) -> Result<()> {
+fn encode_product(ctx: &Context, encoder: &mut dyn Recorder, product: Product<'_>) -> Result<()> {
     let kernel = Kernel::choose(ctx, &product);
     let Some(budget) = super::loop_budget(ctx) else {
         return encode_product_dispatch(ctx, encoder, product, kernel);
@@ -407,7 +407,7 @@ fn encode_product(ctx: &Context, encoder: &mut wgpu::CommandEncoder, product: Pr
 
 fn encode_product_dispatch(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     product: Product<'_>,
     kernel: Kernel,
 ) -> Result<()> {
@@ -513,7 +513,7 @@ fn check_beta(beta: f32) -> Result<()> {
 /// first; never submits or waits.
 pub fn matmul_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Matmul,
     a: &Tensor,
     b: &Tensor,
@@ -579,7 +579,7 @@ pub struct MatmulGrads<'a> {
 /// the gradients are added to what the outputs hold (a tensor used twice), else overwritten.
 pub fn matmul_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Matmul,
     a: &Tensor,
     b: &Tensor,
@@ -663,7 +663,7 @@ pub fn matmul_backward(
 /// uploaded vector of ones.
 pub(crate) fn encode_column_sums(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grad_c: &Tensor,
     (batch, rows, cols): (usize, usize, usize),
     grad_bias: &Tensor,
@@ -854,7 +854,7 @@ fn check_no_self_overlap(view: &Strides, batches: usize, rows: usize, cols: usiz
 /// stay inside its tensor, the output not to overlap itself or alias an input.
 pub fn matmul_strided(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &StridedMatmul,
     lhs: MatrixView<'_>,
     rhs: MatrixView<'_>,

@@ -9,7 +9,7 @@
 //! computed on the host in f64 and handed to the kernel as f32.
 
 use super::{check_tensors, element_grid, row_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, OPTIM};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, OPTIM};
 use crate::{DType, Error, Result, Tensor};
 
 /// `torch.optim.Adam` (no AMSGrad): the defaults are PyTorch's.
@@ -160,7 +160,7 @@ fn check_like(name: &str, tensor: &Tensor, param: &Tensor) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 pub fn adam_step(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Adam,
     t: u64,
     param: &Tensor,
@@ -177,7 +177,7 @@ pub fn adam_step(
 #[allow(clippy::too_many_arguments)]
 pub fn adam_step_guarded(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Adam,
     t: u64,
     param: &Tensor,
@@ -198,7 +198,7 @@ fn check_guard(name: &str, guard: Option<&Tensor>) -> Result<u32> {
 
 fn encode_adam(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Adam,
     t: u64,
     [param, grad, exp_avg, exp_avg_sq]: [&Tensor; 4],
@@ -294,7 +294,7 @@ fn encode_adam(
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_step(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Sgd,
     first_step: bool,
     param: &Tensor,
@@ -309,7 +309,7 @@ pub fn sgd_step(
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_step_guarded(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Sgd,
     first_step: bool,
     param: &Tensor,
@@ -330,7 +330,7 @@ pub fn sgd_step_guarded(
 
 fn encode_sgd(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Sgd,
     first_step: bool,
     [param, grad]: [&Tensor; 2],
@@ -452,7 +452,7 @@ pub fn clip_grad_norm_partials_len(grads: &[&Tensor]) -> usize {
 /// per tensor (2 T + 1). Never submits or waits.
 pub fn clip_grad_norm(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grads: &[&Tensor],
     max_norm: f64,
     total_norm: &Tensor,

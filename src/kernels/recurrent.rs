@@ -4,7 +4,7 @@
 //! dispatch runs the cell's subgroup kernel where the context runs subgroup kernels,
 //! H % 4 == 0 and B >= 8 (see `SubgroupStep`), else the portable step kernel.
 
-use crate::gpu::{Context, Dispatch, KernelSpec};
+use crate::gpu::{Context, Dispatch, KernelSpec, Recorder};
 use crate::{DType, Error, Result, Tensor};
 
 use super::{check_loop_budget, check_tensors, loop_budget, Lengths};
@@ -239,7 +239,7 @@ impl<'a> Operand<'a> {
 /// each operand at those of its bindings the chosen kernel has) and encodes the dispatch.
 pub(crate) fn encode_cell(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     dispatch: StepDispatch<'_>,
     lengths_name: &str,
     operands: &[Operand<'_>],
@@ -304,7 +304,7 @@ fn chosen_kernel<'a>(ctx: &Context, dispatch: &StepDispatch<'a>) -> &'a KernelSp
 /// Encodes one dispatch of a cell kernel with the shared parameter block.
 fn encode_step(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     dispatch: StepDispatch<'_>,
     buffers: &[(u32, &wgpu::Buffer, &str)],
 ) -> Result<()> {

@@ -12,7 +12,7 @@
 
 use super::recurrent::{backward_sequence, encode_cell, forward_sequence, Operand, Step, StepDispatch, SubgroupStep};
 use super::Lengths;
-use crate::gpu::{Access, Context, KernelSpec, RNN_CELL};
+use crate::gpu::{Access, Context, KernelSpec, Recorder, RNN_CELL};
 use crate::{Result, Tensor};
 
 pub use super::recurrent::{RecurrentDims as RnnDims, SEQUENCE_MAX_BLOCKS};
@@ -130,7 +130,7 @@ pub struct RnnForward<'a> {
 }
 
 impl RnnForward<'_> {
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+    fn encode(&self, ctx: &Context, encoder: &mut dyn Recorder, step: Step) -> Result<()> {
         let dims = RnnDims::from_tensor("rnn: xproj", self.xproj, 1, "H")?;
         let kernel = match step {
             Step::Sequence => &RNN_SEQUENCE_FORWARD,
@@ -163,24 +163,19 @@ impl RnnForward<'_> {
 
 /// Encodes step `t` of the forward: reads slot t of the states, writes slot t+1 and the
 /// output at t.
-pub fn rnn_cell_forward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    forward: &RnnForward<'_>,
-    t: usize,
-) -> Result<()> {
+pub fn rnn_cell_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &RnnForward<'_>, t: usize) -> Result<()> {
     forward.encode(ctx, encoder, Step::Forward(t))
 }
 
 /// Encodes every step in one dispatch of a single workgroup (same results as
 /// [`rnn_cell_forward`] for t = 0..T). Best when B * H is small.
-pub fn rnn_sequence_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &RnnForward<'_>) -> Result<()> {
+pub fn rnn_sequence_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &RnnForward<'_>) -> Result<()> {
     forward.encode(ctx, encoder, Step::Sequence)
 }
 
 /// Encodes the whole forward: one workgroup for the whole sequence when a step has at
 /// most [`SEQUENCE_MAX_BLOCKS`] blocks, else one dispatch per step.
-pub fn rnn_forward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, forward: &RnnForward<'_>) -> Result<()> {
+pub fn rnn_forward(ctx: &Context, encoder: &mut dyn Recorder, forward: &RnnForward<'_>) -> Result<()> {
     let dims = RnnDims::from_tensor("rnn: xproj", forward.xproj, 1, "H")?;
     forward_sequence(ctx, &dims, |step| forward.encode(ctx, encoder, step))
 }
@@ -205,7 +200,7 @@ pub struct RnnBackward<'a> {
 }
 
 impl RnnBackward<'_> {
-    fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder, step: Step) -> Result<()> {
+    fn encode(&self, ctx: &Context, encoder: &mut dyn Recorder, step: Step) -> Result<()> {
         let dims = RnnDims::from_tensor("rnn: grad_gates", self.grad_gates, 1, "H")?;
         let dispatch = StepDispatch {
             kernel: &RNN_CELL_BACKWARD,
@@ -236,7 +231,7 @@ impl RnnBackward<'_> {
 /// Encodes step `t` of the backward. Steps must run from T-1 down to 0.
 pub fn rnn_cell_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     backward: &RnnBackward<'_>,
     t: usize,
 ) -> Result<()> {
@@ -245,16 +240,12 @@ pub fn rnn_cell_backward(
 
 /// Encodes the last dispatch of the backward, after step 0: adds `(dgates_0 W_hh)` to the
 /// carried dh, leaving dh0 in `grad_state`.
-pub fn rnn_initial_state_backward(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    backward: &RnnBackward<'_>,
-) -> Result<()> {
+pub fn rnn_initial_state_backward(ctx: &Context, encoder: &mut dyn Recorder, backward: &RnnBackward<'_>) -> Result<()> {
     backward.encode(ctx, encoder, Step::InitialState)
 }
 
 /// Encodes the whole backward through time: steps T-1..0, then the initial state.
-pub fn rnn_backward(ctx: &Context, encoder: &mut wgpu::CommandEncoder, backward: &RnnBackward<'_>) -> Result<()> {
+pub fn rnn_backward(ctx: &Context, encoder: &mut dyn Recorder, backward: &RnnBackward<'_>) -> Result<()> {
     let dims = RnnDims::from_tensor("rnn: grad_gates", backward.grad_gates, 1, "H")?;
     backward_sequence(&dims, |step| backward.encode(ctx, encoder, step))
 }

@@ -13,7 +13,7 @@
 //! [`reference::sampling`](crate::reference::sampling) draws the same number).
 
 use super::{check_loop_budget, check_tensors, row_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, SAMPLING};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, SAMPLING};
 use crate::{DType, Error, Result, Tensor};
 
 /// How tokens are drawn.
@@ -108,7 +108,7 @@ fn iterations(rounds: u64, vocab: usize, wg: u32) -> u64 {
 /// writes `probs` and `tokens`. Never submits or waits.
 pub fn sample_tokens(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     op: &Sampling,
     step: u64,
     logits: &Tensor,

@@ -4,7 +4,7 @@
 //! Shapes: `x`, `y` `[B, T, D]`; lengths `[B]` (None: every row has T steps).
 
 use super::{check_tensors, element_grid, Lengths};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, SEQUENCE};
+use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, SEQUENCE};
 use crate::{DType, Error, Result, Tensor};
 
 /// Mirror of `Params` in sequence.wgsl.
@@ -34,7 +34,7 @@ const WG: u32 = 64;
 
 fn encode(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     names: [&str; 2],
     x: &Tensor,
     lengths: Option<&Lengths>,
@@ -82,7 +82,7 @@ fn encode(
 /// Encodes `y[b, t] = x[b, len[b] - 1 - t]` for `t < len[b]`, 0 past it.
 pub fn reverse_sequence_forward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     x: &Tensor,
     lengths: Option<&Lengths>,
     y: &Tensor,
@@ -95,7 +95,7 @@ pub fn reverse_sequence_forward(
 /// `accumulate`).
 pub fn reverse_sequence_backward(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
+    encoder: &mut dyn Recorder,
     grad_y: &Tensor,
     lengths: Option<&Lengths>,
     grad_x: &Tensor,

@@ -3,7 +3,7 @@
 //! [`Generator::step`], samples on the GPU and keeps its state there between frames.
 //!
 //! A step is a handful of dispatches and buffer copies encoded into the caller's
-//! `wgpu::CommandEncoder`: the embedding gather of each stream's current token, per layer
+//! [`Recorder`] (a `wgpu::CommandEncoder` or an [`crate::Encoder`]): the embedding gather of each stream's current token, per layer
 //! the input projection (one matmul) and one fused cell step, the output projection,
 //! and [`sample_tokens`]. It never submits, waits or reads back; the drawn tokens stay
 //! on the GPU and are the next step's input. All streams share every dispatch.
@@ -77,7 +77,7 @@ use crate::kernels::rnn_cell::{rnn_cell_forward, RnnForward};
 use crate::kernels::sampling::{sample_tokens, Sampling};
 use crate::nn::models::{Readout, RecurrentModel};
 use crate::nn::{CellKind, Embedding, Linear, Recurrent};
-use crate::{Context, DType, Error, Result, Tensor};
+use crate::{Context, DType, Error, Recorder, Result, Tensor};
 
 /// One recurrent layer's weights and per-step tensors.
 struct Layer {
@@ -346,7 +346,7 @@ impl Generator {
     /// Advances every stream by one token: feeds each stream's current token (the one it
     /// drew at its last step, or its start token), runs the model, and draws the next
     /// token on the GPU. Encodes into `encoder`; never submits or waits.
-    pub fn step(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+    pub fn step(&mut self, encoder: &mut dyn Recorder) -> Result<()> {
         let ids = self.tokens_2d.clone();
         self.encode_step(encoder, &ids)
     }
@@ -357,14 +357,14 @@ impl Generator {
     /// an id >= V in a tensor made otherwise cannot be checked without a readback, so
     /// the embedding reads zeros for it and counts it in [`Generator::error_flag`].
     /// The host keeps `input` alive until the encoder is submitted.
-    pub fn step_with(&mut self, encoder: &mut wgpu::CommandEncoder, input: &Tensor) -> Result<()> {
+    pub fn step_with(&mut self, encoder: &mut dyn Recorder, input: &Tensor) -> Result<()> {
         input.check_dtype("generator: input tokens", DType::U32)?;
         input.check_shape("generator: input tokens", &[self.streams])?;
         let ids = input.reshape(&[self.streams, 1])?;
         self.encode_step(encoder, &ids)
     }
 
-    fn encode_step(&mut self, encoder: &mut wgpu::CommandEncoder, ids: &Tensor) -> Result<()> {
+    fn encode_step(&mut self, encoder: &mut dyn Recorder, ids: &Tensor) -> Result<()> {
         let ctx = &self.ctx;
         let (p, q) = (self.parity, 1 - self.parity);
         embedding_forward(ctx, encoder, ids, &self.embedding, &self.embedded, &self.error_flag)?;
@@ -433,9 +433,13 @@ impl Generator {
                     0,
                 )?,
             }
-            encoder.copy_buffer_to_buffer(layer.h[p].buffer(), slot, layer.h[q].buffer(), 0, shifted);
+            encoder
+                .command_encoder()
+                .copy_buffer_to_buffer(layer.h[p].buffer(), slot, layer.h[q].buffer(), 0, shifted);
             if let Some(c) = &layer.c {
-                encoder.copy_buffer_to_buffer(c[p].buffer(), slot, c[q].buffer(), 0, shifted);
+                encoder
+                    .command_encoder()
+                    .copy_buffer_to_buffer(c[p].buffer(), slot, c[q].buffer(), 0, shifted);
             }
             x = &layer.output_2d;
         }
@@ -466,7 +470,7 @@ impl Generator {
     /// `start_token` as its next input. The other streams are untouched. Encoded into
     /// `encoder` (buffer clears and a 4-byte copy), so it takes effect between the steps
     /// encoded before and after it.
-    pub fn reset_slot(&mut self, encoder: &mut wgpu::CommandEncoder, slot: usize, start_token: u32) -> Result<()> {
+    pub fn reset_slot(&mut self, encoder: &mut dyn Recorder, slot: usize, start_token: u32) -> Result<()> {
         if slot >= self.streams {
             return Err(Error::invalid(format!(
                 "generator: slot {slot} is outside 0..{} (the streams)",
@@ -483,12 +487,16 @@ impl Generator {
         for layer in &self.layers {
             for states in std::iter::once(&layer.h).chain(layer.c.as_ref()) {
                 for tensor in states {
-                    encoder.clear_buffer(tensor.buffer(), 2 * slot as u64 * row, Some(2 * row));
+                    encoder
+                        .command_encoder()
+                        .clear_buffer(tensor.buffer(), 2 * slot as u64 * row, Some(2 * row));
                 }
             }
-            encoder.clear_buffer(layer.output.buffer(), slot as u64 * row, Some(row));
+            encoder
+                .command_encoder()
+                .clear_buffer(layer.output.buffer(), slot as u64 * row, Some(row));
         }
-        encoder.copy_buffer_to_buffer(
+        encoder.command_encoder().copy_buffer_to_buffer(
             self.iota.buffer(),
             u64::from(start_token) * 4,
             self.tokens.buffer(),
