@@ -24,8 +24,8 @@ use crate::kernels::embedding::{embedding_backward, embedding_forward, Embedding
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
 use crate::kernels::lstm_cell::{lstm_backward, lstm_cell_backward, lstm_forward, LstmBackward, LstmForward};
 use crate::kernels::matmul::{
-    encode_column_sums, matmul_backward, matmul_forward, matmul_strided, Matmul, MatmulGrads, MatrixView,
-    StridedMatmul, Strides,
+    encode_column_sums, encode_strided_column_sums, matmul_backward, matmul_forward, matmul_strided, Matmul,
+    MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
 use crate::kernels::optim::{
     adam_step, adam_step_guarded, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, sgd_step_guarded, Adam, Sgd,
@@ -1165,44 +1165,20 @@ impl<'s> Graph<'s> {
             let pieces = [(0, 0, 2), (3, 2, 1)];
             g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &pieces)?;
             if let Some((grad, accumulate)) = g.target(b_hh)? {
-                let ones = Tensor::full(&ctx, &[rows], 1.0f32)?;
+                // Column sums over every (row, step) of those columns: no ones uploaded.
                 for (column, row, gates_count) in pieces {
-                    let op = StridedMatmul {
-                        rows: 1,
-                        cols: gates_count * hidden,
-                        inner: rows,
-                        batch: 1,
-                        sum_batches: false,
-                        beta: if accumulate { 1.0 } else { 0.0 },
+                    let columns = MatrixView {
+                        tensor: &grad_gates,
+                        strides: Strides {
+                            offset: column * hidden,
+                            batch: 0,
+                            row: 4 * hidden,
+                            col: 1,
+                        },
                     };
-                    matmul_strided(
-                        g.ctx,
-                        g.encoder,
-                        &op,
-                        MatrixView {
-                            tensor: &ones,
-                            strides: Strides::row_major(1, rows),
-                        },
-                        MatrixView {
-                            tensor: &grad_gates,
-                            strides: Strides {
-                                offset: column * hidden,
-                                batch: 0,
-                                row: 4 * hidden,
-                                col: 1,
-                            },
-                        },
-                        None,
-                        MatrixView {
-                            tensor: &grad,
-                            strides: Strides {
-                                offset: row * hidden,
-                                batch: 0,
-                                row: 0,
-                                col: 1,
-                            },
-                        },
-                    )?;
+                    let beta = if accumulate { 1.0 } else { 0.0 };
+                    let dims = (1, rows, gates_count * hidden);
+                    encode_strided_column_sums(g.ctx, g.encoder, columns, dims, (&grad, row * hidden), beta)?;
                 }
             }
             Ok(())

@@ -676,7 +676,47 @@ pub(crate) fn encode_column_sums(
             grad_bias.shape()
         )));
     }
-    let c_view = View::row_major(rows, cols, false);
+    let x = MatrixView {
+        tensor: grad_c,
+        strides: Strides::row_major(rows, cols),
+    };
+    encode_strided_column_sums(ctx, encoder, x, (batch, rows, cols), (grad_bias, 0), beta)
+}
+
+/// `out[at + n] = sum over (b, m) of x[b, m, n] (+ beta * out[at + n])` over a strided
+/// view `x` of `(batch, rows, cols)` (columns of a wider matrix, say: a GRU's `db_hh` is
+/// the column sums of some of its gate gradients' columns), into `out` from element `at`.
+pub(crate) fn encode_strided_column_sums(
+    ctx: &Context,
+    encoder: &mut dyn Recorder,
+    x: MatrixView<'_>,
+    (batch, rows, cols): (usize, usize, usize),
+    (out, at): (&Tensor, usize),
+    beta: f32,
+) -> Result<()> {
+    if batch == 0 || rows == 0 || cols == 0 {
+        return Err(Error::invalid(format!(
+            "column sums: {batch} x {rows} x {cols} has no elements"
+        )));
+    }
+    check_inside("column sums: x", &x, batch, rows, cols)?;
+    if at + cols > out.len() {
+        return Err(Error::shape(
+            "column sums: out",
+            format!("at least {} elements", at + cols),
+            out.shape(),
+        ));
+    }
+    let x_view = to_view("column sums: x", &x.strides)?;
+    let out_view = to_view(
+        "column sums: out",
+        &Strides {
+            offset: at,
+            batch: 0,
+            row: cols,
+            col: 1,
+        },
+    )?;
     // One invocation per column loops over every (batch, row): on a CPU adapter the
     // rows are cut into chunks that accumulate, like encode_product's K chunks.
     let budget = super::loop_budget(ctx).map_or(usize::MAX, |budget| (budget - 16) as usize);
@@ -690,13 +730,14 @@ pub(crate) fn encode_column_sums(
     for b0 in (0..batch).step_by(batch_chunk) {
         for r0 in (0..rows).step_by(row_chunk) {
             let lhs = View {
-                offset: c_view.offset + (b0 * rows * cols + r0 * cols) as u32,
-                ..c_view
+                // Inside x's tensor (checked above), so within u32 like its strides.
+                offset: (x.strides.offset + b0 * x.strides.batch + r0 * x.strides.row) as u32,
+                ..x_view
             };
             let params = Params {
                 lhs,
                 rhs: lhs,
-                out: View::row_major(1, cols, true),
+                out: out_view,
                 rows: row_chunk.min(rows - r0) as u32,
                 cols: cols as u32,
                 inner: 0,
@@ -713,8 +754,8 @@ pub(crate) fn encode_column_sums(
                     kernel: &MATMUL_BACKWARD_BIAS,
                     overrides: &[("BIAS_WG", BIAS_WG)],
                     buffers: &[
-                        (0, grad_c.buffer(), "matmul: grad_c"),
-                        (5, grad_bias.buffer(), "matmul: grad_bias"),
+                        (0, x.tensor.buffer(), "matmul: grad_c"),
+                        (5, out.buffer(), "matmul: grad_bias"),
                     ],
                     params: &params,
                     workgroups: [(cols as u32).div_ceil(BIAS_WG), 1, 1],
