@@ -32,6 +32,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         limits.max_compute_invocations_per_workgroup,
         limits.max_storage_buffers_per_shader_stage
     );
+    // On lavapipe the subgroup size follows llvmpipe's SIMD width (LP_NATIVE_VECTOR_WIDTH:
+    // 256 bits by default, 8 lanes; 512 bits, 16 lanes); CI checks this line.
+    let info = ctx.device().adapter_info();
+    let kernels = if ctx.subgroup_kernels() { "subgroup" } else { "portable" };
+    println!(
+        "subgroup size {}..{} lanes: {kernels} kernels",
+        info.subgroup_min_size, info.subgroup_max_size
+    );
 
     let (m, n, k) = (512, 512, 512);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

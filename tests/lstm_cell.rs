@@ -32,6 +32,10 @@ fn cases() -> Vec<Case> {
         (2, 6, 33, Some(vec![6, 4])),
         (9, 2, 64, None),
         (6, 3, 132, Some(vec![1, 3, 2, 3, 3, 1])),
+        // B 65, H 132: the subgroup step kernels' tiles of 32 rows and 16 to 64 invocations,
+        // so a workgroup spans several subgroups (8 lanes) or several groups of 8 lanes in
+        // one subgroup (16 lanes and more), with a partial last tile of rows.
+        (65, 2, 132, Some((0..65).map(|b| 1 + b % 2).collect())),
     ]
 }
 
