@@ -7,6 +7,7 @@
 //     with swapped strides (never a copy); batch_stride 0 shares an operand (weights)
 //     across the batch. With sum_batches = 1 the products of every batch are added into
 //     one output: the gradient of a shared operand.
+// matmul_forward_few_rows  the same for at most 4 rows (a matrix-vector product)
 // matmul_backward_bias  dbias[n] = sum over b, m of dC[b, m, n] (+ beta * dbias[n])
 //
 // The gradients of C = op(A) op(B) are products too, so the Rust launcher encodes them
@@ -247,28 +248,9 @@ fn matmul_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[index] = total;
 }
 
-// ==== subgroup kernels ====
-// Compiled only where the device has subgroup operations in subgroups of a multiple of 8
-// lanes (src/gpu/pipeline.rs leaves this section out elsewhere).
-//
-// matmul_forward_subgroup   the same product as matmul_forward (views, batches, sums, bias,
-//     beta), laid out for SIMD hardware. A workgroup owns SG_ROWS rows x SG_COLS * SG_WG
-//     columns of out, and every invocation SG_COLS (4 or 8) adjacent columns of all
-//     SG_ROWS rows. So all the invocations of a workgroup need the same rows of L: instead
-//     of each one loading all of them, every group of 8 lanes loads SG_ROWS / 8 rows per
-//     lane (or, L contiguous along its rows, 4 rows per lane) and hands them round with
-//     subgroupShuffle. Per 4 steps of K an invocation loads SG_ROWS / 8 + SG_COLS vec4s
-//     for 4 * SG_ROWS * SG_COLS multiply-adds (32 rows x 8 columns: 12 loads for 1024
-//     FMAs, against 16 for 256 in matmul_forward). Lavapipe loads storage buffers lane by
-//     lane in a loop, while a shuffle is a register permute: 2 to 3x the GFLOP/s of
-//     matmul_forward there. Edges: rows and columns clamp into the matrix (every lane
-//     takes part in every shuffle), K past `inner` reads 0 from both operands, stores are
-//     masked.
-
-// SG_ROWS (rows per workgroup) and SG_WG (invocations per workgroup) are common_subgroup.wgsl's.
-// Columns per invocation: 4 or 8 (8 shares each shuffled row of L between twice the
-// multiply-adds, where the product is wide enough).
-override SG_COLS: u32 = 4u;
+// ---- few rows ----
+// Helpers it shares with the kernel of the section below: 4-wide steps of K whose loads
+// clamp into the matrix and whose lanes past `inner` read 0.
 
 // Which of k .. k+4 lie inside the inner dimension.
 fn k4_inside(k: u32) -> vec4<bool> {
@@ -294,6 +276,109 @@ fn lhs_row_k4(base: u32, row: u32, k: u32) -> vec4<f32> {
     }
     return select(vec4<f32>(), x, k4_inside(k));
 }
+
+// R[k .. k+4, c0 + j] as column j (columns clamped into the matrix, zeros past inner).
+fn rhs_block4(base: u32, k: u32, c0: u32) -> mat4x4<f32> {
+    let v = params.rhs;
+    let keep = k4_inside(k);
+    let zero = vec4<f32>();
+    if (RHS_LOAD == 2u) {
+        // R contiguous along columns, cols % 4 == 0: one vec4 per k, built as rows.
+        let at = base + min(c0, params.cols - 4u);
+        let kc = k4_clamped(k) * v.row_stride;
+        return transpose(mat4x4<f32>(
+            select(zero, rhs4[(at + kc.x) / 4u], keep.x),
+            select(zero, rhs4[(at + kc.y) / 4u], keep.y),
+            select(zero, rhs4[(at + kc.z) / 4u], keep.z),
+            select(zero, rhs4[(at + kc.w) / 4u], keep.w),
+        ));
+    }
+    return mat4x4<f32>(
+        rhs_col_k4(base, k, c0, keep),
+        rhs_col_k4(base, k, c0 + 1u, keep),
+        rhs_col_k4(base, k, c0 + 2u, keep),
+        rhs_col_k4(base, k, c0 + 3u, keep),
+    );
+}
+
+// R[k .. k+4, col] (col clamped into the matrix; `keep` zeroes what lies past inner).
+fn rhs_col_k4(base: u32, k: u32, col: u32, keep: vec4<bool>) -> vec4<f32> {
+    let v = params.rhs;
+    let at = base + min(col, params.cols - 1u) * v.col_stride;
+    if (RHS_LOAD == 1u) {
+        return select(vec4<f32>(), rhs4[(at + k) / 4u], keep);
+    }
+    let kc = k4_clamped(k) * v.row_stride;
+    return select(vec4<f32>(), vec4<f32>(rhs[at + kc.x], rhs[at + kc.y], rhs[at + kc.z], rhs[at + kc.w]), keep);
+}
+
+// matmul_forward_few_rows   the same product for at most 4 rows (a batch-1 or batch-4
+// step of a recurrent layer, a decoder step's projections): a matrix-vector product,
+// bound by reading R once. Each invocation owns FEW_COLS (4) adjacent columns of all
+// FEW_ROWS rows; per 4 steps of K it loads R's 4 x 4 block (4 vec4 where R is contiguous
+// along K, PyTorch's Linear weight) and one vec4 of each row of L, for 16 FEW_ROWS
+// multiply-adds. The 8-row tiles of the kernels above would do 8x the multiply-adds of a
+// 1-row product and spread over a quarter of the invocations.
+override FEW_ROWS: u32 = 4u;
+override FEW_WG: u32 = 64u;
+
+@compute @workgroup_size(FEW_WG, 1, 1)
+fn matmul_forward_few_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let sum = params.sum_batches != 0u;
+    let b_first = select(gid.z, 0u, sum);
+    let b_end = select(gid.z + 1u, params.batch, sum);
+    // acc_r = out[r, c0 .. c0+4] (rows past FEW_ROWS stay unused and compile away).
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var b = b_first; b < b_end; b++) {
+        let lhs_base = params.lhs.offset + b * params.lhs.batch_stride;
+        let rhs_base = params.rhs.offset + b * params.rhs.batch_stride;
+        for (var k = 0u; k < params.inner; k += 4u) {
+            // Column j is R[k .. k+4, c0 + j], so l * w is l's dot product with each.
+            let w = rhs_block4(rhs_base, k, c0);
+            acc0 += lhs_row_k4(lhs_base, 0u, k) * w;
+            if (FEW_ROWS > 1u) {
+                acc1 += lhs_row_k4(lhs_base, 1u, k) * w;
+            }
+            if (FEW_ROWS > 2u) {
+                acc2 += lhs_row_k4(lhs_base, 2u, k) * w;
+            }
+            if (FEW_ROWS > 3u) {
+                acc3 += lhs_row_k4(lhs_base, 3u, k) * w;
+            }
+        }
+    }
+    let out_base = params.out.offset + select(gid.z, 0u, sum) * params.out.batch_stride;
+    // store_block takes column-major blocks (block[c][i] = out[row i, col c]); rows past
+    // `rows` are masked there.
+    store_block(out_base, 0u, c0, transpose(mat4x4<f32>(acc0, acc1, acc2, acc3)));
+}
+
+// ==== subgroup kernels ====
+// Compiled only where the device has subgroup operations in subgroups of a multiple of 8
+// lanes (src/gpu/pipeline.rs leaves this section out elsewhere).
+//
+// matmul_forward_subgroup   the same product as matmul_forward (views, batches, sums, bias,
+//     beta), laid out for SIMD hardware. A workgroup owns SG_ROWS rows x SG_COLS * SG_WG
+//     columns of out, and every invocation SG_COLS (4 or 8) adjacent columns of all
+//     SG_ROWS rows. So all the invocations of a workgroup need the same rows of L: instead
+//     of each one loading all of them, every group of 8 lanes loads SG_ROWS / 8 rows per
+//     lane (or, L contiguous along its rows, 4 rows per lane) and hands them round with
+//     subgroupShuffle. Per 4 steps of K an invocation loads SG_ROWS / 8 + SG_COLS vec4s
+//     for 4 * SG_ROWS * SG_COLS multiply-adds (32 rows x 8 columns: 12 loads for 1024
+//     FMAs, against 16 for 256 in matmul_forward). Lavapipe loads storage buffers lane by
+//     lane in a loop, while a shuffle is a register permute: 2 to 3x the GFLOP/s of
+//     matmul_forward there. Edges: rows and columns clamp into the matrix (every lane
+//     takes part in every shuffle), K past `inner` reads 0 from both operands, stores are
+//     masked.
+
+// SG_ROWS (rows per workgroup) and SG_WG (invocations per workgroup) are common_subgroup.wgsl's.
+// Columns per invocation: 4 or 8 (8 shares each shuffled row of L between twice the
+// multiply-adds, where the product is wide enough).
+override SG_COLS: u32 = 4u;
 
 // This lane's share of the workgroup's rows of L at k .. k+4, one row per column.
 // LHS_LOAD 2 (L contiguous along rows; SG_ROWS is 32): column i is row r0 + 4 * lane8 + i,
@@ -373,41 +458,6 @@ fn store_rows4(out_base: u32, r: u32, c0: u32, acc: mat4x4<f32>, acc_high: mat4x
     if (SG_COLS == 8u) {
         store_block(out_base, r, c0 + 4u, transpose(acc_high));
     }
-}
-
-// R[k .. k+4, c0 + j] as column j (columns clamped into the matrix, zeros past inner).
-fn rhs_block4(base: u32, k: u32, c0: u32) -> mat4x4<f32> {
-    let v = params.rhs;
-    let keep = k4_inside(k);
-    let zero = vec4<f32>();
-    if (RHS_LOAD == 2u) {
-        // R contiguous along columns, cols % 4 == 0: one vec4 per k, built as rows.
-        let at = base + min(c0, params.cols - 4u);
-        let kc = k4_clamped(k) * v.row_stride;
-        return transpose(mat4x4<f32>(
-            select(zero, rhs4[(at + kc.x) / 4u], keep.x),
-            select(zero, rhs4[(at + kc.y) / 4u], keep.y),
-            select(zero, rhs4[(at + kc.z) / 4u], keep.z),
-            select(zero, rhs4[(at + kc.w) / 4u], keep.w),
-        ));
-    }
-    return mat4x4<f32>(
-        rhs_col_k4(base, k, c0, keep),
-        rhs_col_k4(base, k, c0 + 1u, keep),
-        rhs_col_k4(base, k, c0 + 2u, keep),
-        rhs_col_k4(base, k, c0 + 3u, keep),
-    );
-}
-
-// R[k .. k+4, col] (col clamped into the matrix; `keep` zeroes what lies past inner).
-fn rhs_col_k4(base: u32, k: u32, col: u32, keep: vec4<bool>) -> vec4<f32> {
-    let v = params.rhs;
-    let at = base + min(col, params.cols - 1u) * v.col_stride;
-    if (RHS_LOAD == 1u) {
-        return select(vec4<f32>(), rhs4[(at + k) / 4u], keep);
-    }
-    let kc = k4_clamped(k) * v.row_stride;
-    return select(vec4<f32>(), vec4<f32>(rhs[at + kc.x], rhs[at + kc.y], rhs[at + kc.z], rhs[at + kc.w]), keep);
 }
 
 @compute @workgroup_size(SG_WG, 1, 1)

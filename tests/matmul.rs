@@ -76,7 +76,9 @@ impl Case {
 
 /// (batch, M, N, K): 1, primes, the 64-wide workgroup tile -1/0/+1, the 8-wide
 /// invocation block and its 4-wide halves (vec4 loads), the subgroup kernel's tiles
-/// (8 to 32 rows, 32 to 256 columns) +1, a realistic recurrent-step size; batch 1 and 3.
+/// (8 to 32 rows, 32 to 256 columns) +1, a realistic recurrent-step size; batch 1 and 3;
+/// the few-rows kernel's 1 to 4 rows, with columns past its 4-wide blocks and widest
+/// workgroup (257, 1029) and K past a multiple of 4.
 const SIZES: &[(usize, usize, usize, usize)] = &[
     (1, 33, 257, 20),
     (2, 24, 36, 9),
@@ -93,6 +95,11 @@ const SIZES: &[(usize, usize, usize, usize)] = &[
     (1, 12, 20, 8),
     (2, 64, 128, 64),
     (1, 3, 1024, 256),
+    (2, 2, 37, 11),
+    (1, 4, 1029, 258),
+    (3, 4, 16, 12),
+    (1, 1, 1024, 256),
+    (2, 5, 13, 7),
 ];
 
 /// Every size, with every transpose and sharing pattern spread over them.

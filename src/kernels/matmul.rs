@@ -9,8 +9,10 @@
 //!
 //! `y = x W^T + b` of a PyTorch `Linear` is `a = x`, `b = W` with `trans_b`.
 //!
-//! Every product runs `matmul_forward_subgroup` where the context runs subgroup kernels
-//! ([`Context::subgroup_kernels`]), else the portable `matmul_forward`; the tile is chosen
+//! A product of at most 4 rows (a batch-1 recurrent or decoder step) runs
+//! `matmul_forward_few_rows`, a matrix-vector product; any other runs
+//! `matmul_forward_subgroup` where the context runs subgroup kernels
+//! ([`Context::subgroup_kernels`]), else the portable `matmul_forward`. The tile is chosen
 //! per product (rows, columns per invocation, workgroup width) so that small products
 //! still spread over several workgroups.
 
@@ -222,6 +224,23 @@ const MATMUL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
     ],
 };
 
+const MATMUL_FORWARD_FEW_ROWS: KernelSpec = KernelSpec {
+    family: &MATMUL,
+    entry_point: "matmul_forward_few_rows",
+    bindings: &[
+        (0, Access::Read),
+        (1, Access::Read),
+        (2, Access::Read),
+        (3, Access::Read),
+        (4, Access::Read),
+        (5, Access::ReadWrite),
+        (6, Access::Params),
+    ],
+};
+
+/// Products of at most this many rows run `matmul_forward_few_rows` on every adapter.
+const FEW_ROWS_MAX: usize = 4;
+
 const MATMUL_BACKWARD_BIAS: KernelSpec = KernelSpec {
     family: &MATMUL,
     entry_point: "matmul_backward_bias",
@@ -265,10 +284,36 @@ enum Kernel {
         lhs_load: u32,
         rhs_load: u32,
     },
+    /// `matmul_forward_few_rows`: all `rows` (1 to 4) x 4 columns per invocation,
+    /// `invocations` per workgroup; `lhs_load` 0 or 1.
+    FewRows {
+        rows: u32,
+        invocations: u32,
+        lhs_load: u32,
+        rhs_load: u32,
+    },
 }
 
 impl Kernel {
     fn choose(ctx: &Context, product: &Product<'_>) -> Kernel {
+        let batches = if product.sum_batches { 1 } else { product.batch };
+        if product.rows <= FEW_ROWS_MAX {
+            // As wide a workgroup as still gives SUBGROUP_MIN_WORKGROUPS where the
+            // columns allow (on lavapipe 1024 columns: 8 workgroups of 32).
+            let count = |invocations: u32| product.cols.div_ceil(4 * invocations as usize) * batches;
+            let mut invocations = (product.cols.div_ceil(4).next_power_of_two() as u32).clamp(8, 64);
+            while invocations > 8 && count(invocations) < SUBGROUP_MIN_WORKGROUPS {
+                invocations /= 2;
+            }
+            return Kernel::FewRows {
+                rows: product.rows as u32,
+                invocations,
+                // Only loads along K are vec4 here (4 rows along their length would be
+                // the rows this kernel does not have).
+                lhs_load: u32::from(product.lhs.0.lhs_load(product.rows) == 1),
+                rhs_load: product.rhs.0.rhs_load(product.cols),
+            };
+        }
         if !ctx.subgroup_kernels() {
             return Kernel::Portable {
                 wg: workgroup_shape(product.rows),
@@ -280,7 +325,6 @@ impl Kernel {
         // product) that still gives enough workgroups: narrower first (a lane past the
         // last column costs as much as a busy one), then shorter (rows share their loads
         // of R), then 4 columns per invocation.
-        let batches = if product.sum_batches { 1 } else { product.batch };
         let count = |rows: u32, invocations: u32, cols: u32| {
             product.rows.div_ceil(rows as usize) * product.cols.div_ceil((cols * invocations) as usize) * batches
         };
@@ -317,7 +361,7 @@ impl Kernel {
             Kernel::Portable { lhs_load, rhs_load, .. } => {
                 1 + if lhs_load == 0 { 8 } else { 0 } + if rhs_load == 0 { 8 } else { 0 }
             }
-            Kernel::Subgroup { .. } => 1,
+            Kernel::Subgroup { .. } | Kernel::FewRows { .. } => 1,
         }
     }
 
@@ -327,6 +371,7 @@ impl Kernel {
         match *self {
             Kernel::Portable { .. } => 80 + 3,
             Kernel::Subgroup { .. } => 320,
+            Kernel::FewRows { .. } => 20 + 3,
         }
     }
 }
@@ -489,6 +534,33 @@ fn encode_product_dispatch(
                     rows.div_ceil(tile_rows),
                     batches,
                 ],
+            },
+        ),
+        Kernel::FewRows {
+            rows: few_rows,
+            invocations,
+            lhs_load,
+            rhs_load,
+        } => ctx.encode_dispatch(
+            encoder,
+            Dispatch {
+                kernel: &MATMUL_FORWARD_FEW_ROWS,
+                overrides: &[
+                    ("FEW_ROWS", few_rows),
+                    ("FEW_WG", invocations),
+                    ("LHS_LOAD", lhs_load),
+                    ("RHS_LOAD", rhs_load),
+                ],
+                buffers: &[
+                    (0, lhs.buffer(), lhs_name),
+                    (1, lhs.buffer(), lhs_name),
+                    (2, rhs.buffer(), rhs_name),
+                    (3, rhs.buffer(), rhs_name),
+                    (4, bias, "matmul: bias"),
+                    (5, out.buffer(), out_name),
+                ],
+                params: &params,
+                workgroups: [cols.div_ceil(4 * invocations), 1, batches],
             },
         ),
     }
