@@ -196,46 +196,33 @@ struct Params {
     _pad: u32,
 }
 
+/// The bindings of the three forward entry points (they share one layout).
+const FORWARD_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (1, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::Read),
+    (5, Access::ReadWrite),
+    (6, Access::Params),
+];
+
 const MATMUL_FORWARD: KernelSpec = KernelSpec {
     family: &MATMUL,
     entry_point: "matmul_forward",
-    bindings: &[
-        (0, Access::Read),
-        (1, Access::Read),
-        (2, Access::Read),
-        (3, Access::Read),
-        (4, Access::Read),
-        (5, Access::ReadWrite),
-        (6, Access::Params),
-    ],
+    bindings: FORWARD_BINDINGS,
 };
 
 const MATMUL_FORWARD_SUBGROUP: KernelSpec = KernelSpec {
     family: &MATMUL,
     entry_point: "matmul_forward_subgroup",
-    bindings: &[
-        (0, Access::Read),
-        (1, Access::Read),
-        (2, Access::Read),
-        (3, Access::Read),
-        (4, Access::Read),
-        (5, Access::ReadWrite),
-        (6, Access::Params),
-    ],
+    bindings: FORWARD_BINDINGS,
 };
 
 const MATMUL_FORWARD_FEW_ROWS: KernelSpec = KernelSpec {
     family: &MATMUL,
     entry_point: "matmul_forward_few_rows",
-    bindings: &[
-        (0, Access::Read),
-        (1, Access::Read),
-        (2, Access::Read),
-        (3, Access::Read),
-        (4, Access::Read),
-        (5, Access::ReadWrite),
-        (6, Access::Params),
-    ],
+    bindings: FORWARD_BINDINGS,
 };
 
 /// Products of at most this many rows run `matmul_forward_few_rows` on every adapter.
@@ -476,32 +463,32 @@ fn encode_product_dispatch(
     let [lhs_name, rhs_name, out_name] = product.names;
     let batches = if product.sum_batches { 1 } else { product.batch as u32 };
     let (cols, rows) = (product.cols as u32, product.rows as u32);
-    match kernel {
+    let buffers = [
+        (0, lhs.buffer(), lhs_name),
+        (1, lhs.buffer(), lhs_name),
+        (2, rhs.buffer(), rhs_name),
+        (3, rhs.buffer(), rhs_name),
+        (4, bias, "matmul: bias"),
+        (5, out.buffer(), out_name),
+    ];
+    // The overrides sit in a fixed array (no allocation per dispatch), the unused
+    // entries past `count`.
+    let (spec, overrides, count, workgroups): (&KernelSpec, [(&str, u32); 5], usize, [u32; 3]) = match kernel {
         Kernel::Portable {
             wg: (wg_x, wg_y),
             lhs_load,
             rhs_load,
-        } => ctx.encode_dispatch(
-            encoder,
-            Dispatch {
-                kernel: &MATMUL_FORWARD,
-                overrides: &[
-                    ("WG_X", wg_x),
-                    ("WG_Y", wg_y),
-                    ("LHS_LOAD", lhs_load),
-                    ("RHS_LOAD", rhs_load),
-                ],
-                buffers: &[
-                    (0, lhs.buffer(), lhs_name),
-                    (1, lhs.buffer(), lhs_name),
-                    (2, rhs.buffer(), rhs_name),
-                    (3, rhs.buffer(), rhs_name),
-                    (4, bias, "matmul: bias"),
-                    (5, out.buffer(), out_name),
-                ],
-                params: &params,
-                workgroups: [cols.div_ceil(wg_x * BLOCK), rows.div_ceil(wg_y * BLOCK), batches],
-            },
+        } => (
+            &MATMUL_FORWARD,
+            [
+                ("WG_X", wg_x),
+                ("WG_Y", wg_y),
+                ("LHS_LOAD", lhs_load),
+                ("RHS_LOAD", rhs_load),
+                ("", 0),
+            ],
+            4,
+            [cols.div_ceil(wg_x * BLOCK), rows.div_ceil(wg_y * BLOCK), batches],
         ),
         Kernel::Subgroup {
             rows: tile_rows,
@@ -509,61 +496,50 @@ fn encode_product_dispatch(
             cols: tile_cols,
             lhs_load,
             rhs_load,
-        } => ctx.encode_dispatch(
-            encoder,
-            Dispatch {
-                kernel: &MATMUL_FORWARD_SUBGROUP,
-                overrides: &[
-                    ("SG_ROWS", tile_rows),
-                    ("SG_WG", invocations),
-                    ("SG_COLS", tile_cols),
-                    ("LHS_LOAD", lhs_load),
-                    ("RHS_LOAD", rhs_load),
-                ],
-                buffers: &[
-                    (0, lhs.buffer(), lhs_name),
-                    (1, lhs.buffer(), lhs_name),
-                    (2, rhs.buffer(), rhs_name),
-                    (3, rhs.buffer(), rhs_name),
-                    (4, bias, "matmul: bias"),
-                    (5, out.buffer(), out_name),
-                ],
-                params: &params,
-                workgroups: [
-                    cols.div_ceil(tile_cols * invocations),
-                    rows.div_ceil(tile_rows),
-                    batches,
-                ],
-            },
+        } => (
+            &MATMUL_FORWARD_SUBGROUP,
+            [
+                ("SG_ROWS", tile_rows),
+                ("SG_WG", invocations),
+                ("SG_COLS", tile_cols),
+                ("LHS_LOAD", lhs_load),
+                ("RHS_LOAD", rhs_load),
+            ],
+            5,
+            [
+                cols.div_ceil(tile_cols * invocations),
+                rows.div_ceil(tile_rows),
+                batches,
+            ],
         ),
         Kernel::FewRows {
             rows: few_rows,
             invocations,
             lhs_load,
             rhs_load,
-        } => ctx.encode_dispatch(
-            encoder,
-            Dispatch {
-                kernel: &MATMUL_FORWARD_FEW_ROWS,
-                overrides: &[
-                    ("FEW_ROWS", few_rows),
-                    ("FEW_WG", invocations),
-                    ("LHS_LOAD", lhs_load),
-                    ("RHS_LOAD", rhs_load),
-                ],
-                buffers: &[
-                    (0, lhs.buffer(), lhs_name),
-                    (1, lhs.buffer(), lhs_name),
-                    (2, rhs.buffer(), rhs_name),
-                    (3, rhs.buffer(), rhs_name),
-                    (4, bias, "matmul: bias"),
-                    (5, out.buffer(), out_name),
-                ],
-                params: &params,
-                workgroups: [cols.div_ceil(4 * invocations), 1, batches],
-            },
+        } => (
+            &MATMUL_FORWARD_FEW_ROWS,
+            [
+                ("FEW_ROWS", few_rows),
+                ("FEW_WG", invocations),
+                ("LHS_LOAD", lhs_load),
+                ("RHS_LOAD", rhs_load),
+                ("", 0),
+            ],
+            4,
+            [cols.div_ceil(4 * invocations), 1, batches],
         ),
-    }
+    };
+    ctx.encode_dispatch(
+        encoder,
+        Dispatch {
+            kernel: spec,
+            overrides: &overrides[..count],
+            buffers: &buffers,
+            params: &params,
+            workgroups,
+        },
+    )
 }
 
 /// The launchers' common checks, plus f32 for every operand of a matmul.
