@@ -314,11 +314,11 @@ fn rhs_col_k4(base: u32, k: u32, col: u32, keep: vec4<bool>) -> vec4<f32> {
 
 // matmul_forward_few_rows   the same product for at most 4 rows (a batch-1 or batch-4
 // step of a recurrent layer, a decoder step's projections): a matrix-vector product,
-// bound by reading R once. Each invocation owns FEW_COLS (4) adjacent columns of all
-// FEW_ROWS rows; per 4 steps of K it loads R's 4 x 4 block (4 vec4 where R is contiguous
+// bound by reading R once. Each invocation owns 4 adjacent columns of all FEW_ROWS
+// rows; per 4 steps of K it loads R's 4 x 4 block (4 vec4 where R is contiguous
 // along K, PyTorch's Linear weight) and one vec4 of each row of L, for 16 FEW_ROWS
-// multiply-adds. The 8-row tiles of the kernels above would do 8x the multiply-adds of a
-// 1-row product and spread over a quarter of the invocations.
+// multiply-adds. The 8-row tiles of the other two forward kernels would do 8x the
+// multiply-adds of a 1-row product, over half as many invocations.
 override FEW_ROWS: u32 = 4u;
 override FEW_WG: u32 = 64u;
 

@@ -353,12 +353,13 @@ impl Kernel {
     }
 
     /// Loop iterations outside the K loop: the 4x4 stores (20 each: four of the portable
-    /// kernel, up to sixteen of the subgroup kernel's) and a K tail of up to 3.
+    /// kernel, up to sixteen of the subgroup kernel's, one of the few-rows kernel's) and
+    /// the portable kernel's K tail of up to 3.
     fn fixed_iterations(&self) -> u64 {
         match *self {
             Kernel::Portable { .. } => 80 + 3,
             Kernel::Subgroup { .. } => 320,
-            Kernel::FewRows { .. } => 20 + 3,
+            Kernel::FewRows { .. } => 20,
         }
     }
 }
@@ -471,23 +472,33 @@ fn encode_product_dispatch(
         (4, bias, "matmul: bias"),
         (5, out.buffer(), out_name),
     ];
-    // The overrides sit in a fixed array (no allocation per dispatch), the unused
-    // entries past `count`.
-    let (spec, overrides, count, workgroups): (&KernelSpec, [(&str, u32); 5], usize, [u32; 3]) = match kernel {
+    // The three entry points share their bindings and parameters; each arm gives its
+    // kernel, tile overrides and grid.
+    let mut dispatch = |kernel: &KernelSpec, overrides: &[(&'static str, u32)], workgroups: [u32; 3]| {
+        ctx.encode_dispatch(
+            encoder,
+            Dispatch {
+                kernel,
+                overrides,
+                buffers: &buffers,
+                params: &params,
+                workgroups,
+            },
+        )
+    };
+    match kernel {
         Kernel::Portable {
             wg: (wg_x, wg_y),
             lhs_load,
             rhs_load,
-        } => (
+        } => dispatch(
             &MATMUL_FORWARD,
-            [
+            &[
                 ("WG_X", wg_x),
                 ("WG_Y", wg_y),
                 ("LHS_LOAD", lhs_load),
                 ("RHS_LOAD", rhs_load),
-                ("", 0),
             ],
-            4,
             [cols.div_ceil(wg_x * BLOCK), rows.div_ceil(wg_y * BLOCK), batches],
         ),
         Kernel::Subgroup {
@@ -496,16 +507,15 @@ fn encode_product_dispatch(
             cols: tile_cols,
             lhs_load,
             rhs_load,
-        } => (
+        } => dispatch(
             &MATMUL_FORWARD_SUBGROUP,
-            [
+            &[
                 ("SG_ROWS", tile_rows),
                 ("SG_WG", invocations),
                 ("SG_COLS", tile_cols),
                 ("LHS_LOAD", lhs_load),
                 ("RHS_LOAD", rhs_load),
             ],
-            5,
             [
                 cols.div_ceil(tile_cols * invocations),
                 rows.div_ceil(tile_rows),
@@ -517,29 +527,17 @@ fn encode_product_dispatch(
             invocations,
             lhs_load,
             rhs_load,
-        } => (
+        } => dispatch(
             &MATMUL_FORWARD_FEW_ROWS,
-            [
+            &[
                 ("FEW_ROWS", few_rows),
                 ("FEW_WG", invocations),
                 ("LHS_LOAD", lhs_load),
                 ("RHS_LOAD", rhs_load),
-                ("", 0),
             ],
-            4,
             [cols.div_ceil(4 * invocations), 1, batches],
         ),
-    };
-    ctx.encode_dispatch(
-        encoder,
-        Dispatch {
-            kernel: spec,
-            overrides: &overrides[..count],
-            buffers: &buffers,
-            params: &params,
-            workgroups,
-        },
-    )
+    }
 }
 
 /// The launchers' common checks, plus f32 for every operand of a matmul.
