@@ -44,14 +44,20 @@ fn is_nan_f32(x: f32) -> bool {
 }
 
 // A quiet NaN built from bits, for results PyTorch defines as NaN (0/0 means, invalid
-// rows): a literal 0.0 / 0.0 may be folded or rejected by the shader compiler.
+// rows): a literal 0.0 / 0.0 may be folded or rejected by the shader compiler. The bits
+// sit in a `var` so that the bitcast runs at run time: a NaN produced by a constant
+// expression is a shader-creation error under the WGSL spec (Tint rejects it; naga
+// does not). See shaders/README.md.
 fn nan_f32() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
+    var bits = 0x7fc00000u;
+    return bitcast<f32>(bits);
 }
 
 // The most negative finite f32: the start of a running max. Unlike -inf it keeps
 // exp(x - max) finite (0 for x = -inf) in every online-softmax update.
-const F32_LOWEST: f32 = -3.40282347e38;
+// Written in hex because it is exact there: the decimal -3.40282347e38 lies just past
+// the f32 range, which the WGSL spec makes an error (Tint rejects it).
+const F32_LOWEST: f32 = -0x1.fffffep+127f;
 
 // flat_index from the global invocation id: the same index for a 1-D grid dispatched as
 // (x, y) workgroups of `wg` invocations (more than 65535 workgroups spill into y).

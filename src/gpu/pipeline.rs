@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
 
+mod log;
+
 /// Helpers every family may use (stable sigmoid/tanh, ...), prepended from this one place.
 const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 
@@ -21,6 +23,11 @@ const COMMON_SUBGROUP_WGSL: &str = include_str!("../../shaders/common_subgroup.w
 /// subgroup operations, which a device without them cannot even compile, so the section
 /// is left out of the module there.
 pub const SUBGROUP_SECTION: &str = "// ==== subgroup kernels ====";
+
+/// The directive WGSL requires before subgroup built-ins (the spec, Dawn's Tint). naga 30
+/// rejects it ("not yet implemented"), so it is written only where a browser's WebGPU
+/// compiles the module: see [`ShaderFamily::browser_source`].
+const ENABLE_SUBGROUPS: &str = "enable subgroups;";
 
 /// One WGSL file of `shaders/`.
 #[derive(Debug)]
@@ -47,9 +54,42 @@ impl ShaderFamily {
         }
     }
 
+    /// What a browser's WebGPU (Dawn's Tint, ...) compiles: [`Self::composed_source`],
+    /// opened by `enable subgroups;` where the subgroup section is in.
+    pub fn browser_source(&self, subgroups: bool) -> String {
+        let source = self.composed_source(subgroups);
+        if subgroups && self.has_subgroup_section() {
+            format!("{ENABLE_SUBGROUPS}\n{source}")
+        } else {
+            source
+        }
+    }
+
+    /// The source for a device on `backend`: the browser's form on
+    /// [`wgpu::Backend::BrowserWebGpu`], naga's everywhere else.
+    fn source_for(&self, subgroups: bool, backend: wgpu::Backend) -> String {
+        if backend == wgpu::Backend::BrowserWebGpu {
+            self.browser_source(subgroups)
+        } else {
+            self.composed_source(subgroups)
+        }
+    }
+
     /// Whether the file has a subgroup section.
     pub fn has_subgroup_section(&self) -> bool {
         self.source.contains(SUBGROUP_SECTION)
+    }
+
+    /// Whether `entry_point` is defined in the subgroup section (so it needs subgroup
+    /// operations); false for a name the file does not define.
+    pub fn in_subgroup_section(&self, entry_point: &str) -> bool {
+        match (
+            self.source.find(SUBGROUP_SECTION),
+            self.source.find(&format!("fn {entry_point}(")),
+        ) {
+            (Some(section), Some(definition)) => definition > section,
+            _ => false,
+        }
     }
 }
 
@@ -190,6 +230,7 @@ impl PipelineCache {
         }
         let module = self.module(device, kernel, subgroups)?;
         let built = Arc::new(build_pipeline(device, &module, kernel, overrides)?);
+        log::pipeline_built(kernel, overrides);
         lock(&self.pipelines).insert(key, built.clone());
         Ok(built)
     }
@@ -204,7 +245,7 @@ impl PipelineCache {
         if let Some(module) = lock(&self.modules).get(kernel.family.name) {
             return Ok(module.clone());
         }
-        let source = kernel.family.composed_source(subgroups);
+        let source = kernel.family.source_for(subgroups, device.adapter_info().backend);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.family.name),
@@ -298,6 +339,32 @@ mod tests {
         name: "broken",
         source: "@compute @workgroup_size(1) fn broken_entry() { let x: u32 = 1.5; }",
     };
+
+    #[test]
+    fn only_the_browser_form_of_a_subgroup_module_enables_subgroups() {
+        assert!(MATMUL.browser_source(true).starts_with("enable subgroups;\n"));
+        assert!(!MATMUL.browser_source(false).contains("enable subgroups"));
+        assert!(!MATMUL.composed_source(true).contains("enable subgroups"));
+        // A family without a section has no subgroup code to enable.
+        assert!(!OPTIM.browser_source(true).contains("enable subgroups"));
+        assert_eq!(
+            MATMUL.source_for(true, wgpu::Backend::Vulkan),
+            MATMUL.composed_source(true)
+        );
+        assert_eq!(
+            MATMUL.source_for(true, wgpu::Backend::BrowserWebGpu),
+            MATMUL.browser_source(true)
+        );
+    }
+
+    #[test]
+    fn entry_points_are_placed_in_or_out_of_the_subgroup_section_by_their_definition() {
+        assert!(MATMUL.in_subgroup_section("matmul_forward_subgroup"));
+        // A prefix of a subgroup kernel's name, defined before the section.
+        assert!(!MATMUL.in_subgroup_section("matmul_forward"));
+        assert!(!MATMUL.in_subgroup_section("no_such_kernel"));
+        assert!(LSTM_CELL.in_subgroup_section("lstm_cell_backward_subgroup"));
+    }
 
     #[test]
     fn a_shader_that_does_not_compile_is_an_error_naming_the_entry_point() {
