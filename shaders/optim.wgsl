@@ -11,6 +11,9 @@
 // clip_grad_norm_scale    g *= min(1, max_norm / (total_norm + 1e-6))
 // Guarded adam_step / sgd_step do nothing when guard[0] (the step's gradient norm from
 // clip_grad_norm_total) is NaN or Inf: the training guard, decided on the GPU.
+// adam_probe / sgd_probe  run before the guarded steps of every parameter: same math,
+//                         no write but guard[0] = UPDATE_REFUSED (a NaN) where a new value
+//                         would be NaN or Inf, so that no parameter is updated at all.
 //
 // Nothing is saved for a backward: these are the ends of a training step. The state
 // tensors (exp_avg, exp_avg_sq, momentum_buffer) are updated in place beside the
@@ -65,6 +68,11 @@ const FLAG_GUARDED: u32 = 8u;
 @group(0) @binding(7) var<storage, read_write> total_norm: array<f32>;
 // adam_step, sgd_step with FLAG_GUARDED: [1], the gradient norm of the step.
 @group(0) @binding(8) var<storage, read> guard: array<f32>;
+// adam_probe, sgd_probe: the same [1] tensor, which they may set to UPDATE_REFUSED.
+@group(0) @binding(9) var<storage, read_write> verdict: array<atomic<u32>>;
+
+// The bits of the quiet NaN a probe stores in the verdict (kernels::optim::UPDATE_REFUSED).
+const UPDATE_REFUSED: u32 = 0x7fc0f1e5u;
 
 // A guarded update whose guard is NaN or Inf does nothing.
 fn update_skipped() -> bool {
@@ -79,12 +87,8 @@ override CLIP_ITEMS: u32 = 16u;
 
 var<workgroup> red: array<f32, 256>;
 
-@compute @workgroup_size(WG)
-fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index_gid(gid, nwg, WG);
-    if (i >= params.len || update_skipped()) {
-        return;
-    }
+// Adam's new (param, exp_avg, exp_avg_sq) of element i.
+fn adam_update(i: u32) -> vec3<f32> {
     let p = param[i];
     var g = grad[i];
     // weight_decay is L2 added to the gradient (Adam, not AdamW).
@@ -98,9 +102,40 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let m = select(g - (g - m_old) * (1.0 - w), m_old + w * (g - m_old), w < 0.5);
     let v = state1[i] * params.beta2 + params.one_minus_beta2 * g * g;
     let denom = sqrt(v) / params.bias_correction2_sqrt + params.eps;
-    param[i] = p - params.step_size * (m / denom);
-    state0[i] = m;
-    state1[i] = v;
+    return vec3<f32>(p - params.step_size * (m / denom), m, v);
+}
+
+// SGD's new (param, momentum_buffer) of element i (the buffer is unused without momentum).
+fn sgd_update(i: u32) -> vec2<f32> {
+    let p = param[i];
+    var d = grad[i];
+    if (params.weight_decay != 0.0) {
+        d += params.weight_decay * p;
+    }
+    var buf = 0.0;
+    if ((params.flags & FLAG_MOMENTUM) != 0u) {
+        let mu = params.beta1;
+        // PyTorch starts the buffer at the first step's d (no dampening), a host flag
+        // because a zero buffer cannot tell "first step" from "zero so far".
+        buf = d;
+        if ((params.flags & FLAG_FIRST_STEP) == 0u) {
+            buf = mu * state0[i] + params.one_minus_beta1 * d;
+        }
+        d = select(buf, d + mu * buf, (params.flags & FLAG_NESTEROV) != 0u);
+    }
+    return vec2<f32>(p - params.lr * d, buf);
+}
+
+@compute @workgroup_size(WG)
+fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index_gid(gid, nwg, WG);
+    if (i >= params.len || update_skipped()) {
+        return;
+    }
+    let u = adam_update(i);
+    param[i] = u.x;
+    state0[i] = u.y;
+    state1[i] = u.z;
 }
 
 @compute @workgroup_size(WG)
@@ -109,23 +144,45 @@ fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (i >= params.len || update_skipped()) {
         return;
     }
-    let p = param[i];
-    var d = grad[i];
-    if (params.weight_decay != 0.0) {
-        d += params.weight_decay * p;
-    }
+    let u = sgd_update(i);
     if ((params.flags & FLAG_MOMENTUM) != 0u) {
-        let mu = params.beta1;
-        // PyTorch starts the buffer at the first step's d (no dampening), a host flag
-        // because a zero buffer cannot tell "first step" from "zero so far".
-        var buf = d;
-        if ((params.flags & FLAG_FIRST_STEP) == 0u) {
-            buf = mu * state0[i] + params.one_minus_beta1 * d;
-        }
-        state0[i] = buf;
-        d = select(buf, d + mu * buf, (params.flags & FLAG_NESTEROV) != 0u);
+        state0[i] = u.y;
     }
-    param[i] = p - params.lr * d;
+    param[i] = u.x;
+}
+
+// The probes write nothing but the verdict: where the step would make an element of the
+// parameter or its state NaN or Inf while the verdict (the step's gradient norm) is still
+// finite, they set it to UPDATE_REFUSED, a NaN, so that the guarded steps that follow
+// skip every parameter. Many invocations may store the same bits; the store is atomic.
+fn refuse_update() {
+    if (is_finite_f32(bitcast<f32>(atomicLoad(&verdict[0])))) {
+        atomicStore(&verdict[0], UPDATE_REFUSED);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn adam_probe(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index_gid(gid, nwg, WG);
+    if (i >= params.len) {
+        return;
+    }
+    let u = adam_update(i);
+    if (!(is_finite_f32(u.x) && is_finite_f32(u.y) && is_finite_f32(u.z))) {
+        refuse_update();
+    }
+}
+
+@compute @workgroup_size(WG)
+fn sgd_probe(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index_gid(gid, nwg, WG);
+    if (i >= params.len) {
+        return;
+    }
+    let u = sgd_update(i);
+    if (!(is_finite_f32(u.x) && is_finite_f32(u.y))) {
+        refuse_update();
+    }
 }
 
 // Fixed tree over red[0 .. CLIP_WG); the sum ends in red[0]. Called by every invocation.

@@ -287,3 +287,55 @@ fn subgroup_kernels_are_on_where_the_device_has_them_and_can_be_turned_off() {
         }
     }
 }
+
+#[test]
+fn tensors_of_two_contexts_in_one_call_are_an_error_naming_both_and_nothing_is_written() {
+    // Two contexts, each with its own wgpu instance: wgpu's device ids repeat across
+    // instances, so only tsumugi's own identity tells them apart.
+    let ctx = Context::new().expect("an adapter");
+    let other = Context::new().expect("an adapter");
+    assert_ne!(ctx.id(), other.id());
+    assert_eq!(ctx.clone().id(), ctx.id());
+    // Live tensors on both, so that buffer ids of one context exist on the other too.
+    let ours: Vec<Tensor> = (0..16)
+        .map(|i| Tensor::full(&ctx, &[2, 2], i as f32).unwrap())
+        .collect();
+    let theirs: Vec<Tensor> = (0..4)
+        .map(|i| Tensor::full(&other, &[2, 2], -(i as f32)).unwrap())
+        .collect();
+    let a = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    let b = Tensor::from_slice(&ctx, &[1.0f32, 0.0, 0.0, 1.0], &[2, 2]).unwrap();
+    let b_other = Tensor::from_slice(&other, &[1.0f32, 0.0, 0.0, 1.0], &[2, 2]).unwrap();
+    let c_other = Tensor::full(&other, &[2, 2], 7.0f32).unwrap();
+    let mut encoder = ctx.create_encoder();
+    let err = matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b, None, &c_other).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(
+        message.contains("matmul: c belongs to context") && message.contains("but matmul: a to context"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("#{}", other.id())) && message.contains(&format!("#{}", ctx.id())),
+        "{message}"
+    );
+    let err = matmul_forward(&ctx, &mut encoder, &Matmul::default(), &a, &b_other, None, &ours[0]).unwrap_err();
+    assert!(err.to_string().contains("b belongs to context"), "{err}");
+    ctx.submit(encoder);
+    // Nothing was written anywhere.
+    assert_eq!(c_other.to_vec::<f32>().unwrap(), vec![7.0; 4]);
+    for (i, t) in ours.iter().enumerate() {
+        assert_eq!(
+            t.to_vec::<f32>().unwrap(),
+            vec![i as f32; 4],
+            "tensor {i} of ctx changed"
+        );
+    }
+    for (i, t) in theirs.iter().enumerate() {
+        assert_eq!(
+            t.to_vec::<f32>().unwrap(),
+            vec![-(i as f32); 4],
+            "tensor {i} of other changed"
+        );
+    }
+}

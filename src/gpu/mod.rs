@@ -43,6 +43,9 @@ pub(crate) fn poll_ready<F: Future>(future: F) -> Option<F::Output> {
 /// Devices created by [`Context::new_async`] (and so [`Context::new`]) in this process.
 static DEVICES_CREATED: AtomicUsize = AtomicUsize::new(0);
 
+/// The id the next [`Context`] gets (see [`Context::id`]).
+static NEXT_CONTEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
 /// How many wgpu devices tsumugi has created in this process; a context made by
 /// [`Context::from_wgpu`] creates none, which a host (or a test) can check with this.
 pub fn devices_created() -> usize {
@@ -63,6 +66,8 @@ pub struct Context {
 }
 
 struct Inner {
+    /// tsumugi's own identity of this context (see [`Context::id`]).
+    id: usize,
     device: wgpu::Device,
     queue: wgpu::Queue,
     adapter: AdapterSummary,
@@ -95,6 +100,7 @@ struct Inner {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
+            .field("id", &self.inner.id)
             .field("adapter", &self.inner.adapter)
             .finish_non_exhaustive()
     }
@@ -180,6 +186,7 @@ impl Context {
         let pool = pool::BufferPool::new(&limits);
         Context {
             inner: Arc::new(Inner {
+                id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
                 device,
                 queue,
                 adapter,
@@ -197,6 +204,15 @@ impl Context {
                 profiling: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// This context's identity in the process: clones share it, and every
+    /// [`Context::new`] or [`Context::from_wgpu`] gets a new one. A tensor belongs to the
+    /// context that made it, and a launcher refuses tensors of another context, even one
+    /// on the same device (wgpu's device ids repeat across instances, so they cannot tell
+    /// devices apart): a host that uses tsumugi from several places clones one context.
+    pub fn id(&self) -> usize {
+        self.inner.id
     }
 
     /// The adapter this context runs on.
@@ -337,9 +353,11 @@ impl Context {
             .take(&self.inner.device, &self.inner.limits, kind, bytes, label)
     }
 
-    /// True when both contexts run on the same wgpu device (buffers can be shared).
-    pub(crate) fn same_device(&self, other: &Context) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.device == other.inner.device
+    /// True when both are the same context (or clones of it), so that tensors of one may be
+    /// bound in a dispatch of the other. Not wgpu's device equality: its ids repeat across
+    /// `wgpu::Instance`s, so two devices of two instances compare equal.
+    pub(crate) fn same_context(&self, other: &Context) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
@@ -348,6 +366,38 @@ impl Context {
 
     pub(crate) fn scratch_placeholder(&self) -> &wgpu::Buffer {
         &self.inner.scratch_placeholder
+    }
+
+    /// Checks, before anything is allocated on the host or the GPU, that an f32 tensor
+    /// named `tensor` of `shape` could exist on this device and be bound whole by a kernel
+    /// (`max_buffer_size`, `max_storage_buffer_binding_size`). Returns its element count.
+    /// Modules call this before they fill a host vector with initial weights, so a size
+    /// from a flag or a file header is an error, not an aborted allocation.
+    pub fn check_tensor_size(&self, tensor: &str, shape: &[usize]) -> Result<usize> {
+        let count = crate::tensor::element_count(shape).map_err(|_| {
+            Error::invalid(format!(
+                "{tensor}: shape {shape:?} has more elements than fit in memory"
+            ))
+        })?;
+        let bytes = (count as u64).saturating_mul(4);
+        let limits = &self.inner.limits;
+        for (limit, allowed) in [
+            ("max_buffer_size", limits.max_buffer_size),
+            (
+                "max_storage_buffer_binding_size",
+                limits.max_storage_buffer_binding_size,
+            ),
+        ] {
+            if bytes > allowed {
+                return Err(Error::DeviceLimit {
+                    tensor: format!("{tensor} {shape:?}"),
+                    limit,
+                    needed: bytes,
+                    allowed,
+                });
+            }
+        }
+        Ok(count)
     }
 
     /// Checks that a buffer of `bytes` may be bound as a storage buffer.

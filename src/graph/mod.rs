@@ -28,7 +28,8 @@ use crate::kernels::matmul::{
     MatmulGrads, MatrixView, StridedMatmul, Strides,
 };
 use crate::kernels::optim::{
-    adam_step, adam_step_guarded, clip_grad_norm, clip_grad_norm_partials_len, sgd_step, sgd_step_guarded, Adam, Sgd,
+    adam_probe, adam_step, adam_step_guarded, clip_grad_norm, clip_grad_norm_partials_len, sgd_probe, sgd_step,
+    sgd_step_guarded, Adam, Sgd, UPDATE_REFUSED,
 };
 use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
 use crate::kernels::sequence::{reverse_sequence_backward, reverse_sequence_forward};
@@ -1520,30 +1521,41 @@ impl<'s> Graph<'s> {
 
     /// The training guard's Adam step: when `grad_norm` (the `[1]` total norm from
     /// [`Graph::clip_grad_norm`]) is NaN or Inf, which any NaN or Inf in the loss or a
-    /// gradient makes it, no parameter and no optimizer state changes. Decided on the
-    /// GPU, so nothing waits; read the norm after the submission and stop with
+    /// gradient makes it, no parameter and no optimizer state changes; nor when the update
+    /// would make any weight or state NaN or Inf (every parameter's update is computed
+    /// first by a probe, which then sets the norm to the NaN
+    /// [`UPDATE_REFUSED`](crate::kernels::optim::UPDATE_REFUSED)). Decided on the GPU, so
+    /// nothing waits; read the norm after the submission and stop with
     /// [`check_step_finite`] (a skipped step still counts in `t`).
     pub fn adam_step_guarded(&mut self, op: &Adam, t: u64, grad_norm: &Tensor) -> Result<()> {
         self.adam(op, t, Some(grad_norm))
     }
 
     fn adam(&mut self, op: &Adam, t: u64, guard: Option<&Tensor>) -> Result<()> {
-        for p in &mut self.store.params {
-            if !p.trainable || !p.grad_live {
-                continue;
-            }
+        let live = |p: &&mut Param| p.trainable && p.grad_live;
+        for p in self.store.params.iter_mut().filter(live) {
             if p.moments.is_none() {
                 p.moments = Some((
                     Tensor::zeros(&self.ctx, p.value.shape(), DType::F32)?,
                     Tensor::zeros(&self.ctx, p.value.shape(), DType::F32)?,
                 ));
             }
+        }
+        let (ctx, encoder) = (&self.ctx, &mut self.encoder);
+        // A guarded step first checks every parameter's update, so that one that would
+        // make any weight or state non-finite changes none.
+        if let Some(norm) = guard {
+            for p in self.store.params.iter_mut().filter(live) {
+                if let Some((m, v)) = &p.moments {
+                    adam_probe(ctx, encoder, op, t, &p.value, &p.grad, m, v, norm)?;
+                }
+            }
+        }
+        for p in self.store.params.iter_mut().filter(live) {
             if let Some((m, v)) = &p.moments {
                 match guard {
-                    Some(norm) => {
-                        adam_step_guarded(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v, norm)?
-                    }
-                    None => adam_step(&self.ctx, &mut self.encoder, op, t, &p.value, &p.grad, m, v)?,
+                    Some(norm) => adam_step_guarded(ctx, encoder, op, t, &p.value, &p.grad, m, v, norm)?,
+                    None => adam_step(ctx, encoder, op, t, &p.value, &p.grad, m, v)?,
                 }
             }
         }
@@ -1579,17 +1591,27 @@ impl<'s> Graph<'s> {
     }
 
     fn sgd(&mut self, op: &Sgd, guard: Option<&Tensor>) -> Result<()> {
-        for p in &mut self.store.params {
-            if !p.trainable || !p.grad_live {
-                continue;
-            }
+        let live = |p: &&mut Param| p.trainable && p.grad_live;
+        // Per live parameter: whether this is its momentum buffer's first step.
+        let mut first_steps = Vec::new();
+        for p in self.store.params.iter_mut().filter(live) {
             let first_step = op.momentum != 0.0 && p.moments.is_none();
-            if op.momentum != 0.0 && p.moments.is_none() {
+            if first_step {
                 let buffer = Tensor::zeros(&self.ctx, p.value.shape(), DType::F32)?;
                 p.moments = Some((buffer.clone(), buffer));
             }
+            first_steps.push(first_step);
+        }
+        let (ctx, encoder) = (&self.ctx, &mut self.encoder);
+        // As for Adam: every update is checked before any is made.
+        if let Some(norm) = guard {
+            for (p, &first_step) in self.store.params.iter_mut().filter(live).zip(&first_steps) {
+                let buffer = p.moments.as_ref().map(|(m, _)| m);
+                sgd_probe(ctx, encoder, op, first_step, &p.value, &p.grad, buffer, norm)?;
+            }
+        }
+        for (p, &first_step) in self.store.params.iter_mut().filter(live).zip(&first_steps) {
             let buffer = p.moments.as_ref().map(|(m, _)| m);
-            let (ctx, encoder) = (&self.ctx, &mut self.encoder);
             match guard {
                 Some(norm) => sgd_step_guarded(ctx, encoder, op, first_step, &p.value, &p.grad, buffer, norm)?,
                 None => sgd_step(ctx, encoder, op, first_step, &p.value, &p.grad, buffer)?,
@@ -1607,10 +1629,19 @@ impl<'s> Graph<'s> {
 
 /// The host's half of the training guard: after step `step`'s submission, with its loss
 /// and gradient norm read back, `Error::NonFinite` naming the step and the quantity if
-/// either is NaN or Inf. With [`Graph::adam_step_guarded`] or
-/// [`Graph::sgd_step_guarded`] that step changed no weight, so stopping here keeps the
-/// model (and the last checkpoint) as they were before it.
+/// either is NaN or Inf, or if the guarded step refused an update that would have made a
+/// weight or optimizer state NaN or Inf (the norm then holds
+/// [`UPDATE_REFUSED`](crate::kernels::optim::UPDATE_REFUSED)). With
+/// [`Graph::adam_step_guarded`] or [`Graph::sgd_step_guarded`] that step changed no
+/// weight, so stopping here keeps the model (and the last checkpoint) as they were before it.
 pub fn check_step_finite(step: u64, loss: f32, grad_norm: f32) -> Result<()> {
+    if grad_norm.to_bits() == UPDATE_REFUSED {
+        return Err(Error::NonFinite {
+            step,
+            quantity: "updated weights (the update was refused)",
+            value: grad_norm,
+        });
+    }
     for (quantity, value) in [("loss", loss), ("gradient norm", grad_norm)] {
         if !value.is_finite() {
             return Err(Error::NonFinite { step, quantity, value });

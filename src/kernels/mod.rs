@@ -97,6 +97,32 @@ impl Lengths {
     }
 }
 
+/// The error for `name`, a tensor of another context than the launcher's `ctx`: it names a
+/// tensor of `ctx` among `all` too, where there is one, and both contexts' ids.
+pub(crate) fn other_context_error<'a>(
+    ctx: &Context,
+    name: &str,
+    tensor: &Tensor,
+    all: impl Iterator<Item = &'a (&'a str, &'a Tensor)>,
+) -> Error {
+    let (theirs, ours) = (tensor.context().id(), ctx.id());
+    let message = match all
+        .filter(|(_, t)| t.context().same_context(ctx))
+        .map(|(n, _)| *n)
+        .next()
+    {
+        Some(other) => format!(
+            "{name} belongs to context #{theirs} but {other} to context #{ours}, the launcher's; \
+             tensors of two contexts cannot be used together, even on one device (clone one Context instead)"
+        ),
+        None => format!(
+            "{name} belongs to context #{theirs}, not to context #{ours}, the launcher's; \
+             tensors of two contexts cannot be used together, even on one device (clone one Context instead)"
+        ),
+    };
+    Error::invalid(message)
+}
+
 /// Checks every launcher makes before encoding: each tensor lives on `ctx`'s device,
 /// its element indices fit the shaders' u32 arithmetic, and no output shares a buffer
 /// with another operand (wgpu forbids a writable binding aliasing another binding, and
@@ -104,8 +130,8 @@ impl Lengths {
 /// the launcher's own checks.
 pub(crate) fn check_tensors(ctx: &Context, inputs: &[(&str, &Tensor)], outputs: &[(&str, &Tensor)]) -> Result<()> {
     for (name, tensor) in inputs.iter().chain(outputs) {
-        if !tensor.context().same_device(ctx) {
-            return Err(Error::invalid(format!("{name} lives on another context's device")));
+        if !tensor.context().same_context(ctx) {
+            return Err(other_context_error(ctx, name, tensor, inputs.iter().chain(outputs)));
         }
         if tensor.len() > u32::MAX as usize / 2 {
             return Err(Error::DeviceLimit {

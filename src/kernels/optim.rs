@@ -115,6 +115,31 @@ const SGD_STEP: KernelSpec = KernelSpec {
     ],
 };
 
+const ADAM_PROBE: KernelSpec = KernelSpec {
+    family: &OPTIM,
+    entry_point: "adam_probe",
+    bindings: &[
+        (0, Access::ReadWrite),
+        (1, Access::Read),
+        (2, Access::ReadWrite),
+        (3, Access::ReadWrite),
+        (4, Access::Params),
+        (9, Access::ReadWrite),
+    ],
+};
+
+const SGD_PROBE: KernelSpec = KernelSpec {
+    family: &OPTIM,
+    entry_point: "sgd_probe",
+    bindings: &[
+        (0, Access::ReadWrite),
+        (1, Access::Read),
+        (2, Access::ReadWrite),
+        (4, Access::Params),
+        (9, Access::ReadWrite),
+    ],
+};
+
 const CLIP_GRAD_NORM_PARTIAL: KernelSpec = KernelSpec {
     family: &OPTIM,
     entry_point: "clip_grad_norm_partial",
@@ -139,14 +164,24 @@ const WG: u32 = 256;
 const CLIP_ITEMS: u32 = 16;
 const CLIP_CHUNK: usize = (WG * CLIP_ITEMS) as usize;
 
+/// `InvalidArgument` unless `ok` and `value` is a finite f32: hyper-parameters are f64 as
+/// PyTorch's Python floats, but the kernels compute in f32, where a learning rate of 1e39
+/// is infinite and would turn every weight into NaN.
 fn check_hyper(optimizer: &str, name: &str, value: f64, ok: bool, range: &str) -> Result<()> {
-    if !ok || value.is_nan() {
+    if !ok || !(value as f32).is_finite() {
         return Err(Error::invalid(format!(
-            "{optimizer}: {name} must be {range}, got {value}"
+            "{optimizer}: {name} must be {range} (as an f32: at most {:e}), got {value}",
+            f32::MAX
         )));
     }
     Ok(())
 }
+
+/// The bits of the quiet NaN that [`adam_probe`] and [`sgd_probe`] store in a guarded
+/// step's gradient norm when its update would make a parameter or its optimizer state
+/// NaN or Inf, so that the guarded steps after them change nothing.
+/// [`check_step_finite`](crate::graph::check_step_finite) reports it as a refused update.
+pub const UPDATE_REFUSED: u32 = 0x7fc0_f1e5;
 
 /// f32, and exactly the parameter's shape, or an error naming `name` and both shapes.
 fn check_like(name: &str, tensor: &Tensor, param: &Tensor) -> Result<()> {
@@ -168,7 +203,7 @@ pub fn adam_step(
     exp_avg: &Tensor,
     exp_avg_sq: &Tensor,
 ) -> Result<()> {
-    encode_adam(ctx, encoder, op, t, [param, grad, exp_avg, exp_avg_sq], None)
+    encode_adam(ctx, encoder, op, t, [param, grad, exp_avg, exp_avg_sq], Guard::None)
 }
 
 /// [`adam_step`] that does nothing (parameter and state untouched) when `guard[0]`, the
@@ -186,14 +221,77 @@ pub fn adam_step_guarded(
     exp_avg_sq: &Tensor,
     guard: &Tensor,
 ) -> Result<()> {
-    encode_adam(ctx, encoder, op, t, [param, grad, exp_avg, exp_avg_sq], Some(guard))
+    encode_adam(
+        ctx,
+        encoder,
+        op,
+        t,
+        [param, grad, exp_avg, exp_avg_sq],
+        Guard::Step(guard),
+    )
 }
 
-fn check_guard(name: &str, guard: Option<&Tensor>) -> Result<u32> {
-    let Some(guard) = guard else { return Ok(0) };
-    guard.check_dtype(name, DType::F32)?;
-    guard.check_shape(name, &[1])?;
-    Ok(FLAG_GUARDED)
+/// The check before a guarded Adam step: computes the step of one parameter tensor without
+/// writing it, and sets `guard[0]` (the step's gradient norm `[1]`, while it is finite) to
+/// the NaN [`UPDATE_REFUSED`] where a new parameter or state value would be NaN or Inf. Run
+/// it for every parameter before their [`adam_step_guarded`]s (as
+/// [`Graph::adam_step_guarded`](crate::graph::Graph::adam_step_guarded) does), so that an
+/// update that would destroy one weight changes none. One dispatch; never waits.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_probe(
+    ctx: &Context,
+    encoder: &mut dyn Recorder,
+    op: &Adam,
+    t: u64,
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    guard: &Tensor,
+) -> Result<()> {
+    encode_adam(
+        ctx,
+        encoder,
+        op,
+        t,
+        [param, grad, exp_avg, exp_avg_sq],
+        Guard::Probe(guard),
+    )
+}
+
+/// What an optimizer dispatch does with the step's gradient norm `[1]`.
+#[derive(Clone, Copy)]
+enum Guard<'a> {
+    /// An unguarded step.
+    None,
+    /// A step that changes nothing when the norm is NaN or Inf.
+    Step(&'a Tensor),
+    /// A probe that sets the norm to [`UPDATE_REFUSED`] when the step would make a value
+    /// non-finite.
+    Probe(&'a Tensor),
+}
+
+impl<'a> Guard<'a> {
+    /// Checks the norm tensor (`[1]`, f32) and returns it with the step's flags.
+    fn check(self, name: &str) -> Result<(Option<&'a Tensor>, u32)> {
+        let (tensor, flags) = match self {
+            Guard::None => return Ok((None, 0)),
+            Guard::Step(tensor) => (tensor, FLAG_GUARDED),
+            Guard::Probe(tensor) => (tensor, 0),
+        };
+        tensor.check_dtype(name, DType::F32)?;
+        tensor.check_shape(name, &[1])?;
+        Ok((Some(tensor), flags))
+    }
+
+    /// The kernel, and the binding of the norm: read-only at 8 for a step, writable at 9
+    /// for a probe.
+    fn kernel(self, step: &'static KernelSpec, probe: &'static KernelSpec) -> (&'static KernelSpec, u32) {
+        match self {
+            Guard::Probe(_) => (probe, 9),
+            _ => (step, 8),
+        }
+    }
 }
 
 fn encode_adam(
@@ -202,7 +300,7 @@ fn encode_adam(
     op: &Adam,
     t: u64,
     [param, grad, exp_avg, exp_avg_sq]: [&Tensor; 4],
-    guard: Option<&Tensor>,
+    guard: Guard<'_>,
 ) -> Result<()> {
     let (beta1, beta2) = op.betas;
     check_hyper(
@@ -235,18 +333,18 @@ fn encode_adam(
     check_like("adam_step: grad", grad, param)?;
     check_like("adam_step: exp_avg", exp_avg, param)?;
     check_like("adam_step: exp_avg_sq", exp_avg_sq, param)?;
-    let flags = check_guard("adam_step: guard", guard)?;
+    let (norm, flags) = guard.check("adam_step: guard")?;
     let mut inputs = vec![("adam_step: grad", grad)];
-    inputs.extend(guard.map(|g| ("adam_step: guard", g)));
-    check_tensors(
-        ctx,
-        &inputs,
-        &[
-            ("adam_step: param", param),
-            ("adam_step: exp_avg", exp_avg),
-            ("adam_step: exp_avg_sq", exp_avg_sq),
-        ],
-    )?;
+    let mut outputs = vec![
+        ("adam_step: param", param),
+        ("adam_step: exp_avg", exp_avg),
+        ("adam_step: exp_avg_sq", exp_avg_sq),
+    ];
+    match guard {
+        Guard::Probe(verdict) => outputs.push(("adam_step: guard", verdict)),
+        _ => inputs.extend(norm.map(|g| ("adam_step: guard", g))),
+    }
+    check_tensors(ctx, &inputs, &outputs)?;
     if param.is_empty() {
         return Ok(());
     }
@@ -255,6 +353,13 @@ fn encode_adam(
     let power = i32::try_from(t).unwrap_or(i32::MAX);
     let bias_correction1 = 1.0 - beta1.powi(power);
     let bias_correction2 = 1.0 - beta2.powi(power);
+    let step_size = op.lr / bias_correction1;
+    if !(step_size as f32).is_finite() {
+        return Err(Error::invalid(format!(
+            "adam_step: lr / (1 - beta1^t) = {step_size:e} is beyond f32 at step {t}"
+        )));
+    }
+    let (kernel, guard_binding) = guard.kernel(&ADAM_STEP, &ADAM_PROBE);
     let params = Params {
         len: param.len() as u32,
         lr: op.lr as f32,
@@ -264,7 +369,7 @@ fn encode_adam(
         one_minus_beta2: (1.0 - beta2) as f32,
         eps: op.eps as f32,
         weight_decay: op.weight_decay as f32,
-        step_size: (op.lr / bias_correction1) as f32,
+        step_size: step_size as f32,
         bias_correction2_sqrt: bias_correction2.sqrt() as f32,
         flags,
         ..Params::default()
@@ -272,14 +377,18 @@ fn encode_adam(
     ctx.encode_dispatch(
         encoder,
         Dispatch {
-            kernel: &ADAM_STEP,
+            kernel,
             overrides: &[("WG", WG)],
             buffers: &[
                 (0, param.buffer(), "adam_step: param"),
                 (1, grad.buffer(), "adam_step: grad"),
                 (2, exp_avg.buffer(), "adam_step: exp_avg"),
                 (3, exp_avg_sq.buffer(), "adam_step: exp_avg_sq"),
-                (8, guard.map_or(ctx.placeholder(), Tensor::buffer), "adam_step: guard"),
+                (
+                    guard_binding,
+                    norm.map_or(ctx.placeholder(), Tensor::buffer),
+                    "adam_step: guard",
+                ),
             ],
             params: &params,
             workgroups: element_grid(ctx, param.len(), WG),
@@ -301,7 +410,15 @@ pub fn sgd_step(
     grad: &Tensor,
     momentum_buffer: Option<&Tensor>,
 ) -> Result<()> {
-    encode_sgd(ctx, encoder, op, first_step, [param, grad], momentum_buffer, None)
+    encode_sgd(
+        ctx,
+        encoder,
+        op,
+        first_step,
+        [param, grad],
+        momentum_buffer,
+        Guard::None,
+    )
 }
 
 /// [`sgd_step`] that does nothing (parameter and momentum untouched) when `guard[0]`, the
@@ -324,7 +441,31 @@ pub fn sgd_step_guarded(
         first_step,
         [param, grad],
         momentum_buffer,
-        Some(guard),
+        Guard::Step(guard),
+    )
+}
+
+/// The check before a guarded SGD step, as [`adam_probe`] for Adam: sets `guard[0]` to
+/// [`UPDATE_REFUSED`] where the step would make a parameter or momentum value NaN or Inf.
+#[allow(clippy::too_many_arguments)]
+pub fn sgd_probe(
+    ctx: &Context,
+    encoder: &mut dyn Recorder,
+    op: &Sgd,
+    first_step: bool,
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buffer: Option<&Tensor>,
+    guard: &Tensor,
+) -> Result<()> {
+    encode_sgd(
+        ctx,
+        encoder,
+        op,
+        first_step,
+        [param, grad],
+        momentum_buffer,
+        Guard::Probe(guard),
     )
 }
 
@@ -335,7 +476,7 @@ fn encode_sgd(
     first_step: bool,
     [param, grad]: [&Tensor; 2],
     momentum_buffer: Option<&Tensor>,
-    guard: Option<&Tensor>,
+    guard: Guard<'_>,
 ) -> Result<()> {
     check_hyper(
         "sgd_step",
@@ -383,9 +524,12 @@ fn encode_sgd(
     } else {
         None
     };
-    let mut flags = check_guard("sgd_step: guard", guard)?;
+    let (norm, mut flags) = guard.check("sgd_step: guard")?;
     let mut inputs = vec![("sgd_step: grad", grad)];
-    inputs.extend(guard.map(|g| ("sgd_step: guard", g)));
+    match guard {
+        Guard::Probe(verdict) => outputs.push(("sgd_step: guard", verdict)),
+        _ => inputs.extend(norm.map(|g| ("sgd_step: guard", g))),
+    }
     check_tensors(ctx, &inputs, &outputs)?;
     if param.is_empty() {
         return Ok(());
@@ -399,6 +543,7 @@ fn encode_sgd(
     if op.nesterov {
         flags |= FLAG_NESTEROV;
     }
+    let (kernel, guard_binding) = guard.kernel(&SGD_STEP, &SGD_PROBE);
     let params = Params {
         len: param.len() as u32,
         flags,
@@ -411,7 +556,7 @@ fn encode_sgd(
     ctx.encode_dispatch(
         encoder,
         Dispatch {
-            kernel: &SGD_STEP,
+            kernel,
             overrides: &[("WG", WG)],
             buffers: &[
                 (0, param.buffer(), "sgd_step: param"),
@@ -423,7 +568,11 @@ fn encode_sgd(
                     buffer.map_or(ctx.scratch_placeholder(), Tensor::buffer),
                     "sgd_step: momentum_buffer",
                 ),
-                (8, guard.map_or(ctx.placeholder(), Tensor::buffer), "sgd_step: guard"),
+                (
+                    guard_binding,
+                    norm.map_or(ctx.placeholder(), Tensor::buffer),
+                    "sgd_step: guard",
+                ),
             ],
             params: &params,
             workgroups: element_grid(ctx, param.len(), WG),

@@ -154,15 +154,17 @@ fn param(ctx: &Context, store: &ParamStore, id: ParamId, name: &str) -> Result<T
     let tensor = store
         .get(id)
         .ok_or_else(|| Error::invalid(format!("generator: {name} is not a parameter of this store")))?;
-    check_same_device(ctx, name, tensor)?;
+    check_same_context(ctx, name, tensor)?;
     Ok(tensor.clone())
 }
 
 /// `Err(InvalidArgument)` unless `tensor` lives on `ctx`'s device.
-fn check_same_device(ctx: &Context, name: &str, tensor: &Tensor) -> Result<()> {
-    if !tensor.context().same_device(ctx) {
+fn check_same_context(ctx: &Context, name: &str, tensor: &Tensor) -> Result<()> {
+    if !tensor.context().same_context(ctx) {
         return Err(Error::invalid(format!(
-            "generator: {name} lives on another context's device"
+            "generator: {name} belongs to context #{}, not to the generator's context #{}",
+            tensor.context().id(),
+            ctx.id()
         )));
     }
     Ok(())

@@ -17,10 +17,9 @@ use crate::{Context, Error, Result, Tensor};
 
 /// U(-bound, bound), PyTorch's `kaiming_uniform_(a=sqrt(5))`-equivalent default for
 /// Linear weights and the rule for every recurrent weight and bias.
-pub(crate) fn uniform(ctx: &Context, rng: &mut StdRng, shape: &[usize], bound: f32) -> Result<Tensor> {
-    let data: Vec<f32> = (0..shape.iter().product())
-        .map(|_| rng.random_range(-bound..=bound))
-        .collect();
+pub(crate) fn uniform(ctx: &Context, rng: &mut StdRng, name: &str, shape: &[usize], bound: f32) -> Result<Tensor> {
+    let count = ctx.check_tensor_size(name, shape)?;
+    let data: Vec<f32> = (0..count).map(|_| rng.random_range(-bound..=bound)).collect();
     Tensor::from_slice(ctx, &data, shape)
 }
 
@@ -56,10 +55,16 @@ impl Linear {
         bias: bool,
     ) -> Result<Linear> {
         let bound = 1.0 / (in_features as f32).sqrt();
-        let weight = uniform(ctx, rng, &[out_features, in_features], bound)?;
+        let weight = uniform(
+            ctx,
+            rng,
+            &format!("{prefix}.weight"),
+            &[out_features, in_features],
+            bound,
+        )?;
         let weight = store.add(&format!("{prefix}.weight"), weight, true)?;
         let bias = if bias {
-            let b = uniform(ctx, rng, &[out_features], bound)?;
+            let b = uniform(ctx, rng, &format!("{prefix}.bias"), &[out_features], bound)?;
             Some(store.add(&format!("{prefix}.bias"), b, true)?)
         } else {
             None
@@ -106,7 +111,8 @@ impl Embedding {
         embedding_dim: usize,
         padding_idx: Option<u32>,
     ) -> Result<Embedding> {
-        let mut data = normal(rng, num_embeddings * embedding_dim);
+        let count = ctx.check_tensor_size(&format!("{prefix}.weight"), &[num_embeddings, embedding_dim])?;
+        let mut data = normal(rng, count);
         if let Some(pad) = padding_idx {
             let pad = pad as usize;
             if pad >= num_embeddings {
@@ -250,7 +256,9 @@ impl Recurrent {
             return Err(Error::invalid(format!("{prefix}: dropout {dropout} is outside [0, 1]")));
         }
         let directions = if bidirectional { 2 } else { 1 };
-        let rows = kind.gates() * hidden_size;
+        let rows = hidden_size
+            .checked_mul(kind.gates())
+            .ok_or_else(|| Error::invalid(format!("{prefix}: hidden_size {hidden_size} is too large")))?;
         let bound = 1.0 / (hidden_size as f32).sqrt();
         let mut layers = Vec::with_capacity(num_layers);
         for layer in 0..num_layers {
@@ -263,8 +271,9 @@ impl Recurrent {
             for direction in 0..directions {
                 let suffix = if direction == 1 { "_reverse" } else { "" };
                 let mut add = |name: &str, shape: &[usize]| -> Result<ParamId> {
-                    let value = uniform(ctx, rng, shape, bound)?;
-                    store.add(&format!("{prefix}.{name}_l{layer}{suffix}"), value, true)
+                    let name = format!("{prefix}.{name}_l{layer}{suffix}");
+                    let value = uniform(ctx, rng, &name, shape, bound)?;
+                    store.add(&name, value, true)
                 };
                 per_direction.push([
                     add("weight_ih", &[rows, inputs])?,

@@ -83,7 +83,7 @@ impl LuongAttention {
             LuongScore::Concat => {
                 let w_a = Linear::new(ctx, store, rng, &name, 2 * hidden, hidden, true)?;
                 let bound = 1.0 / (hidden as f32).sqrt();
-                let v = uniform(ctx, rng, &[hidden], bound)?;
+                let v = uniform(ctx, rng, &format!("{prefix}.v"), &[hidden], bound)?;
                 (Some(w_a), Some(store.add(&format!("{prefix}.v"), v, true)?))
             }
         };
