@@ -190,6 +190,11 @@ impl std::error::Error for Error {
     }
 }
 
+/// `Error::Io` whose message names `path`, keeping the error's kind.
+pub(crate) fn io_error(path: &std::path::Path, err: std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(err.kind(), format!("{}: {err}", path.display())))
+}
+
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
         Error::Io(err)

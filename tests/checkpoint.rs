@@ -7,7 +7,10 @@ use common::ctx;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::io::{load_checkpoint, save_checkpoint};
+use tsumugi::io::{
+    checkpoint_metadata_from_bytes, load_checkpoint, load_checkpoint_from_bytes, read_checkpoint_metadata,
+    save_checkpoint, save_checkpoint_with, Metadata,
+};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
@@ -117,5 +120,79 @@ fn loading_a_checkpoint_of_another_model_or_a_broken_file_is_a_clear_error() {
         load_checkpoint(&dir.join("missing.safetensors"), &mut store),
         Err(Error::Io(_))
     ));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_carries_its_metadata_in_the_same_file_and_loads_from_bytes() {
+    let ctx = ctx();
+    let dir = folder("checkpoint-metadata");
+    let path = dir.join("model.safetensors");
+    let mut store = ParamStore::new();
+    let m = model(ctx, &mut store, 1, 6);
+    step(ctx, &mut store, &m, 1);
+    let metadata = Metadata::from([
+        ("hidden".to_string(), "6".to_string()),
+        ("epoch".to_string(), "3".to_string()),
+        ("vocab".to_string(), "<pad>\n<unk>\nhello\n".to_string()),
+    ]);
+    save_checkpoint_with(&path, &store, 7, &metadata).unwrap();
+    assert_eq!(read_checkpoint_metadata(&path).unwrap(), (7, metadata.clone()));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(checkpoint_metadata_from_bytes("model", &bytes).unwrap(), (7, metadata));
+    // From bytes, as a browser loads it: the same weights and optimizer state.
+    let mut restored = ParamStore::new();
+    model(ctx, &mut restored, 2, 6);
+    assert_eq!(load_checkpoint_from_bytes("model", &bytes, &mut restored).unwrap(), 7);
+    let values = |s: &ParamStore| -> Vec<(String, Vec<f32>, Vec<f32>)> {
+        s.entries()
+            .map(|(n, v, st)| (n.to_string(), v.to_vec().unwrap(), st.unwrap().1.to_vec().unwrap()))
+            .collect()
+    };
+    assert_eq!(values(&restored), values(&store));
+    // Keys tsumugi writes itself are refused.
+    let reserved = Metadata::from([("tsumugi.step".to_string(), "1".to_string())]);
+    let err = save_checkpoint_with(&path, &store, 1, &reserved).unwrap_err();
+    assert!(err.to_string().contains("tsumugi.step"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_with_a_non_finite_weight_is_refused_and_the_good_file_stays() {
+    let ctx = ctx();
+    let dir = folder("checkpoint-nonfinite");
+    let path = dir.join("model.safetensors");
+    let mut store = ParamStore::new();
+    let m = model(ctx, &mut store, 1, 5);
+    save_checkpoint(&path, &store, 1).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let mut w = store.value(m.fc.weight).to_vec::<f32>().unwrap();
+    w[3] = f32::NAN;
+    store.value(m.fc.weight).write(&w).unwrap();
+    let err = save_checkpoint(&path, &store, 2).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteValue { tensor, index, .. } if tensor == "fc.weight" && index == &vec![0, 3]),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), good, "the good checkpoint was replaced");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn io_errors_name_the_path() {
+    let ctx = ctx();
+    let dir = folder("checkpoint-paths");
+    let mut store = ParamStore::new();
+    model(ctx, &mut store, 1, 5);
+    let missing = dir.join("nowhere").join("model.safetensors");
+    for err in [
+        load_checkpoint(&missing, &mut store).unwrap_err(),
+        save_checkpoint(&missing, &store, 1).unwrap_err(),
+        save_checkpoint(&dir, &store, 1).unwrap_err(),
+        read_checkpoint_metadata(&missing).unwrap_err(),
+    ] {
+        let message = err.to_string();
+        assert!(message.contains(&*dir.to_string_lossy()), "{message}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

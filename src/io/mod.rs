@@ -1,42 +1,44 @@
 //! Files: PyTorch state dicts ([`load_state_dict`], [`save_state_dict`]) and checkpoints
-//! (a [`ParamStore`]'s parameters under their PyTorch state-dict names plus its optimizer
-//! state) in safetensors, written atomically.
-//!
-//! Checkpoint layout: every parameter as an F32 tensor named as in the store; the
-//! optimizer state of parameter `p` as `optimizer.p.state0` and `optimizer.p.state1`
-//! (Adam's exp_avg and exp_avg_sq; SGD's momentum buffer twice); the step count in the
-//! metadata under `tsumugi.step`. A file written by
-//! `safetensors.torch.save_file(model.state_dict())` loads too (it simply has no optimizer
-//! state), and a checkpoint loads in PyTorch with `load_state_dict(strict=False)` (the
-//! optimizer entries are unexpected there).
+//! ([`save_checkpoint_with`], [`load_checkpoint`]: parameters under their PyTorch
+//! state-dict names, optimizer state, step count and the caller's metadata in one
+//! safetensors file), written atomically. Every loader has a `*_from_bytes` form, which is
+//! what a browser (wasm32, no file system) uses.
 
+mod checkpoint;
 mod state_dict;
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
-use safetensors::tensor::Dtype;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::io_error;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::{Error, Result};
 
-use crate::graph::ParamStore;
-use crate::{Error, Result, Tensor};
-
-use state_dict::{apply, f32_from_le, named, plan, serialize, Parsed};
-pub use state_dict::{
-    load_state_dict, load_state_dict_from_bytes, save_state_dict, state_dict_to_bytes, LoadOptions, LoadReport,
-    Mismatch, MAX_HEADER_BYTES,
+pub use checkpoint::{checkpoint_metadata_from_bytes, load_checkpoint_from_bytes, Metadata};
+#[cfg(not(target_arch = "wasm32"))]
+pub use checkpoint::{
+    checkpoint_to_bytes, load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_checkpoint_with,
 };
+pub use state_dict::{load_state_dict_from_bytes, LoadOptions, LoadReport, Mismatch, MAX_HEADER_BYTES};
+// Files, and writers that read the GPU back blocking: not on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub use state_dict::{load_state_dict, save_state_dict, state_dict_to_bytes};
 
-const STEP_KEY: &str = "tsumugi.step";
-
-fn format_error(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::Format {
-        source_name: path.display().to_string(),
-        message: message.to_string(),
-    }
+/// The prefix and suffix of the temporary files [`write_atomically`] writes beside `name`.
+#[cfg(not(target_arch = "wasm32"))]
+fn temporary_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, and an
 /// fsync of the folder, so a crash leaves either the old file or the new one, whole.
+/// Temporaries that an earlier, killed writer of the same file left behind are removed
+/// first (those of processes that no longer run). Errors name the path. Not on wasm32
+/// (no file system there).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let folder = match path.parent() {
         Some(folder) if !folder.as_os_str().is_empty() => folder,
@@ -44,10 +46,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let name = path
         .file_name()
-        .ok_or_else(|| format_error(path, "not a file path"))?
+        .ok_or_else(|| Error::Format {
+            source_name: path.display().to_string(),
+            message: "not a file path".into(),
+        })?
         .to_string_lossy();
-    let temporary = folder.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
+    if path.is_dir() {
+        return Err(io_error(
+            path,
+            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a folder, not a file"),
+        ));
+    }
+    remove_stale_temporaries(folder, &name);
+    let temporary = folder.join(format!("{}{}", temporary_prefix(&name), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -60,83 +72,40 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
-    result
+    result.map_err(|err| io_error(path, err))
 }
 
-/// Saves every parameter and its optimizer state, with the optimizer's step count.
-/// Reads the tensors back from the GPU (a checkpoint is an explicit sync point).
-pub fn save_checkpoint(path: &Path, store: &ParamStore, step: u64) -> Result<()> {
-    let mut tensors = Vec::new();
-    for (name, value, state) in store.entries() {
-        tensors.push(named(name.to_string(), value)?);
-        if let Some((first, second)) = state {
-            tensors.push(named(format!("optimizer.{name}.state0"), first)?);
-            tensors.push(named(format!("optimizer.{name}.state1"), second)?);
-        }
-    }
-    let source_name = path.display().to_string();
-    let bytes = serialize(&tensors, &[(STEP_KEY, step.to_string())], &source_name)?;
-    write_atomically(path, &bytes)
-}
-
-/// Loads a checkpoint into `store`, by name, strictly: every parameter must be present
-/// with its shape and F32, and nothing else but optimizer state may be in the file. One
-/// error lists every problem. Returns the step count (0 for a plain state dict).
-pub fn load_checkpoint(path: &Path, store: &mut ParamStore) -> Result<u64> {
-    let bytes = std::fs::read(path)?;
-    let source_name = path.display().to_string();
-    let parsed = Parsed::new(&bytes, &source_name)?;
-    let step = match parsed.metadata().and_then(|m| m.get(STEP_KEY)) {
-        Some(step) => step
-            .parse::<u64>()
-            .map_err(|_| format_error(path, format!("{STEP_KEY} is not a count: {step:?}")))?,
-        None => 0,
+/// Removes `folder/.{name}.tmp-PID` files whose process is gone: a writer killed between
+/// creating its temporary and renaming it leaves a whole checkpoint's worth of bytes
+/// behind. Where the system cannot say whether a process runs (no `/proc`), only
+/// temporaries untouched for an hour are removed. Best effort: failures are ignored.
+#[cfg(not(target_arch = "wasm32"))]
+fn remove_stale_temporaries(folder: &Path, name: &str) {
+    let prefix = temporary_prefix(name);
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
     };
-    let is_state = |name: &str| {
-        name.strip_prefix("optimizer.")
-            .and_then(|rest| rest.strip_suffix(".state0").or_else(|| rest.strip_suffix(".state1")))
-            .is_some_and(|param| store.find(param).is_some())
-    };
-    let (report, loads) = plan(&parsed, store, "", is_state);
-    if !report.is_complete() {
-        return Err(format_error(
-            path,
-            format!("does not match the model: {}", report.problems()),
-        ));
-    }
-    // Check the optimizer state too before anything is written, so a bad file changes nothing.
-    let mut states = Vec::new();
-    for (id, name) in &loads {
-        let shape = store.value(*id).shape();
-        let mut pair = Vec::new();
-        for suffix in ["state0", "state1"] {
-            let state_name = format!("optimizer.{name}.{suffix}");
-            match parsed.tensor(&state_name) {
-                None => {}
-                Some((Dtype::F32, found, bytes)) if found == shape => pair.push(f32_from_le(bytes)),
-                Some((dtype, found, _)) => {
-                    return Err(format_error(
-                        path,
-                        format!("{state_name}: {dtype:?} {found:?}, expected F32 {shape:?}"),
-                    ))
-                }
-            }
-        }
-        states.push((*id, pair));
-    }
-    apply(&parsed, store, &loads, &source_name)?;
-    for (id, pair) in states {
-        let moments = match &pair[..] {
-            [first, second] => {
-                let (ctx, shape) = (store.value(id).context().clone(), store.value(id).shape().to_vec());
-                Some((
-                    Tensor::from_slice(&ctx, first, &shape)?,
-                    Tensor::from_slice(&ctx, second, &shape)?,
-                ))
-            }
-            _ => None,
+    let proc = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
         };
-        store.set_optimizer_state(id, moments);
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let stale = if pid == std::process::id() {
+            true
+        } else if proc {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600)
+        };
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
-    Ok(step)
 }

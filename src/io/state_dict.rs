@@ -317,9 +317,12 @@ pub fn load_state_dict_from_bytes(
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Not on wasm32 (no file system there): use [`load_state_dict_from_bytes`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_state_dict(path: &Path, store: &mut ParamStore, options: &LoadOptions) -> Result<LoadReport> {
     // The buffer is the file's real length; nothing is sized from its header.
-    let bytes = std::fs::read(path)?;
+    let bytes = std::fs::read(path).map_err(|err| crate::error::io_error(path, err))?;
     load_state_dict_from_bytes(&bytes, &path.display().to_string(), store, options)
 }
 
