@@ -150,7 +150,9 @@ impl Tensor {
     }
 
     /// Copies the tensor back to the CPU, blocking until the GPU has finished. For tests,
-    /// examples and tools; a host's frame loop uses [`Tensor::read`].
+    /// examples and tools; a host's frame loop uses [`Tensor::read`]. Not on wasm32, where
+    /// nothing may block: [`Tensor::read`] is the readback there.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         self.check_dtype("to_vec source", T::DTYPE)?;
         if self.is_empty() {
@@ -161,7 +163,8 @@ impl Tensor {
     }
 
     /// Copies the tensor back to the CPU asynchronously. On native the future completes
-    /// once the device is polled (`device.poll`), e.g. by the host's frame loop.
+    /// once the device is polled (`device.poll`), e.g. by the host's frame loop; in a
+    /// browser the browser completes it.
     pub async fn read<T: Element>(&self) -> Result<Vec<T>> {
         self.check_dtype("read source", T::DTYPE)?;
         if self.is_empty() {
@@ -175,6 +178,8 @@ impl Tensor {
     /// element is finite: `Err(NonFiniteValue)` names `name`, the index of the first NaN
     /// or Inf and its value. A u32 tensor is always finite. Kernels propagate NaN and Inf
     /// as PyTorch does; this is the explicit check, e.g. for weights loaded from a file.
+    /// Not on wasm32 (it blocks).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn check_finite(&self, name: &str) -> Result<()> {
         if self.dtype != DType::F32 {
             return Ok(());

@@ -110,12 +110,15 @@ impl Context {
     /// Chooses an adapter (discrete GPU, then integrated, virtual, CPU; Vulkan before GL,
     /// so GL is the fallback where no Vulkan driver is installed), honouring
     /// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`, and creates a device with the adapter's
-    /// real limits. Blocks; use [`Context::new_async`] inside an async host.
+    /// real limits. Blocks; use [`Context::new_async`] inside an async host, and in a
+    /// browser (wasm32), where nothing may block and only `new_async` exists.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         Self::with_options(&AdapterOptions::default())
     }
 
-    /// [`Context::new`] with explicit options instead of the environment.
+    /// [`Context::new`] with explicit options instead of the environment. Not on wasm32.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(options: &AdapterOptions) -> Result<Self> {
         pollster::block_on(Self::new_async(options))
     }
@@ -305,9 +308,27 @@ impl Context {
     }
 
     /// Blocks until the GPU has finished everything submitted. For tests, benches and
-    /// examples; never called on the library's own paths.
+    /// examples; never called on the library's own paths. Not on wasm32: see
+    /// [`Context::wait_idle`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_idle_blocking(&self) -> Result<()> {
         wait_for_gpu(self, "waiting for the GPU")?;
+        self.check_device()
+    }
+
+    /// Completes once the GPU has finished everything submitted so far: the async
+    /// counterpart of [`Context::wait_idle_blocking`], and how a browser page awaits a
+    /// training step. On native the future completes once the device is polled (a host's
+    /// frame loop); in a browser, the browser completes it.
+    pub async fn wait_idle(&self) -> Result<()> {
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        self.inner.queue.on_submitted_work_done(move || {
+            // The receiver may be gone if the caller dropped the future; nothing to do then.
+            let _ = sender.send(());
+        });
+        receiver.receive().await.ok_or_else(|| Error::Gpu {
+            message: "the submitted work was never reported done (device lost?)".into(),
+        })?;
         self.check_device()
     }
 
@@ -664,6 +685,7 @@ pub(crate) async fn read_buffer(ctx: &Context, source: &wgpu::Buffer, bytes: u64
 /// cost is on wgpu's GL backend, which holds its context lock for the whole wait: another
 /// thread needing the context panics after 6 s, so very long waits on GL from several
 /// threads at once are best avoided.
+#[cfg(not(target_arch = "wasm32"))]
 fn wait_for_gpu(ctx: &Context, what: &str) -> Result<()> {
     ctx.inner
         .device
@@ -675,6 +697,7 @@ fn wait_for_gpu(ctx: &Context, what: &str) -> Result<()> {
 }
 
 /// [`read_buffer`], blocking until the GPU has finished.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn read_buffer_blocking(ctx: &Context, source: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let (staging, receiver) = start_readback(ctx, source, bytes)?;
     // Another thread's poll may be the one that runs our map callback, a moment after our

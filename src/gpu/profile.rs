@@ -14,7 +14,9 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{read_buffer_blocking, Context};
+#[cfg(not(target_arch = "wasm32"))]
+use super::read_buffer_blocking;
+use super::Context;
 use crate::error::{Error, Result};
 
 /// Queries per query set (wgpu's maximum); each dispatch takes two.
@@ -156,7 +158,14 @@ impl Context {
     /// before the next [`Context::submit`]. With several encoders open at once (other
     /// threads), a submit resolves the others' timestamps before they are written, so
     /// those times are wrong: profile one encoder at a time.
+    ///
+    /// On wasm32 it is an error: a browser cannot wait for the GPU inside a submit.
     pub fn start_profiling(&self) -> Result<()> {
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::invalid(
+                "profiling waits for the GPU after every submission, which a browser cannot; profile natively",
+            ));
+        }
         if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(Error::invalid(format!(
                 "profiling: {} has no TIMESTAMP_QUERY feature",
@@ -241,7 +250,13 @@ impl Context {
     /// Waits for a submission's timestamps and adds them to the running profile.
     pub(crate) fn read_profile(&self, resolved: ResolvedProfile) {
         let bytes = resolved.buffer.size();
+        #[cfg(not(target_arch = "wasm32"))]
         let read = read_buffer_blocking(self, &resolved.buffer, bytes);
+        // Unreachable there: `start_profiling` refuses, so nothing is ever resolved.
+        #[cfg(target_arch = "wasm32")]
+        let read: Result<Vec<u8>> = Err(Error::invalid(format!(
+            "profiling cannot read {bytes} bytes of timestamps back in a browser"
+        )));
         let mut guard = super::lock(&self.inner.profiler);
         let Some(profiler) = guard.as_mut() else { return };
         match read {

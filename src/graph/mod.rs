@@ -135,7 +135,8 @@ impl ParamStore {
     /// finite: `Err(NonFiniteValue)` names the first parameter holding NaN or Inf (optimizer
     /// state as `optimizer.{name}.state0`/`state1`, as in a checkpoint) and the element.
     /// For after a load or before a save; training itself is guarded per step (see
-    /// [`Graph::adam_step_guarded`]).
+    /// [`Graph::adam_step_guarded`]). Not on wasm32 (it blocks).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn check_finite(&self) -> Result<()> {
         for p in &self.params {
             p.value.check_finite(&p.name)?;

@@ -17,12 +17,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, Metadata, TensorView};
 
 use crate::graph::{ParamId, ParamStore};
-use crate::{Error, Result, Tensor};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::Tensor;
+use crate::{Error, Result};
 
 /// The largest header accepted, in bytes. A state dict's header is about 100 bytes per
 /// tensor, so this allows some 160,000 tensors while keeping a hostile length from
@@ -205,6 +208,8 @@ pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Floats to little-endian bytes.
+// Only the writers use it, and they read tensors back blocking, which wasm32 cannot.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn f32_to_le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -329,13 +334,15 @@ pub fn load_state_dict(path: &Path, store: &mut ParamStore, options: &LoadOption
 /// One named F32 tensor for [`serialize`]: name, shape, little-endian bytes.
 pub(crate) type Named = (String, Vec<usize>, Vec<u8>);
 
-/// Reads a tensor back from the GPU as a [`Named`] entry.
+/// Reads a tensor back from the GPU as a [`Named`] entry (blocking, so not on wasm32).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn named(name: String, tensor: &Tensor) -> Result<Named> {
     Ok((name, tensor.shape().to_vec(), f32_to_le(&tensor.to_vec::<f32>()?)))
 }
 
 /// The bytes of a safetensors file holding `tensors`, with `format: pt` in its metadata
 /// as `safetensors.torch.save_file` writes (some loaders look for it) plus `extra`.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn serialize(tensors: &[Named], extra: &[(&str, String)], source_name: &str) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
@@ -351,7 +358,9 @@ pub(crate) fn serialize(tensors: &[Named], extra: &[(&str, String)], source_name
 }
 
 /// The bytes of a state-dict file of every parameter in `store`, each named `prefix` +
-/// its store name (see [`LoadOptions::prefix`]). Reads the parameters back from the GPU.
+/// its store name (see [`LoadOptions::prefix`]). Reads the parameters back from the GPU,
+/// blocking, so not on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn state_dict_to_bytes(store: &ParamStore, prefix: &str) -> Result<Vec<u8>> {
     let prefix = normalized_prefix(prefix);
     let tensors = store
@@ -363,7 +372,8 @@ pub fn state_dict_to_bytes(store: &ParamStore, prefix: &str) -> Result<Vec<u8>> 
 
 /// Saves every parameter under its PyTorch name (after `prefix`), atomically, so that
 /// `model.load_state_dict(safetensors.torch.load_file(path))` loads it in PyTorch.
-/// Reads the parameters back from the GPU (an explicit sync point).
+/// Reads the parameters back from the GPU (an explicit sync point). Not on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_state_dict(path: &Path, store: &ParamStore, prefix: &str) -> Result<()> {
     let bytes = state_dict_to_bytes(store, prefix)?;
     super::write_atomically(path, &bytes)

@@ -10,7 +10,10 @@ use rand::Rng;
 use super::{uniform, CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use crate::graph::{Graph, ParamId, ParamStore, Var};
 use crate::kernels::attention::Score;
+// Beam search reads its result back blocking, so it is native-only (see `beam_search`).
+#[cfg(not(target_arch = "wasm32"))]
 use crate::kernels::beam::{backtrack, beam_expand, beam_select, BeamSelection, BeamStep, Hypothesis};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::kernels::cross_entropy::top_k;
 use crate::kernels::Lengths;
 use crate::{Context, DType, Error, Result, Tensor};
@@ -634,7 +637,9 @@ impl Seq2Seq {
     /// each chosen token is fed back as the next input), all `max_len` steps go in one
     /// submission, and only the history and the final scores are read back. A hypothesis
     /// that emits `eos` is finished and keeps its score. With `beam = 1` it is greedy
-    /// decoding. Runs its own graph in eval mode over `store`.
+    /// decoding. Runs its own graph in eval mode over `store`. Not on wasm32 (it reads the
+    /// result back blocking); there, [`Seq2Seq::greedy`] and [`crate::Tensor::read`].
+    #[cfg(not(target_arch = "wasm32"))]
     #[allow(clippy::too_many_arguments)]
     pub fn beam_search(
         &self,

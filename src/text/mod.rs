@@ -5,6 +5,7 @@
 //! vocabulary. Everything here is host-side and needs no GPU.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use rand::seq::SliceRandom;
@@ -26,6 +27,8 @@ pub struct Pair {
 /// Reads `source<TAB>target[<TAB>...]` lines from `path` (UTF-8, LF or CRLF; blank lines
 /// are skipped). A missing file is `Error::Io` naming the path; a line that is not UTF-8
 /// or has fewer than two columns is `Error::Format` naming the file and the line.
+/// Not on wasm32 (no file system there): use [`parse_tsv`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_tsv(path: &Path) -> Result<Vec<Pair>> {
     let bytes = std::fs::read(path).map_err(|err| {
         Error::Io(std::io::Error::new(
@@ -237,14 +240,16 @@ impl Vocab {
         })
     }
 
-    /// Writes [`Vocab::to_text`] to `path` atomically.
+    /// Writes [`Vocab::to_text`] to `path` atomically. Not on wasm32: use [`Vocab::to_text`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::io::write_atomically(path, self.to_text().as_bytes())
     }
 
     /// Reads a vocabulary written by [`Vocab::save`]: `Error::Io` naming the path if it
     /// cannot be read, `Error::Format` naming the file (and the line, for text that is not
-    /// UTF-8) if it is not a vocabulary.
+    /// UTF-8) if it is not a vocabulary. Not on wasm32: use [`Vocab::from_text`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: &Path) -> Result<Vocab> {
         let bytes = std::fs::read(path).map_err(|err| {
             Error::Io(std::io::Error::new(
@@ -381,7 +386,9 @@ pub struct WordVectors {
 impl WordVectors {
     /// Reads a GloVe text file. A missing file is `Error::Io` naming the path; a line
     /// that is not UTF-8, has the wrong number of values or a value that is not a finite
-    /// number is `Error::Format` naming the file and the line.
+    /// number is `Error::Format` naming the file and the line. Not on wasm32: use
+    /// [`WordVectors::parse_glove`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_glove(path: &Path) -> Result<WordVectors> {
         let bytes = std::fs::read(path).map_err(|err| {
             Error::Io(std::io::Error::new(
