@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::io::{load_checkpoint, save_checkpoint, write_atomically};
+use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, write_atomically, Metadata};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
@@ -63,7 +63,9 @@ Using a trained checkpoint (no training):
                         training, dev is scored greedy and with it [default: 4]
 
 Other:
-  --toy                 train on the chapter's 4 sentence pairs; greedy decoding returns them
+  --toy                 train on the chapter's 4 sentence pairs (character-level Japanese;
+                        the chapter's word-level listing: --example chapter -- 2.3);
+                        greedy decoding returns them
   -h, --help            this text
 ";
 
@@ -92,6 +94,8 @@ struct Args {
     beam: usize,
     toy: bool,
     profile: Option<usize>,
+    /// `--hidden` or `--embed` was given (with `--resume` they must match the checkpoint).
+    sizes_given: bool,
 }
 
 impl Default for Args {
@@ -120,6 +124,7 @@ impl Default for Args {
             beam: 4,
             toy: false,
             profile: None,
+            sizes_given: false,
         }
     }
 }
@@ -139,8 +144,14 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--batch" => args.batch = cli::value(&flag, it.next())?,
             "--lr" => args.lr = cli::value(&flag, it.next())?,
             "--lr-end" => args.lr_end = Some(cli::value(&flag, it.next())?),
-            "--hidden" => args.hidden = cli::value(&flag, it.next())?,
-            "--embed" => args.embed = cli::value(&flag, it.next())?,
+            "--hidden" => {
+                args.hidden = cli::value(&flag, it.next())?;
+                args.sizes_given = true;
+            }
+            "--embed" => {
+                args.embed = cli::value(&flag, it.next())?;
+                args.sizes_given = true;
+            }
             "--teacher-forcing" => args.teacher_forcing = cli::value(&flag, it.next())?,
             "--clip" => args.clip = cli::value(&flag, it.next())?,
             "--min-freq" => args.min_freq = cli::value(&flag, it.next())?,
@@ -160,18 +171,24 @@ fn parse_args() -> AnyResult<Option<Args>> {
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }
     }
+    if args.epochs == 0 && args.eval.is_none() && args.translate.is_none() && !args.toy {
+        return Err(
+            "--epochs must be at least 1 (to use a trained checkpoint without training: --eval or --translate)".into(),
+        );
+    }
     if args.batch == 0 || args.hidden == 0 || args.embed == 0 || args.beam == 0 || args.profile == Some(0) {
         return Err("--batch, --hidden, --embed, --beam and --profile must be at least 1".into());
     }
     if !(0.0..=1.0).contains(&args.teacher_forcing) {
         return Err(format!("--teacher-forcing must be in [0, 1], got {}", args.teacher_forcing).into());
     }
-    let positive = |x: f64| x > 0.0 && x.is_finite();
+    // The kernels compute in f32: 1e39 is finite as an f64 and infinite there.
+    let positive = |x: f64| x > 0.0 && (x as f32).is_finite();
     if !positive(args.lr) || !positive(args.clip) {
-        return Err("--lr and --clip must be positive".into());
+        return Err(format!("--lr and --clip must be positive and at most {:e} (f32)", f32::MAX).into());
     }
-    if args.lr_end.is_some_and(|x| !(x >= 0.0 && x.is_finite())) {
-        return Err("--lr-end must be a finite number >= 0".into());
+    if args.lr_end.is_some_and(|x| !(x >= 0.0 && (x as f32).is_finite())) {
+        return Err("--lr-end must be a finite f32 number >= 0".into());
     }
     Ok(Some(args))
 }
@@ -220,6 +237,30 @@ fn run(args: &Args) -> AnyResult<()> {
     train(args, &checkpoint)
 }
 
+/// Creates the output folder and checks that the checkpoint can be written there, before
+/// any training: a bad `--out` must not fail an hour later, after the first epoch.
+fn check_output_paths(out: &Path, checkpoint: &Path) -> AnyResult<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!("--out {}: is a file, not a folder", out.display()).into());
+    }
+    std::fs::create_dir_all(out).map_err(|err| format!("--out {}: cannot create it: {err}", out.display()))?;
+    if checkpoint.is_dir() {
+        return Err(format!("--checkpoint {}: is a folder, not a file", checkpoint.display()).into());
+    }
+    let folder = checkpoint
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)
+        .map_err(|err| format!("--checkpoint {}: cannot create its folder: {err}", checkpoint.display()))?;
+    // A probe file proves the folder takes writes (permissions, a read-only mount).
+    let probe = folder.join(format!(".translate-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|err| format!("--checkpoint {}: cannot write there: {err}", checkpoint.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
 fn decoding_name(beam: usize) -> String {
     if beam == 1 {
         "greedy".to_string()
@@ -246,21 +287,38 @@ fn training_pairs(args: &Args) -> AnyResult<Vec<Pair>> {
     if pairs.is_empty() {
         return Err("the training split has no sentence pairs".into());
     }
+    let file = if args.full { "train_full.tsv.xz" } else { "train.tsv" };
+    check_sentence_lengths(&args.data.join(file), &pairs)?;
     Ok(pairs)
 }
 
-/// What a checkpoint needs beside its tensors to be used again: the model's sizes and
-/// vocabularies, saved next to it (`PATH.meta`, `PATH.src.vocab`, `PATH.tgt.vocab`).
+/// The longest sentence, in tokens, this example trains on: the Tanaka corpus's longest has
+/// 90 Japanese characters. A longer line (a stray paragraph, a broken file) is named here
+/// instead of failing later with a device limit of a kernel.
+const MAX_SENTENCE_TOKENS: usize = 256;
+
+fn check_sentence_lengths(path: &Path, pairs: &[Pair]) -> AnyResult<()> {
+    for pair in pairs {
+        let (en, ja) = (word_tokens(&pair.source).len(), char_tokens(&pair.target).len());
+        if en.max(ja) > MAX_SENTENCE_TOKENS {
+            return Err(format!(
+                "{} line {}: {en} English words and {ja} Japanese characters; at most {MAX_SENTENCE_TOKENS} \
+                 tokens per sentence (split or remove the line)",
+                path.display(),
+                pair.line
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// What a checkpoint needs beside its tensors to be used again: the model's sizes, the
+/// epoch and (in the same file's metadata, see `Translator::save`) the vocabularies.
 struct Meta {
     embed: usize,
     hidden: usize,
     epoch: usize,
-}
-
-fn sidecar(checkpoint: &Path, suffix: &str) -> PathBuf {
-    let mut name = checkpoint.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 /// The model with its vocabularies.
@@ -303,39 +361,53 @@ impl Translator {
         })
     }
 
+    /// Saves weights, optimizer state, sizes, epoch and both vocabularies in one
+    /// checkpoint file, written atomically: they cannot disagree after a crash.
     fn save(&self, store: &ParamStore, checkpoint: &Path, meta: &Meta, step: u64) -> tsumugi::Result<()> {
-        if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        self.src_vocab.save(&sidecar(checkpoint, ".src.vocab"))?;
-        self.tgt_vocab.save(&sidecar(checkpoint, ".tgt.vocab"))?;
-        let text = format!("embed {}\nhidden {}\nepoch {}\n", meta.embed, meta.hidden, meta.epoch);
-        write_atomically(&sidecar(checkpoint, ".meta"), text.as_bytes())?;
-        save_checkpoint(checkpoint, store, step)
+        let metadata = Metadata::from([
+            ("embed".to_string(), meta.embed.to_string()),
+            ("hidden".to_string(), meta.hidden.to_string()),
+            ("epoch".to_string(), meta.epoch.to_string()),
+            ("src_vocab".to_string(), self.src_vocab.to_text()),
+            ("tgt_vocab".to_string(), self.tgt_vocab.to_text()),
+        ]);
+        save_checkpoint_with(checkpoint, store, step, &metadata)
     }
 
     /// Rebuilds the model a checkpoint was saved from and loads its tensors.
     /// Returns the model, its sizes and the optimizer's step count.
     fn load(ctx: &Context, store: &mut ParamStore, checkpoint: &Path) -> AnyResult<(Translator, Meta, u64)> {
-        let meta_path = sidecar(checkpoint, ".meta");
-        let text = std::fs::read_to_string(&meta_path).map_err(|err| {
-            format!(
-                "cannot read {} ({err}); train first: cargo run --release --example translate",
-                meta_path.display()
+        if !checkpoint.exists() {
+            return Err(format!(
+                "{}: no checkpoint there; train first: cargo run --release --example translate",
+                checkpoint.display()
             )
-        })?;
-        let field = |key: &str| -> AnyResult<usize> {
-            text.lines()
-                .find_map(|line| line.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
-                .ok_or_else(|| format!("{}: no valid `{key}` line", meta_path.display()).into())
+            .into());
+        }
+        let (_, metadata) = read_checkpoint_metadata(checkpoint)?;
+        let text = |key: &str| -> AnyResult<&String> {
+            metadata.get(key).ok_or_else(|| {
+                format!(
+                    "{}: not a translate checkpoint (no `{key}` in its metadata)",
+                    checkpoint.display()
+                )
+                .into()
+            })
+        };
+        let number = |key: &str| -> AnyResult<usize> {
+            let value = text(key)?;
+            value
+                .parse()
+                .map_err(|_| format!("{}: `{key}` is {value:?}, not a count", checkpoint.display()).into())
         };
         let meta = Meta {
-            embed: field("embed ")?,
-            hidden: field("hidden ")?,
-            epoch: field("epoch ")?,
+            embed: number("embed")?,
+            hidden: number("hidden")?,
+            epoch: number("epoch")?,
         };
-        let src_vocab = Vocab::load(&sidecar(checkpoint, ".src.vocab"))?;
-        let tgt_vocab = Vocab::load(&sidecar(checkpoint, ".tgt.vocab"))?;
+        let name = checkpoint.display().to_string();
+        let src_vocab = Vocab::from_text(&format!("{name} (src_vocab)"), text("src_vocab")?)?;
+        let tgt_vocab = Vocab::from_text(&format!("{name} (tgt_vocab)"), text("tgt_vocab")?)?;
         let translator = Translator::new(ctx, store, src_vocab, tgt_vocab, meta.embed, meta.hidden, 0)?;
         let step = load_checkpoint(checkpoint, store)?;
         Ok((translator, meta, step))
@@ -480,6 +552,7 @@ fn print_samples(pairs: &[Pair], hypotheses: &[String], n: usize) {
 }
 
 fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
+    check_output_paths(&args.out, checkpoint)?;
     let dev_path = args.data.join("dev.tsv");
     let train_pairs = training_pairs(args)?;
     let dev_pairs = read_tsv(&dev_path)?;
@@ -491,6 +564,18 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     let mut store = ParamStore::new();
     let (translator, mut epoch, mut step) = if args.resume {
         let (translator, meta, step) = Translator::load(&ctx, &mut store, checkpoint)?;
+        if args.sizes_given && (meta.hidden, meta.embed) != (args.hidden, args.embed) {
+            return Err(format!(
+                "--resume: {} has hidden {} and embed {}, but --hidden {} --embed {} were given; \
+                 drop them or train a new model",
+                checkpoint.display(),
+                meta.hidden,
+                meta.embed,
+                args.hidden,
+                args.embed
+            )
+            .into());
+        }
         println!(
             "resumed {} after epoch {} (step {step})",
             checkpoint.display(),
@@ -847,11 +932,14 @@ fn heat_map_svg(rows: &[Vec<f32>], source: &[String], output: &[String]) -> Stri
 /// The chapter's toy translator: 4 sentence pairs, trained until greedy decoding
 /// returns every target.
 fn toy(args: &Args) -> AnyResult<()> {
+    // The chapter's four pairs (its section 2.3), here with this example's character-level
+    // Japanese; `cargo run --release --example chapter -- 2.3` runs the chapter's own
+    // word-level listing with its sizes and settings.
     const PAIRS: [(&str, &str); 4] = [
-        ("good morning", "おはよう"),
-        ("thank you", "ありがとう"),
-        ("good night", "おやすみ"),
-        ("see you", "またね"),
+        ("i am a student", "私は学生です"),
+        ("he is a teacher", "彼は教師です"),
+        ("she likes cats", "彼女は猫が好きです"),
+        ("we study english", "私たちは英語を勉強します"),
     ];
     let ctx = Context::new()?;
     let pairs: Vec<Pair> = PAIRS
@@ -918,7 +1006,7 @@ fn toy(args: &Args) -> AnyResult<()> {
     for ((en, ja), got) in PAIRS.iter().zip(&out) {
         let ok = got == ja;
         all &= ok;
-        println!("  {en:<14} -> {got}  (target {ja}{})", if ok { "" } else { ", WRONG" });
+        println!("  {en:<16} -> {got}  (target {ja}{})", if ok { "" } else { ", WRONG" });
     }
     if !all {
         return Err("greedy decoding did not return every target".into());

@@ -10,6 +10,7 @@ pub fn run_main<A, P: Display, E: Display>(
     parse: impl FnOnce() -> Result<Option<A>, P>,
     run: impl FnOnce(&A) -> Result<(), E>,
 ) {
+    quiet_on_closed_stdout();
     let args = match parse() {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -25,6 +26,25 @@ pub fn run_main<A, P: Display, E: Display>(
         eprintln!("error: {err}");
         std::process::exit(1);
     }
+}
+
+/// Rust ignores SIGPIPE, so `println!` panics ("failed printing to stdout: Broken pipe")
+/// when the reader of the output has gone, as in `translate --eval FILE | head -1`; such a
+/// program has nothing left to do, so it ends quietly, as command-line tools do.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
 }
 
 /// The value after `flag` parsed as `T`, or a message naming the flag.
