@@ -21,7 +21,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{check_step_finite, Graph, ParamStore, Var};
-use tsumugi::io::{load_checkpoint, save_checkpoint, write_atomically};
+use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, Metadata};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::models::RecurrentModel;
@@ -46,7 +46,7 @@ Training (the default action; a checkpoint is saved every --save-every steps and
   --log-every N         print the loss every N steps                 [default: 25]
   --save-every N        checkpoint every N steps                     [default: 100]
   --data FILE           the text                                     [default: data/tinyshakespeare/input.txt]
-  --checkpoint PATH     checkpoint file (+ .chars.txt, .meta beside) [default: target/char_rnn/char_rnn.safetensors]
+  --checkpoint PATH     checkpoint file (characters and sizes inside) [default: target/char_rnn/char_rnn.safetensors]
   --resume              continue from the checkpoint up to --steps
 
 Sampling (after training, or alone with --sample-only):
@@ -130,8 +130,9 @@ fn parse_args() -> AnyResult<Option<Args>> {
     if args.log_every == 0 || args.save_every == 0 {
         return Err("--log-every and --save-every must be at least 1".into());
     }
-    if !(args.lr > 0.0 && args.lr.is_finite()) {
-        return Err("--lr must be a positive number".into());
+    // The kernels compute in f32: 1e39 is finite as an f64 and infinite there.
+    if !(args.lr > 0.0 && (args.lr as f32).is_finite()) {
+        return Err(format!("--lr must be a positive number, at most {:e} (f32)", f32::MAX).into());
     }
     if !(args.temperature > 0.0 && args.temperature.is_finite()) {
         return Err("--temperature must be a positive number".into());
@@ -146,13 +147,6 @@ fn main() {
     cli::run_main(HELP, parse_args, run);
 }
 
-/// `path` with `suffix` appended to its file name.
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
 /// The characters of the text in code-point order: id i is `chars[i]`.
 struct Chars {
     chars: Vec<char>,
@@ -164,29 +158,55 @@ impl Chars {
     }
 }
 
-/// The model's sizes, saved beside the checkpoint as `key=value` lines.
-fn meta_text(args: &Args) -> String {
-    format!("embed={}\nhidden={}\nlayers={}\n", args.embed, args.hidden, args.layers)
+/// What the checkpoint's metadata holds beside the weights (one file, written atomically):
+/// the characters, in id order, and the model's sizes.
+fn metadata(args: &Args, chars: &Chars) -> Metadata {
+    Metadata::from([
+        ("chars".to_string(), chars.chars.iter().collect()),
+        ("embed".to_string(), args.embed.to_string()),
+        ("hidden".to_string(), args.hidden.to_string()),
+        ("layers".to_string(), args.layers.to_string()),
+    ])
 }
 
-fn read_meta(path: &Path) -> AnyResult<(usize, usize, usize)> {
-    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let get = |key: &str| -> AnyResult<usize> {
-        let raw = text
-            .lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-            .ok_or_else(|| format!("{}: no {key}= line", path.display()))?;
-        raw.parse()
-            .map_err(|_| format!("{}: {key}={raw} is not a count", path.display()).into())
+/// The characters and (embed, hidden, layers) of a checkpoint, from its metadata.
+fn read_metadata(path: &Path) -> AnyResult<(Chars, (usize, usize, usize))> {
+    let (_, metadata) = read_checkpoint_metadata(path)?;
+    let get = |key: &str| -> AnyResult<&String> {
+        metadata.get(key).ok_or_else(|| {
+            format!(
+                "{}: not a char_rnn checkpoint (no `{key}` in its metadata)",
+                path.display()
+            )
+            .into()
+        })
     };
-    Ok((get("embed")?, get("hidden")?, get("layers")?))
+    let count = |key: &str| -> AnyResult<usize> {
+        let raw = get(key)?;
+        raw.parse()
+            .map_err(|_| format!("{}: {key} is {raw:?}, not a count", path.display()).into())
+    };
+    let chars = Chars {
+        chars: get("chars")?.chars().collect(),
+    };
+    Ok((chars, (count("embed")?, count("hidden")?, count("layers")?)))
+}
+
+/// The ids of `--prime`, or an error naming the first character the model does not know.
+fn prime_ids(args: &Args, chars: &Chars) -> AnyResult<Vec<u32>> {
+    args.prime
+        .chars()
+        .map(|c| {
+            chars
+                .id(c)
+                .ok_or_else(|| format!("--prime: {c:?} is not among the training characters").into())
+        })
+        .collect()
 }
 
 fn run(args: &Args) -> AnyResult<()> {
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.adapter());
-    let chars_path = sidecar(&args.checkpoint, ".chars.txt");
-    let meta_path = sidecar(&args.checkpoint, ".meta");
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(args.seed);
 
@@ -198,12 +218,8 @@ fn run(args: &Args) -> AnyResult<()> {
             )
             .into());
         }
-        let text = std::fs::read_to_string(&chars_path)
-            .map_err(|err| format!("cannot read {}: {err}", chars_path.display()))?;
-        let chars = Chars {
-            chars: text.chars().collect(),
-        };
-        let (embed, hidden, layers) = read_meta(&meta_path)?;
+        let (chars, (embed, hidden, layers)) = read_metadata(&args.checkpoint)?;
+        prime_ids(args, &chars)?;
         let model =
             RecurrentModel::char_level_rnn(&ctx, &mut store, &mut rng, chars.chars.len(), embed, hidden, layers)?;
         let step = load_checkpoint(&args.checkpoint, &mut store)?;
@@ -217,6 +233,8 @@ fn run(args: &Args) -> AnyResult<()> {
             args.data.display()
         )
     })?;
+    // A byte-order mark is not part of the text (it would become a character of the model).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut chars: Vec<char> = text.chars().collect();
     chars.sort_unstable();
     chars.dedup();
@@ -233,6 +251,8 @@ fn run(args: &Args) -> AnyResult<()> {
         )
         .into());
     }
+    // Checked before any training, so that a typo does not cost a run.
+    prime_ids(args, &chars)?;
     let model = RecurrentModel::char_level_rnn(
         &ctx,
         &mut store,
@@ -263,18 +283,15 @@ fn run(args: &Args) -> AnyResult<()> {
     );
     let mut step = 0;
     if args.resume {
-        step = load_checkpoint(&args.checkpoint, &mut store).map_err(|err| format!("--resume: {err}"))?;
-        let saved: Vec<char> = std::fs::read_to_string(&chars_path)
-            .map_err(|err| format!("cannot read {}: {err}", chars_path.display()))?
-            .chars()
-            .collect();
-        if saved != chars.chars || read_meta(&meta_path)? != (args.embed, args.hidden, args.layers) {
+        let (saved, sizes) = read_metadata(&args.checkpoint).map_err(|err| format!("--resume: {err}"))?;
+        if saved.chars != chars.chars || sizes != (args.embed, args.hidden, args.layers) {
             return Err(format!(
                 "{} was trained on other characters or sizes than these flags give",
                 args.checkpoint.display()
             )
             .into());
         }
+        step = load_checkpoint(&args.checkpoint, &mut store).map_err(|err| format!("--resume: {err}"))?;
         println!("resumed {} at step {step}", args.checkpoint.display());
         // A different stream of windows than the first run's.
         rng = StdRng::seed_from_u64(args.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -282,12 +299,11 @@ fn run(args: &Args) -> AnyResult<()> {
     if let Some(folder) = args.checkpoint.parent() {
         std::fs::create_dir_all(folder).map_err(|err| format!("cannot create {}: {err}", folder.display()))?;
     }
+    let metadata = metadata(args, &chars);
     let save = |store: &ParamStore, step: u64| -> AnyResult<()> {
-        save_checkpoint(&args.checkpoint, store, step)?;
-        write_atomically(&chars_path, chars.chars.iter().collect::<String>().as_bytes())?;
-        write_atomically(&meta_path, meta_text(args).as_bytes())?;
-        Ok(())
+        Ok(save_checkpoint_with(&args.checkpoint, store, step, &metadata)?)
     };
+    let first_step = step;
 
     // Validation: 16 fixed windows spread over the held-out text.
     let valid_starts: Vec<usize> = (0..16).map(|i| i * (valid.len() - window) / 15).collect();
@@ -341,8 +357,16 @@ fn run(args: &Args) -> AnyResult<()> {
             save(&store, step)?;
         }
     }
-    save(&store, step)?;
-    println!("saved {} at step {step}", args.checkpoint.display());
+    // A run that trained no step leaves the checkpoint as it was.
+    if step > first_step {
+        save(&store, step)?;
+        println!("saved {} at step {step}", args.checkpoint.display());
+    } else {
+        println!(
+            "no step trained (the checkpoint is at step {step}, --steps {}); nothing saved",
+            args.steps
+        );
+    }
     sample(&ctx, &mut store, &model, &chars, args, &mut rng)
 }
 
@@ -409,15 +433,7 @@ fn sample(
     args: &Args,
     rng: &mut StdRng,
 ) -> AnyResult<()> {
-    let prime: Vec<u32> = args
-        .prime
-        .chars()
-        .map(|c| {
-            chars
-                .id(c)
-                .ok_or(format!("--prime: {c:?} is not among the training characters"))
-        })
-        .collect::<Result<_, _>>()?;
+    let prime = prime_ids(args, chars)?;
     let start = Instant::now();
     let (mut logits, mut h, mut c) = advance(ctx, store, model, &prime, &[], &[])?;
     let mut out = args.prime.clone();
