@@ -34,6 +34,9 @@
 //! ```
 
 #![warn(missing_docs)]
+// On wasm32 wgpu's handles are neither Send nor Sync (a page has one thread), so the Arcs
+// that share them between threads natively only share them within that thread there.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 mod error;
 pub mod gpu;
