@@ -21,11 +21,11 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sentiment_common::{
-    build_vocab, evaluate, load_labelled_tsv, load_rt_polarity, parse_model, probabilities, read_text, train_epoch,
-    AnyResult, Labelled, ModelSpec, TrainSettings, CLASSES, SPLIT_SEED,
+    build_vocab, evaluate, load_labelled_tsv, load_rt_polarity, parse_model, probabilities, train_epoch, AnyResult,
+    Labelled, ModelSpec, TrainSettings, CLASSES, SPLIT_SEED,
 };
 use tsumugi::graph::ParamStore;
-use tsumugi::io::{load_checkpoint, save_checkpoint, write_atomically};
+use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, Metadata};
 use tsumugi::nn::CellKind;
 use tsumugi::text::{word_tokens, Vocab};
 use tsumugi::Context;
@@ -113,8 +113,12 @@ fn parse_args() -> AnyResult<Option<Args>> {
     if args.batch == 0 || args.embed == 0 || args.hidden == 0 {
         return Err("--batch, --embed and --hidden must be at least 1".into());
     }
-    if !(args.lr > 0.0 && args.lr.is_finite()) {
-        return Err("--lr must be a positive number".into());
+    // The kernels compute in f32: 1e39 is finite as an f64 and infinite there.
+    if !(args.lr > 0.0 && (args.lr as f32).is_finite()) {
+        return Err(format!("--lr must be a positive number, at most {:e} (f32)", f32::MAX).into());
+    }
+    if args.epochs == 0 && args.classify.is_none() && args.eval.is_none() {
+        return Err("--epochs must be at least 1 (a run that trains nothing would replace the saved model)".into());
     }
     if !(0.0..1.0).contains(&args.dropout) {
         return Err("--dropout must be in [0, 1)".into());
@@ -126,16 +130,14 @@ fn main() {
     cli::run_main(HELP, parse_args, run);
 }
 
-fn model_files(args: &Args) -> (PathBuf, PathBuf, PathBuf) {
+/// The saved model: weights, the model's sizes (`spec`) and its vocabulary (`vocab`) in
+/// one checkpoint file.
+fn model_file(args: &Args) -> PathBuf {
     let name = match args.kind {
         CellKind::Lstm => "sentiment_lstm",
         _ => "sentiment_gru",
     };
-    (
-        args.out.join(format!("{name}.safetensors")),
-        args.out.join(format!("{name}.vocab.txt")),
-        args.out.join(format!("{name}.meta")),
-    )
+    args.out.join(format!("{name}.safetensors"))
 }
 
 fn run(args: &Args) -> AnyResult<()> {
@@ -154,6 +156,12 @@ fn run(args: &Args) -> AnyResult<()> {
         layers: if args.kind == CellKind::Lstm { 2 } else { 1 },
         dropout: if args.kind == CellKind::Lstm { args.dropout } else { 0.0 },
     };
+    // The output folder is made (or found unusable) before any training.
+    if args.out.exists() && !args.out.is_dir() {
+        return Err(format!("--out {}: is a file, not a folder", args.out.display()).into());
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|err| format!("--out {}: cannot create it: {err}", args.out.display()))?;
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.adapter());
     println!(
@@ -201,13 +209,14 @@ fn run(args: &Args) -> AnyResult<()> {
             matrix.table(&CLASSES)
         );
     }
-    std::fs::create_dir_all(&args.out).map_err(|err| format!("cannot create {}: {err}", args.out.display()))?;
-    let (checkpoint, vocab_path, meta) = model_files(args);
-    save_checkpoint(&checkpoint, &store, step)?;
-    vocab.save(&vocab_path)?;
-    write_atomically(&meta, spec.to_text().as_bytes())?;
+    let checkpoint = model_file(args);
+    let metadata = Metadata::from([
+        ("spec".to_string(), spec.to_text()),
+        ("vocab".to_string(), vocab.to_text()),
+    ]);
+    save_checkpoint_with(&checkpoint, &store, step, &metadata)?;
     println!(
-        "saved {} (+ .vocab.txt, .meta); {:.0} s in all",
+        "saved {} (with its sizes and vocabulary); {:.0} s in all",
         checkpoint.display(),
         start.elapsed().as_secs_f64()
     );
@@ -216,7 +225,7 @@ fn run(args: &Args) -> AnyResult<()> {
 
 /// `--classify` and `--eval`: load the model that training saved in `--out`.
 fn use_trained(args: &Args) -> AnyResult<()> {
-    let (checkpoint, vocab_path, meta) = model_files(args);
+    let checkpoint = model_file(args);
     if !checkpoint.exists() {
         return Err(format!(
             "no trained model at {}: train one first (cargo run --release --example sentiment -- --model {}{})",
@@ -230,12 +239,18 @@ fn use_trained(args: &Args) -> AnyResult<()> {
         )
         .into());
     }
-    let spec = ModelSpec::from_text(&meta.display().to_string(), &read_text(&meta)?)?;
-    let vocab = Vocab::load(&vocab_path)?;
+    let (_, metadata) = read_checkpoint_metadata(&checkpoint)?;
+    let name = checkpoint.display().to_string();
+    let entry = |key: &str| -> AnyResult<&String> {
+        metadata
+            .get(key)
+            .ok_or_else(|| format!("{name}: not a sentiment model (no `{key}` in its metadata)").into())
+    };
+    let spec = ModelSpec::from_text(&format!("{name} (spec)"), entry("spec")?)?;
+    let vocab = Vocab::from_text(&format!("{name} (vocab)"), entry("vocab")?)?;
     if vocab.len() != spec.vocab {
         return Err(format!(
-            "{}: {} tokens, the model has {}",
-            vocab_path.display(),
+            "{name}: a vocabulary of {} tokens, the model has {}",
             vocab.len(),
             spec.vocab
         )

@@ -41,7 +41,9 @@ pub struct Labelled {
 /// Reads a UTF-8 text file, naming it (and where the data should be) when it fails.
 pub fn read_text(path: &Path) -> AnyResult<String> {
     let bytes = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    String::from_utf8(bytes).map_err(|err| format!("{}: not UTF-8 ({err})", path.display()).into())
+    let text = String::from_utf8(bytes).map_err(|err| format!("{}: not UTF-8 ({err})", path.display()))?;
+    // A byte-order mark is not part of the first sentence.
+    Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
 }
 
 /// `rt-polarity.neg` (label 0) and `rt-polarity.pos` (label 1) from `dir`, split into
@@ -49,11 +51,28 @@ pub fn read_text(path: &Path) -> AnyResult<String> {
 pub fn load_rt_polarity(dir: &Path) -> AnyResult<(Vec<Labelled>, Vec<Labelled>)> {
     let mut all = Vec::new();
     for (label, file) in [(0, "rt-polarity.neg"), (1, "rt-polarity.pos")] {
-        let text = read_text(&dir.join(file))?;
+        let path = dir.join(file);
+        let text = read_text(&path)?;
+        let before = all.len();
         all.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|line| Labelled {
             tokens: word_tokens(line),
             label,
         }));
+        if all.len() == before {
+            return Err(format!(
+                "{}: no sentences (training on nothing would replace a model)",
+                path.display()
+            )
+            .into());
+        }
+    }
+    if all.len() < 10 {
+        return Err(format!(
+            "{}: {} sentences in all, too few for a 90/10 split with a test set",
+            dir.display(),
+            all.len()
+        )
+        .into());
     }
     all.shuffle(&mut StdRng::seed_from_u64(SPLIT_SEED));
     let test = all.len() / 10;
