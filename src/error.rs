@@ -190,7 +190,9 @@ impl std::error::Error for Error {
     }
 }
 
-/// `Error::Io` whose message names `path`, keeping the error's kind.
+/// `Error::Io` whose message names `path`, keeping the error's kind. Not on wasm32 (no
+/// file system there).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn io_error(path: &std::path::Path, err: std::io::Error) -> Error {
     Error::Io(std::io::Error::new(err.kind(), format!("{}: {err}", path.display())))
 }

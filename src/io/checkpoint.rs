@@ -20,7 +20,10 @@ use safetensors::tensor::Dtype;
 
 use super::state_dict::{apply, f32_from_le, format_error, plan, Parsed};
 use crate::graph::ParamStore;
-use crate::{Error, Result, Tensor};
+// Only the writer, which reads the GPU back blocking (native-only), builds errors here.
+#[cfg(not(target_arch = "wasm32"))]
+use crate::Error;
+use crate::{Result, Tensor};
 
 /// What a checkpoint carries besides its tensors: string keys and values in the
 /// safetensors header (`__metadata__`), in a stable order.
@@ -30,6 +33,7 @@ pub type Metadata = BTreeMap<String, String>;
 const STEP_KEY: &str = "tsumugi.step";
 
 /// Keys the safetensors writer sets itself.
+#[cfg(not(target_arch = "wasm32"))]
 const RESERVED: [&str; 2] = [STEP_KEY, "format"];
 
 /// The bytes of a checkpoint of `store` at `step` with `metadata`. Reads every tensor back
@@ -73,6 +77,7 @@ pub fn checkpoint_to_bytes(store: &ParamStore, step: u64, metadata: &Metadata, s
 }
 
 /// A row-major flat index as a multi-index of `shape`.
+#[cfg(not(target_arch = "wasm32"))]
 fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
     let mut index = vec![0; shape.len()];
     for (slot, &dim) in index.iter_mut().zip(shape).rev() {
