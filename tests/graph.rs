@@ -10,19 +10,13 @@ use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::{Context, Tensor};
 
-/// Eight short reviews, word ids over a 14-word vocabulary, padded to 5 with id 0.
-/// Label 1 = positive.
-const REVIEWS: [([u32; 5], u32); 8] = [
-    ([1, 2, 3, 0, 0], 1),    // i love this
-    ([1, 4, 3, 0, 0], 0),    // i hate this
-    ([5, 6, 7, 0, 0], 1),    // what a great
-    ([5, 6, 8, 0, 0], 0),    // what a terrible
-    ([3, 9, 10, 7, 0], 1),   // this movie is great
-    ([3, 9, 10, 8, 0], 0),   // this movie is terrible
-    ([11, 12, 2, 13, 0], 1), // we really love it
-    ([11, 12, 4, 13, 0], 0), // we really hate it
-];
-const VOCAB: usize = 14;
+/// The chapter's eight movie reviews (section 2.2, label 1 = positive), word ids by
+/// first appearance over its 20 words and '<pad>' = 0, padded to the listing's max_len
+/// 10. No lengths are passed, so, as in the listing, the classifier reads the state after
+/// the padding and must carry each review's words through it.
+#[path = "../examples/chapter/data.rs"]
+mod chapter;
+const VOCAB: usize = 21;
 const EMBED: usize = 16;
 const HIDDEN: usize = 24;
 
@@ -108,12 +102,22 @@ fn step(
     (logits_t, loss_t)
 }
 
+fn chapter_labels() -> Vec<u32> {
+    chapter::SENTIMENT.iter().map(|&(_, label)| label).collect()
+}
+
 fn data(ctx: &Context) -> (Tensor, Tensor) {
-    let ids: Vec<u32> = REVIEWS.iter().flat_map(|(ids, _)| ids.iter().copied()).collect();
-    let labels: Vec<u32> = REVIEWS.iter().map(|&(_, label)| label).collect();
+    let words = chapter::vocab_of(chapter::SENTIMENT.iter().map(|(s, _)| *s));
+    assert_eq!(words.len() + 1, VOCAB);
+    let max_len = chapter::SENTIMENT_MAX_LEN;
+    let ids: Vec<u32> = chapter::SENTIMENT
+        .iter()
+        .flat_map(|(s, _)| chapter::encode(&s.split_whitespace().collect::<Vec<_>>(), &words, max_len))
+        .collect();
+    let labels = chapter_labels();
     (
-        Tensor::from_slice(ctx, &ids, &[REVIEWS.len(), 5]).unwrap(),
-        Tensor::from_slice(ctx, &labels, &[REVIEWS.len()]).unwrap(),
+        Tensor::from_slice(ctx, &ids, &[labels.len(), max_len]).unwrap(),
+        Tensor::from_slice(ctx, &labels, &[labels.len()]).unwrap(),
     )
 }
 
@@ -136,7 +140,7 @@ fn graph_trains_an_lstm_sentiment_classifier_to_full_training_accuracy() {
     let (logits, _) = step(ctx, &mut store, &m, &ids, &labels, None);
     let logits = logits.to_vec::<f32>().unwrap();
     let predictions: Vec<u32> = logits.chunks(2).map(|l| u32::from(l[1] > l[0])).collect();
-    let want: Vec<u32> = REVIEWS.iter().map(|&(_, label)| label).collect();
+    let want = chapter_labels();
     assert_eq!(
         predictions, want,
         "training accuracy below 100% (loss {first_loss} -> {loss})"
@@ -163,12 +167,12 @@ fn graph_training_step_allocates_no_buffer_after_the_first() {
 
 #[test]
 fn graph_counts_parameters_like_pytorch() {
-    // nn.Embedding(14, 16), nn.LSTM(16, 24), nn.Linear(24, 2):
-    // 14*16 + 4*24*(16+24) + 2*4*24 + 24*2 + 2 = 224 + 3840 + 192 + 50 = 4306.
+    // nn.Embedding(21, 16), nn.LSTM(16, 24), nn.Linear(24, 2):
+    // 21*16 + 4*24*(16+24) + 2*4*24 + 24*2 + 2 = 336 + 3840 + 192 + 50 = 4418.
     let ctx = ctx();
     let mut store = ParamStore::new();
     model(ctx, &mut store, 3);
-    assert_eq!(store.count(), (4306, 4306));
+    assert_eq!(store.count(), (4418, 4418));
 }
 
 /// Loss and (optionally) gradients of the whole graph with dropout off.
