@@ -12,7 +12,7 @@ use common::{ctx, seeded};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{check_step_finite, Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
+use tsumugi::kernels::cross_entropy::{cross_entropy_check_status, cross_entropy_check_targets, CrossEntropy};
 use tsumugi::kernels::elementwise::{add_forward, sum_forward};
 use tsumugi::kernels::embedding::upload_ids;
 use tsumugi::kernels::optim::Adam;
@@ -410,4 +410,72 @@ fn running_out_of_gpu_memory_is_a_typed_error_not_a_panic() {
         output.status
     );
     eprintln!("{}", stdout.lines().find(|l| l.contains("OOM-CHILD")).unwrap_or(""));
+}
+
+#[test]
+fn a_parameter_handle_of_another_store_is_an_error_not_a_panic_or_another_parameter() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(1);
+    let (mut ours, mut theirs) = (ParamStore::new(), ParamStore::new());
+    let fc = Linear::new(ctx, &mut ours, &mut rng, "fc", 3, 2, true).unwrap();
+    // The same index exists in the other store: it must not resolve to its parameter.
+    Linear::new(ctx, &mut theirs, &mut rng, "other", 3, 2, true).unwrap();
+    let x = Tensor::from_slice(ctx, &seeded(1, 6), &[2, 3]).unwrap();
+    let mut g = Graph::new(ctx, &mut theirs, true, 0, 1);
+    let input = g.input(&x);
+    let err = fc.forward(&mut g, input).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(
+        err.to_string().contains("belongs to the ParamStore that made it"),
+        "{err}"
+    );
+    let err = g.param(fc.weight).unwrap_err();
+    assert!(err.to_string().contains("store #"), "{err}");
+}
+
+#[test]
+fn modules_larger_than_the_device_allows_are_an_error_before_any_host_allocation() {
+    let ctx = ctx();
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    // 4e8 x 128 floats (205 GB): the process aborted in nn::uniform before the check.
+    let config = RecurrentConfig::new(CellKind::Lstm, 128, 100_000_000);
+    let err = Recurrent::new(ctx, &mut store, &mut rng, "lstm", config).unwrap_err();
+    assert!(
+        matches!(&err, Error::DeviceLimit { tensor, .. } if tensor.starts_with("lstm.weight_ih_l0")),
+        "{err}"
+    );
+    let err = Linear::new(ctx, &mut store, &mut rng, "fc", 1 << 20, 1 << 20, true).unwrap_err();
+    assert!(
+        matches!(&err, Error::DeviceLimit { tensor, .. } if tensor.starts_with("fc.weight")),
+        "{err}"
+    );
+    let err = Embedding::new(ctx, &mut store, &mut rng, "emb", usize::MAX / 2, 4, None).unwrap_err();
+    assert!(err.to_string().contains("emb.weight"), "{err}");
+    assert_eq!(store.count().0, 0, "a parameter was registered");
+}
+
+#[test]
+fn cross_entropy_through_the_graph_with_a_target_beyond_the_vocabulary_is_an_error() {
+    let ctx = ctx();
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 3, 4, true).unwrap();
+    let x = Tensor::from_slice(ctx, &seeded(2, 6), &[2, 3]).unwrap();
+    let targets = Tensor::from_slice(ctx, &[1u32, 4], &[2]).unwrap();
+    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let input = g.input(&x);
+    let logits = fc.forward(&mut g, input).unwrap();
+    let loss = g.cross_entropy(logits, &targets, &CrossEntropy::default()).unwrap();
+    let loss = g.value(loss).clone();
+    let status = g.target_errors().expect("a cross-entropy ran").clone();
+    g.submit();
+    // Targets on the GPU are not read back inside the step: the loss is NaN (which the
+    // training guard stops on) and the status names the row.
+    assert!(loss.to_vec::<f32>().unwrap()[0].is_nan());
+    let err = cross_entropy_check_status(&status.to_vec::<u32>().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("targets[1] is >= V"), "{err}");
+    // From the host, before any upload: the check names the position and V.
+    let err = cross_entropy_check_targets(&CrossEntropy::default(), &[1, 4], 4).unwrap_err();
+    assert!(err.to_string().contains('4'), "{err}");
 }

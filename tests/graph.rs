@@ -76,17 +76,17 @@ fn step(
         store.zero_grad();
     }
     let mut g = Graph::new(ctx, store, training, 7, t.unwrap_or(0));
-    let emb = g.param(m.embedding);
+    let emb = g.param(m.embedding).unwrap();
     let x = g.embedding(ids, emb, None).unwrap();
     let x = g.dropout(x, 0.1).unwrap();
     let weights = RecurrentWeights {
-        w_ih: g.param(m.w_ih),
-        w_hh: g.param(m.w_hh),
-        b_ih: g.param(m.b_ih),
-        b_hh: g.param(m.b_hh),
+        w_ih: g.param(m.w_ih).unwrap(),
+        w_hh: g.param(m.w_hh).unwrap(),
+        b_ih: g.param(m.b_ih).unwrap(),
+        b_hh: g.param(m.b_hh).unwrap(),
     };
     let h_n = g.lstm(x, weights, None, None).unwrap().h_n;
-    let (fc_w, fc_b) = (g.param(m.fc_w), g.param(m.fc_b));
+    let (fc_w, fc_b) = (g.param(m.fc_w).unwrap(), g.param(m.fc_b).unwrap());
     let logits = g.linear(h_n, fc_w, Some(fc_b)).unwrap();
     let loss = g.cross_entropy(logits, labels, &CrossEntropy::default()).unwrap();
     let (logits_t, loss_t) = (g.value(logits).clone(), g.value(loss).clone());
@@ -186,16 +186,16 @@ fn loss_and_grads(
 ) -> f64 {
     store.zero_grad();
     let mut g = Graph::new(ctx, store, false, 0, 0);
-    let emb = g.param(m.embedding);
+    let emb = g.param(m.embedding).unwrap();
     let x = g.embedding(ids, emb, None).unwrap();
     let weights = RecurrentWeights {
-        w_ih: g.param(m.w_ih),
-        w_hh: g.param(m.w_hh),
-        b_ih: g.param(m.b_ih),
-        b_hh: g.param(m.b_hh),
+        w_ih: g.param(m.w_ih).unwrap(),
+        w_hh: g.param(m.w_hh).unwrap(),
+        b_ih: g.param(m.b_ih).unwrap(),
+        b_hh: g.param(m.b_hh).unwrap(),
     };
     let h_n = g.lstm(x, weights, None, None).unwrap().h_n;
-    let (fc_w, fc_b) = (g.param(m.fc_w), g.param(m.fc_b));
+    let (fc_w, fc_b) = (g.param(m.fc_w).unwrap(), g.param(m.fc_b).unwrap());
     let logits = g.linear(h_n, fc_w, Some(fc_b)).unwrap();
     let loss = g.cross_entropy(logits, labels, &CrossEntropy::default()).unwrap();
     let loss_t = g.value(loss).clone();
@@ -317,7 +317,7 @@ mod cells {
         let (ids, lengths, targets) = batch(ctx, n.per_token);
         store.zero_grad();
         let mut g = Graph::new(ctx, store, false, 0, 0);
-        let p: Vec<_> = n.params.iter().map(|&id| g.param(id)).collect();
+        let p: Vec<_> = n.params.iter().map(|&id| g.param(id).unwrap()).collect();
         let x = g.embedding(&ids, p[0], None).unwrap();
         let weights = RecurrentWeights {
             w_ih: p[1],
@@ -432,7 +432,7 @@ mod encoder_decoder {
         let labels = Tensor::from_slice(ctx, &labels, &[B * T]).unwrap();
         store.zero_grad();
         let mut g = Graph::new(ctx, store, false, 0, 0);
-        let p: Vec<_> = ids.iter().map(|&id| g.param(id)).collect();
+        let p: Vec<_> = ids.iter().map(|&id| g.param(id).unwrap()).collect();
         let weights = |k: usize| RecurrentWeights {
             w_ih: p[k],
             w_hh: p[k + 1],
@@ -520,7 +520,7 @@ mod attention_op {
         let lengths = Lengths::new(ctx, &[4, 2, 3], S).unwrap();
         store.zero_grad();
         let mut g = Graph::new(ctx, store, false, 0, 0);
-        let p: Vec<_> = ids.iter().map(|&id| g.param(id)).collect();
+        let p: Vec<_> = ids.iter().map(|&id| g.param(id).unwrap()).collect();
         let values = g.embedding(&src, p[0], None).unwrap();
         let q = g.embedding(&q_ids, p[0], None).unwrap();
         let q = g.reshape(q, &[B, E]).unwrap();
@@ -636,7 +636,7 @@ fn graph_stack_concatenates_rows_and_splits_the_gradient() {
         )
         .unwrap();
     let mut g = Graph::new(ctx, &mut store, true, 0, 1);
-    let (va, vb) = (g.param(a), g.param(b));
+    let (va, vb) = (g.param(a).unwrap(), g.param(b).unwrap());
     let stacked = g.stack(&[va, vb, va]).unwrap();
     assert_eq!(g.value(stacked).shape(), &[5, 3]);
     let targets = Tensor::from_slice(ctx, &[0u32, 1, 2, 0, 1], &[5]).unwrap();
@@ -693,7 +693,7 @@ fn out_of_range_gpu_ids_are_counted_per_step() {
     let good = Tensor::from_slice(ctx, &[0u32, 2], &[2]).unwrap();
     let mut g = Graph::new(ctx, &mut store, false, 0, 0);
     assert!(g.id_errors().is_none());
-    let w = g.param(weight);
+    let w = g.param(weight).unwrap();
     let looked_up = g.embedding(&bad, w, None).unwrap();
     g.embedding(&good, w, None).unwrap();
     let rows = g.value(looked_up).clone();
@@ -705,7 +705,7 @@ fn out_of_range_gpu_ids_are_counted_per_step() {
     assert_eq!(&rows[0..3], &table[3..6]);
     // A step with good ids only counts nothing.
     let mut g = Graph::new(ctx, &mut store, false, 0, 0);
-    let w = g.param(weight);
+    let w = g.param(weight).unwrap();
     g.embedding(&good, w, None).unwrap();
     let errors = g.id_errors().unwrap().clone();
     g.submit();
@@ -742,7 +742,7 @@ fn batched_weight_gradient_and_unstack_match_the_direct_graph() {
             Tensor::from_slice(ctx, &[1u32, 3, 0, 4], &[4]).unwrap(),
         ];
         let mut g = Graph::new(ctx, &mut store, true, 0, 1);
-        let (wv, bv) = (g.param(w), g.param(b));
+        let (wv, bv) = (g.param(w).unwrap(), g.param(b).unwrap());
         let w_used = if batched { g.batch_weight_grad(wv).unwrap() } else { wv };
         let mut ys = Vec::new();
         for (n, x) in &xs {
@@ -811,7 +811,7 @@ fn linear_add_matches_an_add_of_a_linear_in_value_and_every_gradient() {
                 })
                 .collect();
             let mut g = Graph::new(ctx, &mut store, true, 0, 1);
-            let [x, w, z, wc] = [0, 1, 2, 3].map(|i| g.param(ids[i]));
+            let [x, w, z, wc] = [0, 1, 2, 3].map(|i| g.param(ids[i]).unwrap());
             let w = if batched { g.batch_weight_grad(w).unwrap() } else { w };
             // c: a computed value, used twice.
             let c = g.linear(z, wc, None).unwrap();

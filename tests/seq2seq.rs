@@ -361,7 +361,11 @@ fn every_attention_modules_gradients_match_finite_differences() {
         let loss = |store: &mut ParamStore, backward: bool| -> f64 {
             store.zero_grad();
             let mut g = Graph::new(ctx, store, false, 0, 0);
-            let (q, v, p) = (g.param(query), g.param(values), g.param(proj));
+            let (q, v, p) = (
+                g.param(query).unwrap(),
+                g.param(values).unwrap(),
+                g.param(proj).unwrap(),
+            );
             let memory = attention.memory(&mut g, v).unwrap();
             let (context, _) = attention.forward(&mut g, q, &memory, Some(&lengths)).unwrap();
             let logits = g.linear(context, p, None).unwrap();

@@ -50,20 +50,62 @@ struct Param {
     moments: Option<(Tensor, Tensor)>,
 }
 
-/// Handle of a parameter in its [`ParamStore`].
+/// Handle of a parameter in its [`ParamStore`]: the store's identity and the index there,
+/// so that a handle of another store is an error, never another store's parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ParamId(usize);
+pub struct ParamId {
+    store: usize,
+    index: usize,
+}
+
+/// The identity the next [`ParamStore`] gets.
+static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// The parameters of a model, by PyTorch state-dict name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ParamStore {
+    /// This store's identity (see [`ParamId`]).
+    id: usize,
     params: Vec<Param>,
+}
+
+impl Default for ParamStore {
+    fn default() -> Self {
+        ParamStore {
+            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            params: Vec::new(),
+        }
+    }
 }
 
 impl ParamStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The index of `id` here, or `InvalidArgument` for a handle of another store.
+    pub(crate) fn index(&self, id: ParamId) -> Result<usize> {
+        if id.store != self.id || id.index >= self.params.len() {
+            return Err(Error::invalid(format!(
+                "parameter handle {} of store #{} used with store #{}, which holds {} parameters \
+                 (a ParamId belongs to the ParamStore that made it)",
+                id.index,
+                id.store,
+                self.id,
+                self.params.len()
+            )));
+        }
+        Ok(id.index)
+    }
+
+    /// The index of `id`, for the accessors that return references; a handle of another
+    /// store is a programming error there, named rather than an out-of-bounds index.
+    fn index_or_panic(&self, id: ParamId) -> usize {
+        match self.index(id) {
+            Ok(index) => index,
+            Err(err) => panic!("{err}"),
+        }
     }
 
     /// Adds a parameter initialised with `value` (its gradient buffer is made alongside).
@@ -81,29 +123,32 @@ impl ParamStore {
             trainable,
             moments: None,
         });
-        Ok(ParamId(self.params.len() - 1))
+        Ok(ParamId {
+            store: self.id,
+            index: self.params.len() - 1,
+        })
     }
 
     /// The parameter's current value.
     pub fn value(&self, id: ParamId) -> &Tensor {
-        &self.params[id.0].value
+        &self.params[self.index_or_panic(id)].value
     }
 
     /// The value of `id`, or None when this store holds no such parameter (an id from
     /// another store).
     pub(crate) fn get(&self, id: ParamId) -> Option<&Tensor> {
-        self.params.get(id.0).map(|p| &p.value)
+        self.index(id).ok().map(|i| &self.params[i].value)
     }
 
     /// The parameter's gradient, if a backward pass wrote one since `zero_grad`.
     pub fn grad(&self, id: ParamId) -> Option<&Tensor> {
-        let p = &self.params[id.0];
+        let p = &self.params[self.index_or_panic(id)];
         p.grad_live.then_some(&p.grad)
     }
 
     /// The parameter's name.
     pub fn name(&self, id: ParamId) -> &str {
-        &self.params[id.0].name
+        &self.params[self.index_or_panic(id)].name
     }
 
     /// Every parameter: its name, value and optimizer state, in order of registration.
@@ -115,12 +160,17 @@ impl ParamStore {
 
     /// Replaces a parameter's optimizer state (a loaded checkpoint's).
     pub fn set_optimizer_state(&mut self, id: ParamId, state: Option<(Tensor, Tensor)>) {
-        self.params[id.0].moments = state;
+        let index = self.index_or_panic(id);
+        self.params[index].moments = state;
     }
 
     /// The parameter registered under `name`.
     pub fn find(&self, name: &str) -> Option<ParamId> {
-        self.params.iter().position(|p| p.name == name).map(ParamId)
+        let store = self.id;
+        self.params
+            .iter()
+            .position(|p| p.name == name)
+            .map(|index| ParamId { store, index })
     }
 
     /// Forgets every gradient (PyTorch's `zero_grad(set_to_none=True)`): the next
@@ -218,6 +268,8 @@ pub struct Graph<'s> {
     dropout_calls: u64,
     /// `[1]` u32 shared by the step's embedding lookups: ids >= V counted on the GPU.
     id_errors: Option<Tensor>,
+    /// The status of the step's latest cross-entropy (see [`Graph::target_errors`]).
+    target_status: Option<Tensor>,
     step: u64,
     /// The aliases made by [`Graph::batch_weight_grad`] (by index), which collect their
     /// uses' (x, dy) instead of computing a weight gradient per use.
@@ -365,7 +417,7 @@ impl Backward<'_> {
         match self.sources[v.0] {
             Source::Input | Source::Computed { requires_grad: false } => None,
             Source::Param(id) => {
-                let p = &self.store.params[id.0];
+                let p = &self.store.params[id.index];
                 p.trainable.then_some(p.grad_live)
             }
             Source::Computed { requires_grad: true } => Some(self.grads[v.0].is_some()),
@@ -397,7 +449,7 @@ impl Backward<'_> {
         };
         let grad = match self.sources[v.0] {
             Source::Param(id) => {
-                let p = &mut self.store.params[id.0];
+                let p = &mut self.store.params[id.index];
                 p.grad_live = true;
                 p.grad.clone()
             }
@@ -429,6 +481,7 @@ impl<'s> Graph<'s> {
             seed,
             dropout_calls: 0,
             id_errors: None,
+            target_status: None,
             step,
             batched: HashMap::new(),
         }
@@ -443,7 +496,7 @@ impl<'s> Graph<'s> {
     fn requires_grad(&self, v: Var) -> bool {
         match self.sources[v.0] {
             Source::Input => false,
-            Source::Param(id) => self.store.params[id.0].trainable,
+            Source::Param(id) => self.store.params[id.index].trainable,
             Source::Computed { requires_grad } => requires_grad,
         }
     }
@@ -479,6 +532,18 @@ impl<'s> Graph<'s> {
         self.id_errors.as_ref()
     }
 
+    /// The status of this step's latest [`Graph::cross_entropy`] (`[STATUS_LEN]` u32; None
+    /// before one), read after [`Graph::submit`] and checked with
+    /// [`cross_entropy_check_status`](crate::kernels::cross_entropy::cross_entropy_check_status):
+    /// `InvalidArgument` naming the first row whose target is `>= V`. Targets live on the
+    /// GPU, so the graph cannot check them without waiting; such a row's loss is NaN, which
+    /// the training guard turns into a skipped step, and this says why. Targets made on the
+    /// host are best checked before upload with
+    /// [`cross_entropy_check_targets`](crate::kernels::cross_entropy::cross_entropy_check_targets).
+    pub fn target_errors(&self) -> Option<&Tensor> {
+        self.target_status.as_ref()
+    }
+
     /// The tensor behind `v`.
     pub fn value(&self, v: Var) -> &Tensor {
         &self.values[v.0]
@@ -489,10 +554,10 @@ impl<'s> Graph<'s> {
         self.push(tensor.clone(), Source::Input)
     }
 
-    /// A parameter of the store.
-    pub fn param(&mut self, id: ParamId) -> Var {
-        let value = self.store.params[id.0].value.clone();
-        self.push(value, Source::Param(id))
+    /// A parameter of the step's store; `InvalidArgument` for a handle of another store.
+    pub fn param(&mut self, id: ParamId) -> Result<Var> {
+        let value = self.store.params[self.store.index(id)?].value.clone();
+        Ok(self.push(value, Source::Param(id)))
     }
 
     /// The state-dict name of a parameter of the step's store (modules name themselves in
@@ -1467,6 +1532,7 @@ impl<'s> Graph<'s> {
             status: &status,
         };
         cross_entropy_forward(&self.ctx, &mut self.encoder, op, &tl, targets, outputs)?;
+        self.target_status = Some(status);
         let out = self.computed(loss, &[logits]);
         self.record(move |g| {
             // The root: dloss = 1, so dlogits (computed with the loss) is the gradient.

@@ -75,7 +75,7 @@ impl Linear {
     /// `x [.., in]` to `[.., out]`.
     pub fn forward(&self, g: &mut Graph<'_>, x: Var) -> Result<Var> {
         // Checked here too, so that a module wired to the wrong one names itself.
-        let w = g.param(self.weight);
+        let w = g.param(self.weight)?;
         let in_features = g.value(w).shape()[1];
         let x_shape = g.value(x).shape();
         if x_shape.last() != Some(&in_features) {
@@ -86,7 +86,7 @@ impl Linear {
                 x_shape,
             ));
         }
-        let b = self.bias.map(|b| g.param(b));
+        let b = self.bias.map(|b| g.param(b)).transpose()?;
         g.linear(x, w, b)
     }
 }
@@ -149,7 +149,7 @@ impl Embedding {
 
     /// ids `[B, T]` (u32) to `[B, T, E]`.
     pub fn forward(&self, g: &mut Graph<'_>, ids: &Tensor) -> Result<Var> {
-        let w = g.param(self.weight);
+        let w = g.param(self.weight)?;
         g.embedding(ids, w, self.padding_idx)
     }
 }
@@ -357,10 +357,10 @@ impl Recurrent {
                     input
                 };
                 let weights = RecurrentWeights {
-                    w_ih: g.param(*w_ih),
-                    w_hh: g.param(*w_hh),
-                    b_ih: g.param(*b_ih),
-                    b_hh: g.param(*b_hh),
+                    w_ih: g.param(*w_ih)?,
+                    w_hh: g.param(*w_hh)?,
+                    b_ih: g.param(*b_ih)?,
+                    b_hh: g.param(*b_hh)?,
                 };
                 let h = h0.get(state_index).copied();
                 let c = c0.get(state_index).copied();

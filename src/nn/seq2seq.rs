@@ -122,7 +122,7 @@ impl Attention {
         match self {
             Attention::Bahdanau(a) => {
                 let keys = a.w2.forward(g, values)?;
-                let v = g.param(a.v.weight);
+                let v = g.param(a.v.weight)?;
                 let v = g.reshape(v, &[a.hidden])?;
                 Ok(Memory {
                     values,
@@ -134,14 +134,14 @@ impl Attention {
             Attention::Luong(a) => match (a.score, a.w_a, a.v) {
                 (LuongScore::Concat, Some(w_a), Some(v)) => {
                     // W_a [q; k] + b = W_q q + (W_k k + b): the key half once per source.
-                    let weight = g.param(w_a.weight);
+                    let weight = g.param(w_a.weight)?;
                     let (w_q, w_k) = g.split(weight, a.hidden)?;
-                    let bias = w_a.bias.map(|b| g.param(b));
+                    let bias = w_a.bias.map(|b| g.param(b)).transpose()?;
                     let keys = g.linear(values, w_k, bias)?;
                     Ok(Memory {
                         values,
                         keys,
-                        v: Some(g.param(v)),
+                        v: Some(g.param(v)?),
                         query_weight: Some(w_q),
                     })
                 }
@@ -392,8 +392,8 @@ impl Decoder {
         let [w_ih, w_hh, b_ih, b_hh] = self
             .lstm
             .layer_params(0, 0)
-            .ok_or_else(|| Error::invalid("decoder: the LSTM has no layer"))?
-            .map(|id| g.param(id));
+            .ok_or_else(|| Error::invalid("decoder: the LSTM has no layer"))?;
+        let [w_ih, w_hh, b_ih, b_hh] = [g.param(w_ih)?, g.param(w_hh)?, g.param(b_ih)?, g.param(b_hh)?];
         let hidden = self.lstm.config().hidden_size;
         let emb = self.embedding.forward(g, &ids)?;
         let emb = g.reshape(emb, &[steps * batch, self.embed])?;
