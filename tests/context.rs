@@ -339,3 +339,14 @@ fn tensors_of_two_contexts_in_one_call_are_an_error_naming_both_and_nothing_is_w
         );
     }
 }
+
+#[test]
+fn an_unknown_wgpu_backend_value_is_named_in_the_error() {
+    let options = AdapterOptions {
+        backends: wgpu::Backends::empty(),
+        name_contains: None,
+    };
+    let err = Context::with_options(&options).unwrap_err();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
+    assert!(err.to_string().contains("vulkan, metal, dx12, gl"), "{err}");
+}

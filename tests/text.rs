@@ -157,3 +157,13 @@ fn text_glove_names_the_malformed_line() {
     let missing = WordVectors::read_glove(std::path::Path::new("/no/such/glove.txt")).expect_err("missing");
     assert!(missing.to_string().contains("/no/such/glove.txt"), "{missing}");
 }
+
+#[test]
+fn text_a_utf8_byte_order_mark_is_not_part_of_the_first_line() {
+    let pairs = tsumugi::text::parse_tsv("bom.tsv", "\u{feff}hello\tこんにちは\n".as_bytes()).unwrap();
+    assert_eq!(pairs[0].source, "hello");
+    let vocab = tsumugi::text::Vocab::from_text("bom.vocab", "\u{feff}<pad>\n<sos>\n<eos>\n<unk>\nhello\n").unwrap();
+    assert_eq!(vocab.token(0), "<pad>");
+    let vectors = tsumugi::text::WordVectors::parse_glove("bom.txt", "\u{feff}the 0.5 1.0\n".as_bytes()).unwrap();
+    assert_eq!(vectors.words(), ["the"]);
+}

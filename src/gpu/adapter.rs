@@ -100,6 +100,17 @@ pub async fn enumerate_adapters(instance: &wgpu::Instance, backends: wgpu::Backe
 
 /// Picks the best adapter that matches `options`.
 pub(crate) async fn choose_adapter(instance: &wgpu::Instance, options: &AdapterOptions) -> Result<wgpu::Adapter> {
+    if options.backends.is_empty() {
+        // wgpu reads an unknown WGPU_BACKEND value as no backend at all.
+        let said = std::env::var("WGPU_BACKEND")
+            .map(|value| format!("WGPU_BACKEND={value:?} names"))
+            .unwrap_or_else(|_| "AdapterOptions::backends holds".to_string());
+        return Err(Error::NoAdapter {
+            reason: format!(
+                "{said} no backend wgpu knows; use a comma list of vulkan, metal, dx12, gl, webgpu (or primary)"
+            ),
+        });
+    }
     let adapters = enumerate_adapters(instance, options.backends).await;
     let seen: Vec<String> = adapters
         .iter()

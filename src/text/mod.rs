@@ -41,6 +41,8 @@ pub fn read_tsv(path: &Path) -> Result<Vec<Pair>> {
 
 /// [`read_tsv`] on bytes already in memory; `name` names them in errors.
 pub fn parse_tsv(name: &str, bytes: &[u8]) -> Result<Vec<Pair>> {
+    // A UTF-8 byte-order mark is not part of the first sentence (it became a token).
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let mut pairs = Vec::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
@@ -233,6 +235,7 @@ impl Vocab {
 
     /// Parses [`Vocab::to_text`]'s output; `name` names it in errors.
     pub fn from_text(name: &str, text: &str) -> Result<Vocab> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let tokens: Vec<String> = text.lines().map(str::to_string).collect();
         Self::from_tokens(tokens).map_err(|err| Error::Format {
             source_name: name.to_string(),
@@ -411,6 +414,7 @@ impl WordVectors {
             vectors: Vec::new(),
             index: HashMap::new(),
         };
+        let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let line = i + 1;
             let text = std::str::from_utf8(raw)
