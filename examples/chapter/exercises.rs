@@ -54,6 +54,7 @@ pub fn ex2(walk: &mut Walk) -> AnyResult<()> {
     println!("\n出力:");
     print_matrix(&output[0], num_classes);
     println!("\n予測クラス: tensor({:?})", argmax_rows(&output[0], num_classes));
+    println!("(the chapter's outputs and classes [1, 0, 1, 0] are illustrative; these come from an untrained model)");
     Ok(())
 }
 
@@ -92,6 +93,7 @@ pub fn ex4(walk: &mut Walk) -> AnyResult<()> {
     println!("tensor({})", fmt_row(&weights[..seq_len]));
     let sum: f32 = weights[..seq_len].iter().sum();
     println!("合計: {sum:.4}(1.0であることを確認)");
+    println!("(the chapter prints [0.2134, 0.1987, 0.2345, 0.1876, 0.1658]: illustrative)");
     for (b, row) in weights.chunks(seq_len).enumerate() {
         let s: f32 = row.iter().sum();
         if (s - 1.0).abs() > 1e-5 {
@@ -266,5 +268,9 @@ pub fn ex5(walk: &mut Walk) -> AnyResult<()> {
         )
     })?;
     println!("loss curves and accuracy bars: {}", path.display());
+    println!(
+        "(the same comparison on real sentences and real labels, rt-polarity with GloVe 50d: \
+         cargo run --release --example pretrained_embeddings)"
+    );
     Ok(())
 }

@@ -92,6 +92,7 @@ fn sentiment(walk: &mut Walk) -> AnyResult<()> {
             );
         }
     }
+    println!("(the chapter prints losses 0.5234, 0.2156, 0.0987, 0.0456 and accuracies 0.75, 1, 1, 1: illustrative)");
     for sentence in SENTIMENT_TEST {
         let ids = encode(&sentence.split_whitespace().collect::<Vec<_>>(), &words, max_len);
         let x_test = Tensor::from_slice(ctx, &ids, &[1, max_len])?;
@@ -101,6 +102,7 @@ fn sentiment(walk: &mut Walk) -> AnyResult<()> {
         println!("予測: {}", if p[1] > p[0] { "Positive" } else { "Negative" });
         println!("確率: [[{:.4} {:.4}]]", p[0], p[1]);
     }
+    println!("(the chapter prints [[0.0234 0.9766]] and [[0.9823 0.0177]])");
     Ok(())
 }
 

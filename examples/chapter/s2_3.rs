@@ -186,6 +186,9 @@ impl Toy {
                 println!("Epoch [{epoch}/{num_epochs}], Loss: {loss:.4}");
             }
         }
+        println!(
+            "(the chapter prints 1.2345, 0.5678, 0.2345, 0.1234, 0.0678 for the model without attention: illustrative)"
+        );
         println!("\n訓練完了!");
         Ok(Trained { model, store })
     }
