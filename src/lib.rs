@@ -43,12 +43,18 @@ pub mod gpu;
 pub mod graph;
 pub mod io;
 pub mod kernels;
+pub mod loss;
 pub mod metrics;
 pub mod nn;
+pub mod optim;
 pub mod reference;
+pub mod sampling;
 mod tensor;
 pub mod text;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterOptions, AdapterSummary, Context, Encoder, Recorder};
 pub use tensor::{DType, Element, Tensor};
+/// The wgpu tsumugi speaks (its major version decides which hosts and engines can share
+/// their `Device` and `Queue` with it), so that a host names exactly this one.
+pub use wgpu;

@@ -452,3 +452,58 @@ fn scheduled_sampling_ratios_follow_their_schedules_and_bad_ratios_are_errors() 
         );
     }
 }
+
+#[test]
+fn seq2seq_takes_the_encoders_lengths_and_the_attention_mask_separately() {
+    use tsumugi::kernels::Lengths;
+    use tsumugi::nn::seq2seq::SourcePadding;
+    let ctx = ctx();
+    let mut store = ParamStore::new();
+    let model = seq2seq(ctx, &mut store, (9, 7), (6, 8), Some(AttentionKind::Bahdanau));
+    // Row 0 is full, row 1 padded after 2 of its 4 steps.
+    let src = Tensor::from_slice(ctx, &[3u32, 4, 5, 6, 7, 8, PAD, PAD], &[2, 4]).unwrap();
+    let lengths = Lengths::new(ctx, &[4, 2], 4).unwrap();
+    let sos = Tensor::from_slice(ctx, &[SOS, SOS], &[2, 1]).unwrap();
+    // Greedy decoding for 3 steps; returns every step's attention weights [2, 4].
+    let weights = |store: &mut ParamStore, padding: SourcePadding<'_>| -> Vec<Vec<f32>> {
+        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let (_, weights) = model.greedy(&mut g, &src, padding, &sos, 3).unwrap();
+        let weights: Vec<Tensor> = weights.iter().map(|&w| g.value(w).clone()).collect();
+        g.submit();
+        weights.iter().map(|w| w.to_vec::<f32>().unwrap()).collect()
+    };
+    let both = weights(&mut store, (&lengths).into());
+    let none = weights(&mut store, None.into());
+    let attention_only = weights(&mut store, SourcePadding::attention_only(&lengths));
+    let encoder_only = weights(
+        &mut store,
+        SourcePadding {
+            encoder: Some(&lengths),
+            attention: None,
+        },
+    );
+    for (name, w, masked) in [
+        ("both", &both, true),
+        ("none", &none, false),
+        ("attention_only", &attention_only, true),
+        ("encoder_only", &encoder_only, false),
+    ] {
+        for step in w {
+            // Row 1's padded positions 2 and 3 get weight exactly when attention is not masked.
+            let padded = step[6] + step[7];
+            assert_eq!(padded == 0.0, masked, "{name}: padded weight {padded}");
+            for row in step.chunks(4) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{name}: {row:?}");
+            }
+        }
+    }
+    // The encoder's lengths change what attention attends to (its outputs past a row's
+    // length), so masking alone differs from masking with packed encoding.
+    assert_ne!(attention_only, both);
+    assert_ne!(encoder_only, none);
+    // Row 0 is full: its weights do not depend on the mask, only on the encoder run,
+    // which is the same for a full row whether lengths are given or not.
+    for (a, b) in attention_only.iter().zip(&none) {
+        assert_eq!(a[..4], b[..4]);
+    }
+}

@@ -467,8 +467,20 @@ impl Backward<'_> {
 }
 
 impl<'s> Graph<'s> {
+    /// Starts a training step (PyTorch's `model.train()`): dropout is on, its masks keyed
+    /// by `seed` and `step` (the optimizer's step count), so a run is reproducible.
+    pub fn train(ctx: &Context, store: &'s mut ParamStore, seed: u64, step: u64) -> Graph<'s> {
+        Graph::new(ctx, store, true, seed, step)
+    }
+
+    /// Starts an inference pass (PyTorch's `model.eval()`): dropout is off.
+    pub fn eval(ctx: &Context, store: &'s mut ParamStore) -> Graph<'s> {
+        Graph::new(ctx, store, false, 0, 0)
+    }
+
     /// Starts a step on `ctx` over the parameters in `store`. `training` enables dropout;
     /// `seed` and `step` key the dropout masks, so a run is reproducible.
+    /// [`Graph::train`] and [`Graph::eval`] say which without a bool.
     pub fn new(ctx: &Context, store: &'s mut ParamStore, training: bool, seed: u64, step: u64) -> Graph<'s> {
         Graph {
             encoder: ctx.create_encoder(),
@@ -1591,7 +1603,7 @@ impl<'s> Graph<'s> {
     /// gradient makes it, no parameter and no optimizer state changes; nor when the update
     /// would make any weight or state NaN or Inf (every parameter's update is computed
     /// first by a probe, which then sets the norm to the NaN
-    /// [`UPDATE_REFUSED`](crate::kernels::optim::UPDATE_REFUSED)). Decided on the GPU, so
+    /// [`UPDATE_REFUSED`]). Decided on the GPU, so
     /// nothing waits; read the norm after the submission and stop with
     /// [`check_step_finite`] (a skipped step still counts in `t`).
     pub fn adam_step_guarded(&mut self, op: &Adam, t: u64, grad_norm: &Tensor) -> Result<()> {
@@ -1698,7 +1710,7 @@ impl<'s> Graph<'s> {
 /// and gradient norm read back, `Error::NonFinite` naming the step and the quantity if
 /// either is NaN or Inf, or if the guarded step refused an update that would have made a
 /// weight or optimizer state NaN or Inf (the norm then holds
-/// [`UPDATE_REFUSED`](crate::kernels::optim::UPDATE_REFUSED)). With
+/// [`UPDATE_REFUSED`]). With
 /// [`Graph::adam_step_guarded`] or [`Graph::sgd_step_guarded`] that step changed no
 /// weight, so stopping here keeps the model (and the last checkpoint) as they were before it.
 pub fn check_step_finite(step: u64, loss: f32, grad_norm: f32) -> Result<()> {

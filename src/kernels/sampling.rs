@@ -16,28 +16,7 @@ use super::{check_loop_budget, check_tensors, row_grid};
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, SAMPLING};
 use crate::{DType, Error, Result, Tensor};
 
-/// How tokens are drawn.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sampling {
-    /// Divides the logits before the softmax: below 1 sharpens, above 1 flattens. Must
-    /// be finite and > 0 (a tiny temperature is effectively greedy).
-    pub temperature: f32,
-    /// Keep only the k most likely tokens (1 is greedy); `None` keeps all of them.
-    pub top_k: Option<usize>,
-    /// The key of the random stream.
-    pub seed: u64,
-}
-
-impl Default for Sampling {
-    /// Temperature 1, every token, seed 0.
-    fn default() -> Self {
-        Sampling {
-            temperature: 1.0,
-            top_k: None,
-            seed: 0,
-        }
-    }
-}
+pub use crate::sampling::Sampling;
 
 impl Sampling {
     /// `Err(InvalidArgument)` unless the temperature is finite and > 0 and k is in

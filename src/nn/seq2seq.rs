@@ -453,6 +453,46 @@ pub enum AttentionKind {
     Luong(LuongScore),
 }
 
+/// How a seq2seq model treats the padding of its source batch: the encoder's lengths
+/// (PyTorch's `pack_padded_sequence`: padded steps neither change the state nor produce
+/// output) and attention's mask (padded positions get no weight) are separate choices.
+/// The chapter's `Seq2SeqWithAttention` runs its encoder over the padded source and masks
+/// nothing; a model trained in PyTorch with a mask in attention but a plain encoder is
+/// [`SourcePadding::attention_only`]. `Some(&lengths)` (or `&lengths`) sets both, `None`
+/// neither.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourcePadding<'a> {
+    /// Per-row source lengths for the encoder; `None` runs it over every step.
+    pub encoder: Option<&'a Lengths>,
+    /// Per-row source lengths masking attention; `None` attends to every step.
+    pub attention: Option<&'a Lengths>,
+}
+
+impl<'a> SourcePadding<'a> {
+    /// The encoder reads the padded source whole; only attention is masked.
+    pub fn attention_only(lengths: &'a Lengths) -> Self {
+        SourcePadding {
+            encoder: None,
+            attention: Some(lengths),
+        }
+    }
+}
+
+impl<'a> From<Option<&'a Lengths>> for SourcePadding<'a> {
+    fn from(lengths: Option<&'a Lengths>) -> Self {
+        SourcePadding {
+            encoder: lengths,
+            attention: lengths,
+        }
+    }
+}
+
+impl<'a> From<&'a Lengths> for SourcePadding<'a> {
+    fn from(lengths: &'a Lengths) -> Self {
+        Some(lengths).into()
+    }
+}
+
 /// The chapter's `Seq2Seq` / `Seq2SeqWithAttention`.
 #[derive(Clone, Debug)]
 pub struct Seq2Seq {
@@ -473,19 +513,20 @@ impl Seq2Seq {
     /// decoder's per-step states, stacked, go through `decoder.fc` in one product), with
     /// the stacked rows put into (b, t) order by one row gather; a caller whose loss does
     /// not care about row order can skip the gather with `forward_time_major`.
-    pub fn forward(
+    pub fn forward<'p>(
         &self,
         g: &mut Graph<'_>,
         src: &Tensor,
-        src_lengths: Option<&Lengths>,
+        src_padding: impl Into<SourcePadding<'p>>,
         tgt_inputs: &[Tensor],
         teacher_forcing: f64,
         rng: &mut StdRng,
     ) -> Result<Var> {
+        let src_padding = src_padding.into();
         let steps = tgt_inputs.len();
         let batch = tgt_inputs.first().and_then(|t| t.shape().first()).copied().unwrap_or(0);
         let always_forced = teacher_forcing >= 1.0;
-        let rows = self.teacher_forced_steps(g, src, src_lengths, tgt_inputs, teacher_forcing, rng, !always_forced)?;
+        let rows = self.teacher_forced_steps(g, src, src_padding, tgt_inputs, teacher_forcing, rng, !always_forced)?;
         // [T * B, W] in (t, b) order (W = H forced, else V) to (b, t): row b * T + t is
         // stacked row t * B + b, gathered as an embedding lookup of the stacked rows.
         let stacked = g.stack(&rows)?;
@@ -508,19 +549,20 @@ impl Seq2Seq {
     /// `T * B` rows (one large matmul instead of T small ones, and no per-step argmax);
     /// otherwise each step's logits are computed for its argmax and stacked. Either way
     /// nothing grows step by step. Same math and the same random draws as `forward`.
-    pub fn forward_time_major(
+    pub fn forward_time_major<'p>(
         &self,
         g: &mut Graph<'_>,
         src: &Tensor,
-        src_lengths: Option<&Lengths>,
+        src_padding: impl Into<SourcePadding<'p>>,
         tgt_inputs: &[Tensor],
         teacher_forcing: f64,
         rng: &mut StdRng,
     ) -> Result<Var> {
+        let src_padding = src_padding.into();
         // Under full teacher forcing no step needs its logits: the states are stacked and
         // `decoder.fc` runs once over all T * B rows.
         let always_forced = teacher_forcing >= 1.0;
-        let steps = self.teacher_forced_steps(g, src, src_lengths, tgt_inputs, teacher_forcing, rng, !always_forced)?;
+        let steps = self.teacher_forced_steps(g, src, src_padding, tgt_inputs, teacher_forcing, rng, !always_forced)?;
         let stacked = g.stack(&steps)?;
         if always_forced {
             self.decoder.fc.forward(g, stacked)
@@ -535,9 +577,9 @@ impl Seq2Seq {
         &self,
         g: &mut Graph<'_>,
         src: &Tensor,
-        src_lengths: Option<&Lengths>,
+        encoder_lengths: Option<&Lengths>,
     ) -> Result<(Option<Memory>, (Var, Var))> {
-        let (values, h, c) = self.encoder.forward(g, src, src_lengths)?;
+        let (values, h, c) = self.encoder.forward(g, src, encoder_lengths)?;
         let memory = match &self.decoder.attention {
             Some(attention) => Some(attention.memory(g, values)?),
             None => None,
@@ -557,12 +599,13 @@ impl Seq2Seq {
         &self,
         g: &mut Graph<'_>,
         src: &Tensor,
-        src_lengths: Option<&Lengths>,
+        src_padding: SourcePadding<'_>,
         tgt_inputs: &[Tensor],
         teacher_forcing: f64,
         rng: &mut StdRng,
         logits: bool,
     ) -> Result<Vec<Var>> {
+        let src_lengths = src_padding.attention;
         if !(0.0..=1.0).contains(&teacher_forcing) {
             return Err(Error::invalid(format!(
                 "seq2seq: the teacher-forcing ratio must be in [0, 1], got {teacher_forcing}"
@@ -572,7 +615,7 @@ impl Seq2Seq {
             .first()
             .ok_or_else(|| Error::invalid("seq2seq: no target steps"))?;
         let batch = first.shape().first().copied().unwrap_or(0);
-        let (memory, mut state) = self.encode(g, src, src_lengths)?;
+        let (memory, mut state) = self.encode(g, src, src_padding.encoder)?;
         if !logits {
             // Every step must be forced; the draws are made all the same, so that the
             // random stream continues as with logits.
@@ -607,16 +650,18 @@ impl Seq2Seq {
 
     /// Greedy decoding from `<sos>` ids `[B, 1]` for `max_len` steps: the chosen ids of each
     /// step (u32 `[B]`, on the GPU until read) and, with attention, each step's weights.
-    pub fn greedy(
+    pub fn greedy<'p>(
         &self,
         g: &mut Graph<'_>,
         src: &Tensor,
-        src_lengths: Option<&Lengths>,
+        src_padding: impl Into<SourcePadding<'p>>,
         sos: &Tensor,
         max_len: usize,
     ) -> Result<(Vec<Tensor>, Vec<Var>)> {
+        let src_padding = src_padding.into();
+        let src_lengths = src_padding.attention;
         let batch = sos.shape().first().copied().unwrap_or(0);
-        let (memory, mut state) = self.encode(g, src, src_lengths)?;
+        let (memory, mut state) = self.encode(g, src, src_padding.encoder)?;
         let mut ids = sos.clone();
         let (mut chosen, mut weights) = (Vec::with_capacity(max_len), Vec::new());
         for _ in 0..max_len {
@@ -641,15 +686,17 @@ impl Seq2Seq {
     /// result back blocking); there, [`Seq2Seq::greedy`] and [`crate::Tensor::read`].
     #[cfg(not(target_arch = "wasm32"))]
     #[allow(clippy::too_many_arguments)]
-    pub fn beam_search(
+    pub fn beam_search<'p>(
         &self,
         ctx: &Context,
         store: &mut ParamStore,
         src: &Tensor,
-        src_lengths: Option<&Lengths>,
+        src_padding: impl Into<SourcePadding<'p>>,
         sos: u32,
         options: &BeamSearch,
     ) -> Result<Vec<Vec<Hypothesis>>> {
+        let src_padding = src_padding.into();
+        let src_lengths = src_padding.attention;
         let &BeamSearch {
             beam,
             max_len,
@@ -675,7 +722,7 @@ impl Seq2Seq {
         }
         let rows = batch * beam;
         let mut g = Graph::new(ctx, store, false, 0, 0);
-        let (memory, (h, c)) = self.encode(&mut g, src, src_lengths)?;
+        let (memory, (h, c)) = self.encode(&mut g, src, src_padding.encoder)?;
         // Each source's rows repeated K times: gathers by the row ids b repeated K times.
         let repeat: Vec<u32> = (0..batch as u32).flat_map(|b| std::iter::repeat_n(b, beam)).collect();
         let repeat = Tensor::from_slice(ctx, &repeat, &[rows])?;

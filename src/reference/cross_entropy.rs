@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use crate::kernels::cross_entropy::{CrossEntropy, Reduction};
+use crate::loss::{CrossEntropy, Reduction};
 
 /// What [`cross_entropy_forward`] computes, named as the kernel's outputs.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 //! updates and `clip_grad_norm_`, in f64, updating their arguments in place as the
 //! PyTorch functions do.
 
-use crate::kernels::optim::{Adam, Sgd};
+use crate::optim::{Adam, Sgd};
 
 /// One Adam step `t` (from 1) of `param`, `exp_avg`, `exp_avg_sq`, all the shape of `grad`.
 pub fn adam_step(op: &Adam, t: u64, param: &mut [f64], grad: &[f64], exp_avg: &mut [f64], exp_avg_sq: &mut [f64]) {
