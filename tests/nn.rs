@@ -291,3 +291,67 @@ fn training_with_one_seed_is_bitwise_reproducible_and_another_seed_differs() {
     assert_eq!(first, again, "same seed, different bits");
     assert_ne!(first, other, "a different seed gave the same weights");
 }
+
+/// Every parameter's name and value, in registration order.
+fn named_values(store: &ParamStore) -> Vec<(String, Vec<f32>)> {
+    store
+        .entries()
+        .map(|(name, value, _)| (name.to_string(), value.to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_var_builder_names_parameters_as_pytorch_and_builds_what_the_positional_constructors_build() {
+    use tsumugi::nn::seq2seq::{AttentionKind, Decoder, DecoderConfig, Encoder, EncoderConfig, Seq2Seq};
+    use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
+    let ctx = ctx();
+    // A bare module: PyTorch's state dict of nn.Linear(3, 2) is {weight, bias}, of nn.LSTM
+    // weight_ih_l0 ...; an empty prefix gives exactly those names, with either form.
+    let (mut store, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(1));
+    linear(3, 2, VarBuilder::new(ctx, &mut store, &mut rng)).unwrap();
+    let names: Vec<String> = store.entries().map(|(n, _, _)| n.to_string()).collect();
+    assert_eq!(names, ["weight", "bias"]);
+    let (mut store, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(1));
+    Recurrent::new(ctx, &mut store, &mut rng, "", RecurrentConfig::new(CellKind::Gru, 3, 4)).unwrap();
+    let names: Vec<String> = store.entries().map(|(n, _, _)| n.to_string()).collect();
+    assert_eq!(names, ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]);
+
+    // Sub-modules through pp(), and the same values as the positional constructors from
+    // the same seed.
+    let (mut built, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(7));
+    let mut vb = VarBuilder::new(ctx, &mut built, &mut rng);
+    let mut model = vb.pp("model");
+    embedding(11, 4, EmbeddingConfig { padding_idx: Some(0) }, model.pp("embedding")).unwrap();
+    recurrent(RecurrentConfig::new(CellKind::Lstm, 4, 5), model.pp("lstm")).unwrap();
+    linear(5, 3, model.pp("fc")).unwrap();
+    let (mut positional, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(7));
+    Embedding::new(ctx, &mut positional, &mut rng, "model.embedding", 11, 4, Some(0)).unwrap();
+    let config = RecurrentConfig::new(CellKind::Lstm, 4, 5);
+    Recurrent::new(ctx, &mut positional, &mut rng, "model.lstm", config).unwrap();
+    Linear::new(ctx, &mut positional, &mut rng, "model.fc", 5, 3, true).unwrap();
+    assert_eq!(named_values(&built), named_values(&positional));
+    assert!(built.find("model.lstm.weight_hh_l0").is_some());
+
+    // The chapter's Seq2SeqWithAttention from two configs.
+    let encoder = EncoderConfig {
+        vocab: 9,
+        embed: 4,
+        hidden: 6,
+        padding_idx: Some(0),
+    };
+    let decoder = DecoderConfig {
+        vocab: 7,
+        embed: 4,
+        hidden: 6,
+        padding_idx: Some(0),
+        attention: Some(AttentionKind::Bahdanau),
+    };
+    let (mut built, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(3));
+    Seq2Seq::build(encoder, decoder, VarBuilder::new(ctx, &mut built, &mut rng)).unwrap();
+    let (mut positional, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(3));
+    Encoder::new(ctx, &mut positional, &mut rng, "encoder", 9, 4, 6, Some(0)).unwrap();
+    let attention = Some(AttentionKind::Bahdanau);
+    Decoder::new(ctx, &mut positional, &mut rng, "decoder", 7, 4, 6, Some(0), attention).unwrap();
+    assert_eq!(named_values(&built), named_values(&positional));
+    assert!(built.find("decoder.attention.W1.weight").is_some());
+}

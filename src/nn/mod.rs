@@ -3,9 +3,13 @@
 //! [`ParamStore`] under `{prefix}.{name}` (the state-dict names) and adds its ops to a
 //! [`Graph`] in `forward`. One `StdRng`, seeded once, initialises a whole model.
 
+mod builder;
 pub mod generator;
 pub mod models;
 pub mod seq2seq;
+
+pub(crate) use builder::join;
+pub use builder::VarBuilder;
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -44,7 +48,9 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Registers the parameters, initialised as PyTorch: U(-1/sqrt(in), 1/sqrt(in)).
+    /// Registers `{prefix}.weight` and `{prefix}.bias`, initialised as PyTorch:
+    /// U(-1/sqrt(in), 1/sqrt(in)). The same as [`linear`] (or [`linear_no_bias`]) with
+    /// `VarBuilder::with_prefix(ctx, store, rng, prefix)`.
     pub fn new(
         ctx: &Context,
         store: &mut ParamStore,
@@ -54,18 +60,19 @@ impl Linear {
         out_features: usize,
         bias: bool,
     ) -> Result<Linear> {
+        Linear::build(
+            in_features,
+            out_features,
+            bias,
+            VarBuilder::with_prefix(ctx, store, rng, prefix),
+        )
+    }
+
+    fn build(in_features: usize, out_features: usize, bias: bool, mut vb: VarBuilder<'_>) -> Result<Linear> {
         let bound = 1.0 / (in_features as f32).sqrt();
-        let weight = uniform(
-            ctx,
-            rng,
-            &format!("{prefix}.weight"),
-            &[out_features, in_features],
-            bound,
-        )?;
-        let weight = store.add(&format!("{prefix}.weight"), weight, true)?;
+        let weight = vb.uniform("weight", &[out_features, in_features], bound)?;
         let bias = if bias {
-            let b = uniform(ctx, rng, &format!("{prefix}.bias"), &[out_features], bound)?;
-            Some(store.add(&format!("{prefix}.bias"), b, true)?)
+            Some(vb.uniform("bias", &[out_features], bound)?)
         } else {
             None
         };
@@ -101,7 +108,8 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// Registers the table, N(0, 1) with the padding row zeroed, as PyTorch.
+    /// Registers the table `{prefix}.weight`, N(0, 1) with the padding row zeroed, as
+    /// PyTorch. The same as [`embedding`] with `VarBuilder::with_prefix(.., prefix)`.
     pub fn new(
         ctx: &Context,
         store: &mut ParamStore,
@@ -111,20 +119,8 @@ impl Embedding {
         embedding_dim: usize,
         padding_idx: Option<u32>,
     ) -> Result<Embedding> {
-        let count = ctx.check_tensor_size(&format!("{prefix}.weight"), &[num_embeddings, embedding_dim])?;
-        let mut data = normal(rng, count);
-        if let Some(pad) = padding_idx {
-            let pad = pad as usize;
-            if pad >= num_embeddings {
-                return Err(Error::invalid(format!(
-                    "embedding {prefix}: padding_idx {pad} is outside 0..{num_embeddings}"
-                )));
-            }
-            data[pad * embedding_dim..(pad + 1) * embedding_dim].fill(0.0);
-        }
-        let table = Tensor::from_slice(ctx, &data, &[num_embeddings, embedding_dim])?;
-        let weight = store.add(&format!("{prefix}.weight"), table, true)?;
-        Ok(Embedding { weight, padding_idx })
+        let vb = VarBuilder::with_prefix(ctx, store, rng, prefix);
+        embedding(num_embeddings, embedding_dim, EmbeddingConfig { padding_idx }, vb)
     }
 
     /// `nn.Embedding.from_pretrained(table, freeze)`: a frozen table gets no gradient and
@@ -143,7 +139,7 @@ impl Embedding {
                 table.shape(),
             ));
         }
-        let weight = store.add(&format!("{prefix}.weight"), table, !freeze)?;
+        let weight = store.add(&join(prefix, "weight"), table, !freeze)?;
         Ok(Embedding { weight, padding_idx })
     }
 
@@ -152,6 +148,60 @@ impl Embedding {
         let w = g.param(self.weight)?;
         g.embedding(ids, w, self.padding_idx)
     }
+}
+
+/// `nn.Linear(in_features, out_features)`: registers `weight` `[out, in]` and `bias`
+/// `[out]` under the builder's prefix, U(-1/sqrt(in), 1/sqrt(in)) as PyTorch.
+pub fn linear(in_features: usize, out_features: usize, vb: VarBuilder<'_>) -> Result<Linear> {
+    Linear::build(in_features, out_features, true, vb)
+}
+
+/// `nn.Linear(in_features, out_features, bias=False)`.
+pub fn linear_no_bias(in_features: usize, out_features: usize, vb: VarBuilder<'_>) -> Result<Linear> {
+    Linear::build(in_features, out_features, false, vb)
+}
+
+/// The options of `nn.Embedding` beyond its sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmbeddingConfig {
+    /// The row that starts at zero and gets no gradient.
+    pub padding_idx: Option<u32>,
+}
+
+/// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)`: registers `weight`
+/// `[V, E]` under the builder's prefix, N(0, 1) with the padding row zeroed, as PyTorch.
+pub fn embedding(
+    num_embeddings: usize,
+    embedding_dim: usize,
+    config: EmbeddingConfig,
+    mut vb: VarBuilder<'_>,
+) -> Result<Embedding> {
+    let name = vb.name("weight");
+    let ctx = vb.context();
+    let count = ctx.check_tensor_size(&name, &[num_embeddings, embedding_dim])?;
+    if let Some(pad) = config.padding_idx.filter(|&pad| pad as usize >= num_embeddings) {
+        return Err(Error::invalid(format!(
+            "embedding {name}: padding_idx {pad} is outside 0..{num_embeddings}"
+        )));
+    }
+    let mut data = normal(vb.rng(), count);
+    if let Some(pad) = config.padding_idx {
+        let pad = pad as usize;
+        data[pad * embedding_dim..(pad + 1) * embedding_dim].fill(0.0);
+    }
+    let table = Tensor::from_slice(ctx, &data, &[num_embeddings, embedding_dim])?;
+    let weight = vb.add("weight", table, true)?;
+    Ok(Embedding {
+        weight,
+        padding_idx: config.padding_idx,
+    })
+}
+
+/// `nn.LSTM` / `nn.GRU` / `nn.RNN` with `config`: registers `weight_ih_l{k}`,
+/// `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}` (and `*_reverse`) under the builder's
+/// prefix, every weight U(-1/sqrt(H), 1/sqrt(H)) as PyTorch.
+pub fn recurrent(config: RecurrentConfig, vb: VarBuilder<'_>) -> Result<Recurrent> {
+    Recurrent::build(config, vb)
 }
 
 /// Which recurrence a [`Recurrent`] layer stack runs.
@@ -231,7 +281,8 @@ pub struct RecurrentStates {
 }
 
 impl Recurrent {
-    /// Registers the layers, every weight U(-1/sqrt(H), 1/sqrt(H)) as PyTorch.
+    /// Registers the layers under `prefix`, every weight U(-1/sqrt(H), 1/sqrt(H)) as
+    /// PyTorch. The same as [`recurrent`] with `VarBuilder::with_prefix(.., prefix)`.
     pub fn new(
         ctx: &Context,
         store: &mut ParamStore,
@@ -239,6 +290,10 @@ impl Recurrent {
         prefix: &str,
         config: RecurrentConfig,
     ) -> Result<Recurrent> {
+        Recurrent::build(config, VarBuilder::with_prefix(ctx, store, rng, prefix))
+    }
+
+    fn build(config: RecurrentConfig, mut vb: VarBuilder<'_>) -> Result<Recurrent> {
         let RecurrentConfig {
             kind,
             input_size,
@@ -247,6 +302,7 @@ impl Recurrent {
             dropout,
             bidirectional,
         } = config;
+        let prefix = vb.prefix().to_string();
         if num_layers == 0 || hidden_size == 0 || input_size == 0 {
             return Err(Error::invalid(format!(
                 "{prefix}: input_size, hidden_size and num_layers must be >= 1"
@@ -271,9 +327,7 @@ impl Recurrent {
             for direction in 0..directions {
                 let suffix = if direction == 1 { "_reverse" } else { "" };
                 let mut add = |name: &str, shape: &[usize]| -> Result<ParamId> {
-                    let name = format!("{prefix}.{name}_l{layer}{suffix}");
-                    let value = uniform(ctx, rng, &name, shape, bound)?;
-                    store.add(&name, value, true)
+                    vb.uniform(&format!("{name}_l{layer}{suffix}"), shape, bound)
                 };
                 per_direction.push([
                     add("weight_ih", &[rows, inputs])?,

@@ -7,7 +7,10 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{uniform, CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use super::{
+    embedding, linear, linear_no_bias, recurrent, CellKind, Embedding, EmbeddingConfig, Linear, Recurrent,
+    RecurrentConfig, VarBuilder,
+};
 use crate::graph::{Graph, ParamId, ParamStore, Var};
 use crate::kernels::attention::Score;
 // Beam search reads its result back blocking, so it is native-only (see `beam_search`).
@@ -33,10 +36,15 @@ pub struct BahdanauAttention {
 impl BahdanauAttention {
     /// Registers W1, W2 and V.
     pub fn new(ctx: &Context, store: &mut ParamStore, rng: &mut StdRng, prefix: &str, hidden: usize) -> Result<Self> {
+        Self::build(hidden, VarBuilder::with_prefix(ctx, store, rng, prefix))
+    }
+
+    /// Registers `W1`, `W2` and `V` under the builder's prefix.
+    pub fn build(hidden: usize, mut vb: VarBuilder<'_>) -> Result<Self> {
         Ok(BahdanauAttention {
-            w1: Linear::new(ctx, store, rng, &format!("{prefix}.W1"), hidden, hidden, true)?,
-            w2: Linear::new(ctx, store, rng, &format!("{prefix}.W2"), hidden, hidden, true)?,
-            v: Linear::new(ctx, store, rng, &format!("{prefix}.V"), hidden, 1, true)?,
+            w1: linear(hidden, hidden, vb.pp("W1"))?,
+            w2: linear(hidden, hidden, vb.pp("W2"))?,
+            v: linear(hidden, 1, vb.pp("V"))?,
             hidden,
         })
     }
@@ -79,15 +87,18 @@ impl LuongAttention {
         hidden: usize,
         score: LuongScore,
     ) -> Result<Self> {
-        let name = format!("{prefix}.W_a");
+        Self::build(hidden, score, VarBuilder::with_prefix(ctx, store, rng, prefix))
+    }
+
+    /// Registers `W_a` (and `v` for concat) under the builder's prefix.
+    pub fn build(hidden: usize, score: LuongScore, mut vb: VarBuilder<'_>) -> Result<Self> {
         let (w_a, v) = match score {
             LuongScore::Dot => (None, None),
-            LuongScore::General => (Some(Linear::new(ctx, store, rng, &name, hidden, hidden, false)?), None),
+            LuongScore::General => (Some(linear_no_bias(hidden, hidden, vb.pp("W_a"))?), None),
             LuongScore::Concat => {
-                let w_a = Linear::new(ctx, store, rng, &name, 2 * hidden, hidden, true)?;
+                let w_a = linear(2 * hidden, hidden, vb.pp("W_a"))?;
                 let bound = 1.0 / (hidden as f32).sqrt();
-                let v = uniform(ctx, rng, &format!("{prefix}.v"), &[hidden], bound)?;
-                (Some(w_a), Some(store.add(&format!("{prefix}.v"), v, true)?))
+                (Some(w_a), Some(vb.uniform("v", &[hidden], bound)?))
             }
         };
         Ok(LuongAttention { score, w_a, v, hidden })
@@ -198,7 +209,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Registers `{prefix}.embedding` and `{prefix}.lstm`.
+    /// Registers `{prefix}.embedding` and `{prefix}.lstm`; [`Encoder::build`] with a
+    /// config and a builder says the same without positional arguments.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &Context,
@@ -210,23 +222,26 @@ impl Encoder {
         hidden: usize,
         padding_idx: Option<u32>,
     ) -> Result<Self> {
+        let config = EncoderConfig {
+            vocab,
+            embed,
+            hidden,
+            padding_idx,
+        };
+        Self::build(config, VarBuilder::with_prefix(ctx, store, rng, prefix))
+    }
+
+    /// Registers `embedding` and `lstm` under the builder's prefix.
+    pub fn build(config: EncoderConfig, mut vb: VarBuilder<'_>) -> Result<Self> {
+        let EncoderConfig {
+            vocab,
+            embed,
+            hidden,
+            padding_idx,
+        } = config;
         Ok(Encoder {
-            embedding: Embedding::new(
-                ctx,
-                store,
-                rng,
-                &format!("{prefix}.embedding"),
-                vocab,
-                embed,
-                padding_idx,
-            )?,
-            lstm: Recurrent::new(
-                ctx,
-                store,
-                rng,
-                &format!("{prefix}.lstm"),
-                RecurrentConfig::new(CellKind::Lstm, embed, hidden),
-            )?,
+            embedding: embedding(vocab, embed, EmbeddingConfig { padding_idx }, vb.pp("embedding"))?,
+            lstm: recurrent(RecurrentConfig::new(CellKind::Lstm, embed, hidden), vb.pp("lstm"))?,
         })
     }
 
@@ -255,6 +270,8 @@ pub struct Decoder {
 
 impl Decoder {
     /// Registers a decoder; `attention` builds its attention under `{prefix}.attention`.
+    /// [`Decoder::build`] with a config and a builder says the same without positional
+    /// arguments.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &Context,
@@ -267,43 +284,41 @@ impl Decoder {
         padding_idx: Option<u32>,
         attention: Option<AttentionKind>,
     ) -> Result<Self> {
-        let embedding = Embedding::new(
-            ctx,
-            store,
-            rng,
-            &format!("{prefix}.embedding"),
+        let config = DecoderConfig {
             vocab,
             embed,
+            hidden,
             padding_idx,
-        )?;
-        let attention_prefix = format!("{prefix}.attention");
+            attention,
+        };
+        Self::build(config, VarBuilder::with_prefix(ctx, store, rng, prefix))
+    }
+
+    /// Registers `embedding`, `attention` (if any), `lstm` and `fc` under the builder's prefix.
+    pub fn build(config: DecoderConfig, mut vb: VarBuilder<'_>) -> Result<Self> {
+        let DecoderConfig {
+            vocab,
+            embed,
+            hidden,
+            padding_idx,
+            attention,
+        } = config;
+        let embedding = embedding(vocab, embed, EmbeddingConfig { padding_idx }, vb.pp("embedding"))?;
         let attention = match attention {
             None => None,
-            Some(AttentionKind::Bahdanau) => Some(Attention::Bahdanau(BahdanauAttention::new(
-                ctx,
-                store,
-                rng,
-                &attention_prefix,
+            Some(AttentionKind::Bahdanau) => Some(Attention::Bahdanau(BahdanauAttention::build(
                 hidden,
+                vb.pp("attention"),
             )?)),
-            Some(AttentionKind::Luong(score)) => Some(Attention::Luong(LuongAttention::new(
-                ctx,
-                store,
-                rng,
-                &attention_prefix,
+            Some(AttentionKind::Luong(score)) => Some(Attention::Luong(LuongAttention::build(
                 hidden,
                 score,
+                vb.pp("attention"),
             )?)),
         };
         let input = if attention.is_some() { embed + hidden } else { embed };
-        let lstm = Recurrent::new(
-            ctx,
-            store,
-            rng,
-            &format!("{prefix}.lstm"),
-            RecurrentConfig::new(CellKind::Lstm, input, hidden),
-        )?;
-        let fc = Linear::new(ctx, store, rng, &format!("{prefix}.fc"), hidden, vocab, true)?;
+        let lstm = recurrent(RecurrentConfig::new(CellKind::Lstm, input, hidden), vb.pp("lstm"))?;
+        let fc = linear(hidden, vocab, vb.pp("fc"))?;
         Ok(Decoder {
             embedding,
             attention,
@@ -493,6 +508,34 @@ impl<'a> From<&'a Lengths> for SourcePadding<'a> {
     }
 }
 
+/// The sizes of an [`Encoder`] (the chapter's `Encoder(vocab, embed, hidden)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderConfig {
+    /// Source vocabulary size.
+    pub vocab: usize,
+    /// Embedding size.
+    pub embed: usize,
+    /// LSTM hidden size.
+    pub hidden: usize,
+    /// The embedding's padding row.
+    pub padding_idx: Option<u32>,
+}
+
+/// The sizes and attention of a [`Decoder`] (the chapter's `Decoder` or `AttentionDecoder`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecoderConfig {
+    /// Target vocabulary size.
+    pub vocab: usize,
+    /// Embedding size.
+    pub embed: usize,
+    /// LSTM hidden size (the encoder's).
+    pub hidden: usize,
+    /// The embedding's padding row.
+    pub padding_idx: Option<u32>,
+    /// `None` for the chapter's plain `Decoder`.
+    pub attention: Option<AttentionKind>,
+}
+
 /// The chapter's `Seq2Seq` / `Seq2SeqWithAttention`.
 #[derive(Clone, Debug)]
 pub struct Seq2Seq {
@@ -503,6 +546,14 @@ pub struct Seq2Seq {
 }
 
 impl Seq2Seq {
+    /// Registers `encoder.*` and `decoder.*` under the builder's prefix.
+    pub fn build(encoder: EncoderConfig, decoder: DecoderConfig, mut vb: VarBuilder<'_>) -> Result<Self> {
+        Ok(Seq2Seq {
+            encoder: Encoder::build(encoder, vb.pp("encoder"))?,
+            decoder: Decoder::build(decoder, vb.pp("decoder"))?,
+        })
+    }
+
     /// Runs the encoder, then the decoder over `tgt_inputs` (one `[B, 1]` id tensor per
     /// step, `<sos>` first). At each step after the first, with probability
     /// `teacher_forcing` (drawn from `rng`, one draw per step) the reference token goes in,
