@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Same-run comparison of tsumugi with its peers on ../shared/BENCH.md's workloads.
+# Same-run comparison of tsumugi with its peers on the benchmark workloads (K1-K4, S1, S2;
+# benches/RESULTS.md describes them and keeps the results).
 #
 # Runs, ROUNDS times and interleaved (tsumugi, Burn, PyTorch, tsumugi, ...), so that a slow
 # patch of the machine hits everyone alike:
@@ -13,12 +14,17 @@
 #
 #   BURN_BIN=/path/to/burn_bench_wgsl TORCH_PYTHON=/path/to/venv/bin/python benches/compare.sh
 #
-# Environment: ROUNDS (default 3), PEERS (default ../shared/peers, for bench_torch.py).
+# Environment: ROUNDS (default 3); PEERS, the folder of the peers' harness with
+# bench_torch.py (required with TORCH_PYTHON).
 # Run it on an otherwise idle machine: on 2 cores, a build beside it distorts everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
-PEERS=${PEERS:-../shared/peers}
+PEERS=${PEERS:-}
+if [[ -n "${TORCH_PYTHON:-}" && ! -f "$PEERS/bench_torch.py" ]]; then
+    echo "TORCH_PYTHON is set but PEERS (${PEERS:-unset}) has no bench_torch.py: set PEERS to the peers' harness folder" >&2
+    exit 2
+fi
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 

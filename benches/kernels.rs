@@ -2,7 +2,7 @@
 //!
 //! Every shape is verified once against the CPU reference before it is timed, and the
 //! pipelines are built before timing. One iteration is one dispatch, submitted and
-//! waited for (BENCH.md's convention: time a GPU iteration to its result). Criterion's
+//! waited for (the workloads' convention: time a GPU iteration to its result). Criterion's
 //! throughput is set in FLOPs (2 M N K per product), so its `elem/s` reads as FLOP/s; a
 //! `GFLOP/s` line with the median of criterion's own samples follows each shape.
 //! The memory-bound sections (`loss_optim`, `embedding_elementwise`) report bytes
@@ -220,7 +220,7 @@ fn to_f64(values: &[f32]) -> Vec<f64> {
 }
 
 /// LSTM, GRU and RNN layers' recurrence (the fused step kernels) at the K1/K2 shape of
-/// BENCH.md (B=32, T=64, H=256; the input projection is a matmul, timed above) and K3's
+/// the workloads (B=32, T=64, H=256; the input projection is a matmul, timed above) and K3's
 /// batch-1 inference. GFLOP/s in DeepBench's convention: 2 G H^2 B T for the recurrent
 /// product only (G = 4 LSTM, 3 GRU, 1 RNN); the backward counts the same product again
 /// (dh = dgates W_hh), not the weight-gradient matmuls that follow the loop.

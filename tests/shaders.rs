@@ -54,7 +54,7 @@ fn every_family_without_its_subgroup_section_validates_without_subgroup_operatio
     assert!(with_sections >= 2, "matmul and lstm_cell have subgroup sections");
 }
 
-/// DESIGN.md: kernels fit the browser column, at most 8 storage buffers per entry point
+/// Kernels fit WebGPU's default limits (shaders/README.md): at most 8 storage buffers per entry point
 /// (a vec4 alias of a buffer counts as one more binding), so they run under WebGPU too.
 #[test]
 fn every_entry_point_binds_at_most_eight_storage_buffers() {

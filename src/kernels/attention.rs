@@ -6,7 +6,7 @@
 //!
 //! The chapter's `BahdanauAttention(query, values)` is [`Score::Additive`] with
 //! `query = W1 q + b1` (a matmul per decoder step), `keys = W2 values + b2` (one matmul
-//! per source sequence, DESIGN.md's "computed once per sequence") and `v = V.weight`.
+//! per source sequence, so computed once per sequence) and `v = V.weight`.
 //! Luong's dot score is [`Score::Dot`] with `query = q`, `keys = values`; "general" is
 //! [`Score::Dot`] with `query = q W_a`; "concat" is [`Score::Additive`] with `W_c` split
 //! into its query and key halves. The gradients of those matmuls (W1, W2, b1, b2, W_a)

@@ -1,7 +1,7 @@
 //! Launchers of `shaders/lstm_cell.wgsl`: one LSTM step forward (or a whole sequence in
 //! one workgroup) and one step backward, with PyTorch's gate order i, f, g, o.
 //!
-//! A layer runs them as (DESIGN.md, "The hot paths"): the input projection
+//! A layer runs them as the hot path wants it: the input projection
 //! `xproj = x W_ih^T + (b_ih + b_hh)` as one matmul over all `B * T` rows, then
 //! [`lstm_forward`] (one fused dispatch per step: recurrent product + gate math), and in
 //! the backward [`lstm_backward`] (one dispatch per step) followed by one matmul each for
