@@ -44,3 +44,26 @@ fn the_web_example_trains_natively_as_in_the_browser() {
     }
     assert_eq!(outcome.generated.chars().count(), demo::SIZES.generate + 1);
 }
+
+/// The page's writer (`state_dict_to_bytes_async`, the one wasm32 has) writes the very
+/// bytes of the blocking one.
+#[test]
+fn the_async_state_dict_writer_writes_the_blocking_writers_bytes() {
+    use rand::SeedableRng;
+    let ctx = Context::new().expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+    let mut store = tsumugi::graph::ParamStore::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    tsumugi::nn::models::RecurrentModel::char_level_rnn(&ctx, &mut store, &mut rng, 11, 5, 7, 2).expect("a model");
+    let blocking = tsumugi::io::state_dict_to_bytes(&store, "model").expect("the blocking writer");
+    let async_bytes = demo::block_on(&ctx, tsumugi::io::state_dict_to_bytes_async(&store, "model"))
+        .expect("the device answers")
+        .expect("the async writer");
+    assert_eq!(async_bytes, blocking);
+    let mut other = tsumugi::graph::ParamStore::new();
+    tsumugi::nn::models::RecurrentModel::char_level_rnn(&ctx, &mut other, &mut rng, 11, 5, 7, 2).expect("a model");
+    let options = tsumugi::io::LoadOptions::with_prefix("model");
+    tsumugi::io::load_state_dict_from_bytes(&async_bytes, "async bytes", &mut other, &options).expect("they load");
+    for ((name, a, _), (_, b, _)) in store.entries().zip(other.entries()) {
+        assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap(), "{name}");
+    }
+}

@@ -6,7 +6,8 @@ with Chromium's WebGPU (SwiftShader where there is no GPU), waits for the page's
 `TSUMUGI_WEB_RESULT {json}` console line, and compares it with the native test's
 `TSUMUGI_NATIVE_RESULT {json}` line (tests/web_demo.rs, same seeds and sizes):
 
-- the greedy translations and the generated text must be identical;
+- the greedy translations (of a copy of the trained translator loaded from its state-dict
+  bytes), the size of those bytes and the generated text must be identical;
 - every reported loss must agree within ABS_TOL + REL_TOL * |native|: both runs execute
   the same kernels, but on different drivers whose float arithmetic (fused multiply-adds,
   transcendental functions) may round differently, and 200-300 Adam steps carry any
@@ -121,7 +122,7 @@ def run_page(chromium, url, timeout):
 
 def compare(native, web):
     problems = []
-    for key in ("translations", "generated"):
+    for key in ("translations", "state_dict_bytes", "generated"):
         if native[key] != web[key]:
             problems.append(f"{key}: native {native[key]!r}, browser {web[key]!r}")
     worst = 0.0

@@ -9,6 +9,7 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
+use tsumugi::io::{load_state_dict_from_bytes, state_dict_to_bytes_async, LoadOptions};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::sampling::Sampling;
@@ -81,7 +82,11 @@ pub struct Progress {
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     pub translate_losses: Vec<(u64, f32)>,
-    /// Greedy translations of the four sources, words joined by spaces.
+    /// The size of the trained translator's state dict, which a second, differently
+    /// initialised translator loads from these bytes.
+    pub state_dict_bytes: usize,
+    /// That second translator's greedy translations of the four sources, words joined by
+    /// spaces: right only if training and the round trip through bytes both worked.
     pub translations: Vec<String>,
     pub char_losses: Vec<(u64, f32)>,
     /// The prompt (the text's first character) and the greedy continuation.
@@ -98,10 +103,11 @@ impl Outcome {
         let translations: Vec<String> = self.translations.iter().map(|t| json_string(t)).collect();
         format!(
             "{{\"adapter\":{},\"seed\":{},\"train_ms\":{train_ms:.0},\"translate_losses\":{},\
-             \"translations\":[{}],\"char_losses\":{},\"generated\":{}}}",
+             \"state_dict_bytes\":{},\"translations\":[{}],\"char_losses\":{},\"generated\":{}}}",
             json_string(adapter),
             SIZES.seed,
             losses(&self.translate_losses),
+            self.state_dict_bytes,
             translations.join(","),
             losses(&self.char_losses),
             json_string(&self.generated),
@@ -127,10 +133,11 @@ fn json_string(s: &str) -> String {
 
 /// Trains both models and generates, reporting each loss read back to `progress`.
 pub async fn run(ctx: &Context, sizes: &Sizes, progress: &mut dyn FnMut(Progress)) -> Result<Outcome> {
-    let (translate_losses, translations) = translator(ctx, sizes, progress).await?;
+    let (translate_losses, state_dict_bytes, translations) = translator(ctx, sizes, progress).await?;
     let (char_losses, generated) = characters(ctx, sizes, progress).await?;
     Ok(Outcome {
         translate_losses,
+        state_dict_bytes,
         translations,
         char_losses,
         generated,
@@ -142,24 +149,20 @@ fn reports(sizes: &Sizes, step: u64, steps: u64) -> bool {
     step.is_multiple_of(sizes.report_every) || step == steps
 }
 
-/// The chapter's seq2seq with Bahdanau attention on [`PAIRS`], full teacher forcing,
-/// Adam; then greedy decoding of the four sources.
-async fn translator(
+/// The chapter's seq2seq with Bahdanau attention, its parameters registered in `store`.
+fn seq2seq(
     ctx: &Context,
+    store: &mut ParamStore,
+    rng: &mut StdRng,
     sizes: &Sizes,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(Vec<(u64, f32)>, Vec<String>)> {
-    let src_tokens: Vec<Vec<String>> = PAIRS.iter().map(|(en, _)| word_tokens(en)).collect();
-    let tgt_tokens: Vec<Vec<String>> = PAIRS.iter().map(|(_, ja)| word_tokens(ja)).collect();
-    let (src_vocab, tgt_vocab) = (Vocab::build(&src_tokens, 1), Vocab::build(&tgt_tokens, 1));
-    let mut store = ParamStore::new();
-    let mut rng = StdRng::seed_from_u64(sizes.seed);
+    (src_vocab, tgt_vocab): (&Vocab, &Vocab),
+) -> Result<Seq2Seq> {
     let pad = Some(Vocab::PAD_ID);
-    let model = Seq2Seq {
+    Ok(Seq2Seq {
         encoder: Encoder::new(
             ctx,
-            &mut store,
-            &mut rng,
+            store,
+            rng,
             "encoder",
             src_vocab.len(),
             sizes.embed,
@@ -168,8 +171,8 @@ async fn translator(
         )?,
         decoder: Decoder::new(
             ctx,
-            &mut store,
-            &mut rng,
+            store,
+            rng,
             "decoder",
             tgt_vocab.len(),
             sizes.embed,
@@ -177,7 +180,23 @@ async fn translator(
             pad,
             Some(AttentionKind::Bahdanau),
         )?,
-    };
+    })
+}
+
+/// The chapter's toy translator on [`PAIRS`]: full teacher forcing, Adam; then its state
+/// dict as bytes, loaded into a second translator (initialised from another seed), whose
+/// greedy translations of the four sources are returned.
+async fn translator(
+    ctx: &Context,
+    sizes: &Sizes,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<(u64, f32)>, usize, Vec<String>)> {
+    let src_tokens: Vec<Vec<String>> = PAIRS.iter().map(|(en, _)| word_tokens(en)).collect();
+    let tgt_tokens: Vec<Vec<String>> = PAIRS.iter().map(|(_, ja)| word_tokens(ja)).collect();
+    let (src_vocab, tgt_vocab) = (Vocab::build(&src_tokens, 1), Vocab::build(&tgt_tokens, 1));
+    let mut store = ParamStore::new();
+    let mut rng = StdRng::seed_from_u64(sizes.seed);
+    let model = seq2seq(ctx, &mut store, &mut rng, sizes, (&src_vocab, &tgt_vocab))?;
     let examples: Vec<Example> = src_tokens
         .iter()
         .zip(&tgt_tokens)
@@ -225,10 +244,21 @@ async fn translator(
             });
         }
     }
+    // Through bytes, as a page would keep a model (IndexedDB, a download) and load it back.
+    let bytes = state_dict_to_bytes_async(&store, "").await?;
+    let mut loaded_store = ParamStore::new();
+    let mut other_rng = StdRng::seed_from_u64(sizes.seed + 1);
+    let loaded = seq2seq(ctx, &mut loaded_store, &mut other_rng, sizes, (&src_vocab, &tgt_vocab))?;
+    load_state_dict_from_bytes(
+        &bytes,
+        "the trained translator",
+        &mut loaded_store,
+        &LoadOptions::default(),
+    )?;
     // Greedy decoding: every step's argmax on the GPU, one submission, then the ids.
     let sos = Tensor::from_slice(ctx, &vec![Vocab::SOS_ID; b], &[b, 1])?;
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
-    let (chosen, _) = model.greedy(&mut g, &src, Some(&lengths), &sos, batch.target_steps + 1)?;
+    let mut g = Graph::new(ctx, &mut loaded_store, false, 0, 0);
+    let (chosen, _) = loaded.greedy(&mut g, &src, Some(&lengths), &sos, batch.target_steps + 1)?;
     g.submit();
     let mut steps_ids = Vec::with_capacity(chosen.len());
     for ids in &chosen {
@@ -240,7 +270,7 @@ async fn translator(
             tgt_vocab.decode(&ids).join(" ")
         })
         .collect();
-    Ok((losses, translations))
+    Ok((losses, bytes.len(), translations))
 }
 
 /// A one-layer character LSTM on [`TEXT`] (every window of `sizes.window` characters in

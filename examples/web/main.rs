@@ -64,7 +64,11 @@ pub async fn run() -> Result<String, JsValue> {
         .zip(&outcome.translations)
         .map(|((en, ja), got)| format!("{en} -> {got}   (reference: {ja})"))
         .collect();
-    show("translations", &translations.join("\n"));
+    let heading = format!(
+        "greedy translations by a copy loaded from the trained model's state dict ({} bytes):",
+        outcome.state_dict_bytes
+    );
+    show("translations", &format!("{heading}\n{}", translations.join("\n")));
     show("generated", &outcome.generated);
     show("status", &format!("done in {:.1} s", train_ms / 1e3));
     let line = format!("TSUMUGI_WEB_RESULT {}", outcome.to_json(&adapter, train_ms));

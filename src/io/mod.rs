@@ -22,7 +22,9 @@ pub use checkpoint::{checkpoint_metadata_from_bytes, load_checkpoint_from_bytes,
 pub use checkpoint::{
     checkpoint_to_bytes, load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_checkpoint_with,
 };
-pub use state_dict::{load_state_dict_from_bytes, LoadOptions, LoadReport, Mismatch, MAX_HEADER_BYTES};
+pub use state_dict::{
+    load_state_dict_from_bytes, state_dict_to_bytes_async, LoadOptions, LoadReport, Mismatch, MAX_HEADER_BYTES,
+};
 // Files, and writers that read the GPU back blocking: not on wasm32.
 #[cfg(not(target_arch = "wasm32"))]
 pub use state_dict::{load_state_dict, save_state_dict, state_dict_to_bytes};

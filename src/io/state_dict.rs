@@ -208,8 +208,6 @@ pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Floats to little-endian bytes.
-// Only the writers use it, and they read tensors back blocking, which wasm32 cannot.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn f32_to_le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -342,7 +340,6 @@ pub(crate) fn named(name: String, tensor: &Tensor) -> Result<Named> {
 
 /// The bytes of a safetensors file holding `tensors`, with `format: pt` in its metadata
 /// as `safetensors.torch.save_file` writes (some loaders look for it) plus `extra`.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn serialize(tensors: &[Named], extra: &[(&str, String)], source_name: &str) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
@@ -367,6 +364,19 @@ pub fn state_dict_to_bytes(store: &ParamStore, prefix: &str) -> Result<Vec<u8>> 
         .entries()
         .map(|(name, value, _)| named(format!("{prefix}{name}"), value))
         .collect::<Result<Vec<_>>>()?;
+    serialize(&tensors, &[], "state dict")
+}
+
+/// [`state_dict_to_bytes`] without blocking: each parameter is read back with
+/// [`crate::Tensor::read`], so this is the writer a browser (wasm32) has, e.g. to keep a
+/// model trained on the page. On native the future completes once the device is polled.
+pub async fn state_dict_to_bytes_async(store: &ParamStore, prefix: &str) -> Result<Vec<u8>> {
+    let prefix = normalized_prefix(prefix);
+    let mut tensors = Vec::new();
+    for (name, value, _) in store.entries() {
+        let values = value.read::<f32>().await?;
+        tensors.push((format!("{prefix}{name}"), value.shape().to_vec(), f32_to_le(&values)));
+    }
     serialize(&tensors, &[], "state dict")
 }
 
