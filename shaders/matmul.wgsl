@@ -11,7 +11,7 @@
 // matmul_backward_bias  dbias[n] = sum over b, m of dC[b, m, n] (+ beta * dbias[n])
 //
 // The gradients of C = op(A) op(B) are products too, so the Rust launcher encodes them
-// as matmul_forward dispatches over remapped views (src/kernels/matmul.rs):
+// as matmul_forward dispatches over remapped views (src/kernels/matmul/):
 //     d op(A) = dC op(B)^T   written through A's view (summed over b if A is shared)
 //     d op(B) = op(A)^T dC   written through B's view (summed over b if B is shared)
 // Nothing is saved by the forward: the backward reads the forward's inputs.
