@@ -10,9 +10,17 @@
 //! cargo run --release --example translate -- --toy              # the chapter's 4 sentences
 //! cargo run --release --example translate -- --help
 //! ```
+//!
+//! This file is the program (flags, training, evaluation); `translator.rs` holds the model
+//! with its vocabularies and checkpoint, `heat_maps.rs` the attention heat maps, `toy.rs`
+//! the `--toy` run.
 
-#[path = "cli/mod.rs"]
+#[path = "../cli/mod.rs"]
 mod cli;
+mod heat_maps;
+mod toy;
+mod translator;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,14 +28,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, write_atomically, Metadata};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
 use tsumugi::metrics::{char_bleu, chrf};
-use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::Seq2Seq;
 use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Error, Tensor};
+
+use heat_maps::heat_maps;
+use toy::toy;
+use translator::{Meta, Translator};
 
 const HELP: &str = "\
 translate: English-to-Japanese seq2seq with Bahdanau attention on the Tanaka corpus
@@ -311,203 +322,6 @@ fn check_sentence_lengths(path: &Path, pairs: &[Pair]) -> AnyResult<()> {
         }
     }
     Ok(())
-}
-
-/// What a checkpoint needs beside its tensors to be used again: the model's sizes, the
-/// epoch and (in the same file's metadata, see `Translator::save`) the vocabularies.
-struct Meta {
-    embed: usize,
-    hidden: usize,
-    epoch: usize,
-}
-
-/// The model with its vocabularies.
-struct Translator {
-    model: Seq2Seq,
-    src_vocab: Vocab,
-    tgt_vocab: Vocab,
-}
-
-impl Translator {
-    fn new(
-        ctx: &Context,
-        store: &mut ParamStore,
-        src_vocab: Vocab,
-        tgt_vocab: Vocab,
-        embed: usize,
-        hidden: usize,
-        seed: u64,
-    ) -> tsumugi::Result<Translator> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let pad = Some(Vocab::PAD_ID);
-        let model = Seq2Seq {
-            encoder: Encoder::new(ctx, store, &mut rng, "encoder", src_vocab.len(), embed, hidden, pad)?,
-            decoder: Decoder::new(
-                ctx,
-                store,
-                &mut rng,
-                "decoder",
-                tgt_vocab.len(),
-                embed,
-                hidden,
-                pad,
-                Some(AttentionKind::Bahdanau),
-            )?,
-        };
-        Ok(Translator {
-            model,
-            src_vocab,
-            tgt_vocab,
-        })
-    }
-
-    /// Saves weights, optimizer state, sizes, epoch and both vocabularies in one
-    /// checkpoint file, written atomically: they cannot disagree after a crash.
-    fn save(&self, store: &ParamStore, checkpoint: &Path, meta: &Meta, step: u64) -> tsumugi::Result<()> {
-        let metadata = Metadata::from([
-            ("embed".to_string(), meta.embed.to_string()),
-            ("hidden".to_string(), meta.hidden.to_string()),
-            ("epoch".to_string(), meta.epoch.to_string()),
-            ("src_vocab".to_string(), self.src_vocab.to_text()),
-            ("tgt_vocab".to_string(), self.tgt_vocab.to_text()),
-        ]);
-        save_checkpoint_with(checkpoint, store, step, &metadata)
-    }
-
-    /// Rebuilds the model a checkpoint was saved from and loads its tensors.
-    /// Returns the model, its sizes and the optimizer's step count.
-    fn load(ctx: &Context, store: &mut ParamStore, checkpoint: &Path) -> AnyResult<(Translator, Meta, u64)> {
-        if !checkpoint.exists() {
-            return Err(format!(
-                "{}: no checkpoint there; train first: cargo run --release --example translate",
-                checkpoint.display()
-            )
-            .into());
-        }
-        let (_, metadata) = read_checkpoint_metadata(checkpoint)?;
-        let text = |key: &str| -> AnyResult<&String> {
-            metadata.get(key).ok_or_else(|| {
-                format!(
-                    "{}: not a translate checkpoint (no `{key}` in its metadata)",
-                    checkpoint.display()
-                )
-                .into()
-            })
-        };
-        let number = |key: &str| -> AnyResult<usize> {
-            let value = text(key)?;
-            value
-                .parse()
-                .map_err(|_| format!("{}: `{key}` is {value:?}, not a count", checkpoint.display()).into())
-        };
-        let meta = Meta {
-            embed: number("embed")?,
-            hidden: number("hidden")?,
-            epoch: number("epoch")?,
-        };
-        let name = checkpoint.display().to_string();
-        let src_vocab = Vocab::from_text(&format!("{name} (src_vocab)"), text("src_vocab")?)?;
-        let tgt_vocab = Vocab::from_text(&format!("{name} (tgt_vocab)"), text("tgt_vocab")?)?;
-        let translator = Translator::new(ctx, store, src_vocab, tgt_vocab, meta.embed, meta.hidden, 0)?;
-        let step = load_checkpoint(checkpoint, store)?;
-        Ok((translator, meta, step))
-    }
-
-    fn encode(&self, pair: &Pair) -> Example {
-        Example::encode(
-            &word_tokens(&pair.source),
-            &char_tokens(&pair.target),
-            &self.src_vocab,
-            &self.tgt_vocab,
-        )
-    }
-
-    /// Source ids `[B, S]` and lengths of English sentences, each ending in `<eos>`.
-    fn source_batch(&self, ctx: &Context, sentences: &[&str]) -> tsumugi::Result<(Tensor, Lengths, usize)> {
-        let examples: Vec<Example> = sentences
-            .iter()
-            .map(|s| Example::encode(&word_tokens(s), &[], &self.src_vocab, &self.tgt_vocab))
-            .collect();
-        let refs: Vec<&Example> = examples.iter().collect();
-        let batch = Seq2SeqBatch::new(&refs)?;
-        let src = Tensor::from_slice(ctx, &batch.source, &[batch.batch, batch.source_steps])?;
-        let lengths = Lengths::new(ctx, &batch.source_lengths, batch.source_steps)?;
-        Ok((src, lengths, batch.source_steps))
-    }
-
-    /// Translations of `sentences`, greedy (`beam` 1) or by beam search.
-    fn translate(
-        &self,
-        ctx: &Context,
-        store: &mut ParamStore,
-        sentences: &[&str],
-        beam: usize,
-    ) -> AnyResult<Vec<String>> {
-        let (src, lengths, steps) = self.source_batch(ctx, sentences)?;
-        let max_len = max_output_len(steps);
-        let ids: Vec<Vec<u32>> = if beam > 1 {
-            let options = BeamSearch::new(beam, max_len, Vocab::EOS_ID);
-            let found = self
-                .model
-                .beam_search(ctx, store, &src, Some(&lengths), Vocab::SOS_ID, &options)?;
-            found
-                .into_iter()
-                .map(|hyps| hyps.into_iter().next().map(|h| h.tokens).unwrap_or_default())
-                .collect()
-        } else {
-            let (chosen, _) = self.greedy(ctx, store, &src, &lengths, max_len, false)?;
-            chosen
-        };
-        // `<unk>` stands for characters the vocabulary lacks: left out of the text.
-        Ok(ids
-            .iter()
-            .map(|ids| {
-                let tokens = self.tgt_vocab.decode(ids);
-                tokens.into_iter().filter(|&t| t != tsumugi::text::UNK).collect()
-            })
-            .collect())
-    }
-
-    /// Greedy decoding: each row's ids (cut at `<eos>` by the caller's decode) and, if
-    /// asked, each row's attention weights `[steps][S]`.
-    #[allow(clippy::type_complexity)]
-    fn greedy(
-        &self,
-        ctx: &Context,
-        store: &mut ParamStore,
-        src: &Tensor,
-        lengths: &Lengths,
-        max_len: usize,
-        with_weights: bool,
-    ) -> tsumugi::Result<(Vec<Vec<u32>>, Vec<Vec<Vec<f32>>>)> {
-        let batch = src.shape()[0];
-        let source = src.shape()[1];
-        let sos = Tensor::from_slice(ctx, &vec![Vocab::SOS_ID; batch], &[batch, 1])?;
-        let mut g = Graph::new(ctx, store, false, 0, 0);
-        let (chosen, weights) = self.model.greedy(&mut g, src, Some(lengths), &sos, max_len)?;
-        let weights: Vec<Tensor> = if with_weights {
-            weights.iter().map(|&w| g.value(w).clone()).collect()
-        } else {
-            Vec::new()
-        };
-        g.submit();
-        let steps: Vec<Vec<u32>> = chosen.iter().map(|t| t.to_vec()).collect::<tsumugi::Result<_>>()?;
-        let rows = (0..batch).map(|b| steps.iter().map(|s| s[b]).collect()).collect();
-        let mut maps = vec![Vec::new(); if with_weights { batch } else { 0 }];
-        for step in &weights {
-            let values: Vec<f32> = step.to_vec()?;
-            for (b, map) in maps.iter_mut().enumerate() {
-                map.push(values[b * source..(b + 1) * source].to_vec());
-            }
-        }
-        Ok((rows, maps))
-    }
-}
-
-/// Decoding steps for sources of up to `source_steps` tokens: the training targets have
-/// at most 30 characters, and a Japanese sentence rarely has more than 3 per English word.
-fn max_output_len(source_steps: usize) -> usize {
-    (3 * source_steps + 4).clamp(32, 160)
 }
 
 struct Scores {
@@ -807,210 +621,4 @@ fn train_step(
         });
     }
     Ok(loss)
-}
-
-/// The chapter's `visualize_attention` for a few sentences: `attention_N.png` (a grey
-/// heat map, one row per output character, one column per source word, darker = more
-/// weight) and
-/// `attention_N.svg` (the same with the tokens on the axes; a PNG would need a font with
-/// Japanese glyphs).
-fn heat_maps(ctx: &Context, store: &mut ParamStore, model: &Translator, pairs: &[Pair], out: &Path) -> AnyResult<()> {
-    std::fs::create_dir_all(out).map_err(|err| format!("cannot create {}: {err}", out.display()))?;
-    let sentences: Vec<&str> = pairs.iter().map(|p| p.source.as_str()).collect();
-    let (src, lengths, steps) = model.source_batch(ctx, &sentences)?;
-    let (ids, maps) = model.greedy(ctx, store, &src, &lengths, max_output_len(steps), true)?;
-    for (n, (pair, (ids, map))) in pairs.iter().zip(ids.iter().zip(&maps)).enumerate() {
-        let mut source: Vec<String> = word_tokens(&pair.source)
-            .into_iter()
-            .map(|w| model.src_vocab.token(model.src_vocab.id(&w)).to_string())
-            .collect();
-        source.push("<eos>".to_string());
-        let mut output: Vec<String> = model.tgt_vocab.decode(ids).iter().map(|s| s.to_string()).collect();
-        if output.len() < ids.len() {
-            output.push("<eos>".to_string());
-        }
-        let rows: Vec<Vec<f32>> = map
-            .iter()
-            .take(output.len())
-            .map(|r| r[..source.len()].to_vec())
-            .collect();
-        let png = out.join(format!("attention_{}.png", n + 1));
-        let svg = out.join(format!("attention_{}.svg", n + 1));
-        write_atomically(&png, &heat_map_png(&rows)?)?;
-        write_atomically(&svg, heat_map_svg(&rows, &source, &output).as_bytes())?;
-    }
-    println!(
-        "attention heat maps of {} dev sentences: {}/attention_*.png and .svg",
-        pairs.len(),
-        out.display()
-    );
-    Ok(())
-}
-
-/// The largest weight of a map: the colour scale runs from 0 (white) to it (black), as
-/// matplotlib's `imshow` scales to the data.
-fn max_weight(rows: &[Vec<f32>]) -> f32 {
-    rows.iter().flatten().fold(0.0f32, |a, &b| a.max(b)).max(1e-6)
-}
-
-fn shade_of(weight: f32, top: f32) -> u8 {
-    (255.0 * (1.0 - (weight / top).clamp(0.0, 1.0))).round() as u8
-}
-
-/// Cells of `CELL` pixels, white (0) to black (the map's largest weight), one-pixel grey
-/// grid lines.
-fn heat_map_png(rows: &[Vec<f32>]) -> AnyResult<Vec<u8>> {
-    const CELL: usize = 24;
-    let (h, w) = (rows.len().max(1), rows.first().map_or(1, Vec::len).max(1));
-    let (width, height) = (w * CELL + 1, h * CELL + 1);
-    let mut pixels = vec![160u8; width * height];
-    let top = max_weight(rows);
-    for (r, row) in rows.iter().enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            let shade = shade_of(v, top);
-            for y in r * CELL + 1..(r + 1) * CELL {
-                pixels[y * width + c * CELL + 1..y * width + (c + 1) * CELL].fill(shade);
-            }
-        }
-    }
-    let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(&pixels)?;
-    writer.finish()?;
-    Ok(bytes)
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The heat map as SVG: source words along the top (rotated), output characters down
-/// the left, the weight in each cell's title.
-fn heat_map_svg(rows: &[Vec<f32>], source: &[String], output: &[String]) -> String {
-    const CELL: usize = 28;
-    let (left, top) = (60, 90);
-    let top_weight = max_weight(rows);
-    let width = left + source.len() * CELL + 10;
-    let height = top + output.len() * CELL + 10;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"14\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    for (c, word) in source.iter().enumerate() {
-        let x = left + c * CELL + CELL / 2;
-        svg += &format!(
-            "<text transform=\"translate({x},{}) rotate(-60)\">{}</text>\n",
-            top - 6,
-            xml_escape(word)
-        );
-    }
-    for (r, ch) in output.iter().enumerate() {
-        let y = top + r * CELL + CELL / 2 + 5;
-        svg += &format!(
-            "<text x=\"{}\" y=\"{y}\" text-anchor=\"end\">{}</text>\n",
-            left - 6,
-            xml_escape(ch)
-        );
-        for (c, &v) in rows.get(r).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
-            let shade = shade_of(v, top_weight);
-            svg += &format!(
-                "<rect x=\"{}\" y=\"{}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"rgb({shade},{shade},{shade})\" stroke=\"#aaa\"><title>{v:.3}</title></rect>\n",
-                left + c * CELL,
-                top + r * CELL
-            );
-        }
-    }
-    svg += "</svg>\n";
-    svg
-}
-
-/// The chapter's toy translator: 4 sentence pairs, trained until greedy decoding
-/// returns every target.
-fn toy(args: &Args) -> AnyResult<()> {
-    // The chapter's four pairs (its section 2.3), here with this example's character-level
-    // Japanese; `cargo run --release --example chapter -- 2.3` runs the chapter's own
-    // word-level listing with its sizes and settings.
-    const PAIRS: [(&str, &str); 4] = [
-        ("i am a student", "私は学生です"),
-        ("he is a teacher", "彼は教師です"),
-        ("she likes cats", "彼女は猫が好きです"),
-        ("we study english", "私たちは英語を勉強します"),
-    ];
-    let ctx = Context::new()?;
-    let pairs: Vec<Pair> = PAIRS
-        .iter()
-        .enumerate()
-        .map(|(i, (en, ja))| Pair {
-            source: en.to_string(),
-            target: ja.to_string(),
-            line: i + 1,
-        })
-        .collect();
-    let src: Vec<Vec<String>> = pairs.iter().map(|p| word_tokens(&p.source)).collect();
-    let tgt: Vec<Vec<String>> = pairs.iter().map(|p| char_tokens(&p.target)).collect();
-    let mut store = ParamStore::new();
-    // Small sizes and a larger step than the Tanaka defaults: 4 sentences need little.
-    let (embed, hidden) = (16, 32);
-    let translator = Translator::new(
-        &ctx,
-        &mut store,
-        Vocab::build(&src, 1),
-        Vocab::build(&tgt, 1),
-        embed,
-        hidden,
-        args.seed,
-    )?;
-    let examples: Vec<Example> = pairs.iter().map(|p| translator.encode(p)).collect();
-    let refs: Vec<&Example> = examples.iter().collect();
-    let batch = Seq2SeqBatch::new(&refs)?;
-    let toy_args = Args {
-        lr: 0.01,
-        ..args.clone()
-    };
-    let adam = Adam {
-        lr: toy_args.lr,
-        ..Adam::default()
-    };
-    let ce = CrossEntropy {
-        ignore_index: Some(Vocab::PAD_ID),
-        ..CrossEntropy::default()
-    };
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let start = Instant::now();
-    let mut loss = f32::NAN;
-    for step in 1..=200 {
-        loss = train_step(
-            &ctx,
-            &mut store,
-            &translator.model,
-            &batch,
-            &toy_args,
-            &adam,
-            &ce,
-            step,
-            &mut rng,
-        )?;
-    }
-    println!(
-        "toy: 200 steps in {:.1} s, final loss {loss:.4} (embed {embed}, hidden {hidden}, Adam lr 0.01)",
-        start.elapsed().as_secs_f64()
-    );
-    let sentences: Vec<&str> = PAIRS.iter().map(|(en, _)| *en).collect();
-    let out = translator.translate(&ctx, &mut store, &sentences, 1)?;
-    let mut all = true;
-    for ((en, ja), got) in PAIRS.iter().zip(&out) {
-        let ok = got == ja;
-        all &= ok;
-        println!("  {en:<16} -> {got}  (target {ja}{})", if ok { "" } else { ", WRONG" });
-    }
-    if !all {
-        return Err("greedy decoding did not return every target".into());
-    }
-    println!("greedy decoding returns all 4 targets");
-    Ok(())
 }
