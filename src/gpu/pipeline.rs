@@ -147,6 +147,13 @@ pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/elementwise.wgsl"),
 };
 
+/// The tape's arithmetic: broadcasting binary ops, unary maps, sums over a dimension
+/// and slices along one.
+pub(crate) const POINTWISE: ShaderFamily = ShaderFamily {
+    name: "pointwise",
+    source: include_str!("../../shaders/pointwise.wgsl"),
+};
+
 /// Per-row reversal of sequences within their lengths.
 pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
     name: "sequence",
@@ -177,6 +184,7 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         OPTIM,
         EMBEDDING,
         ELEMENTWISE,
+        POINTWISE,
         SEQUENCE,
         BEAM,
         SAMPLING,

@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 
+mod elementwise;
+
 use crate::kernels::attention::{attention_backward, attention_forward, AttentionBackward, AttentionForward, Score};
 use crate::kernels::cross_entropy::{argmax, cross_entropy_forward, CrossEntropy, CrossEntropyOutputs, STATUS_LEN};
 use crate::kernels::elementwise::{
@@ -286,6 +288,9 @@ pub struct Backward<'a> {
     values: &'a [Tensor],
     /// (x, dy) of each use of a [`Graph::batch_weight_grad`] alias, by the alias's index.
     batched: HashMap<usize, Vec<(Tensor, Tensor)>>,
+    /// The root when its gradient is the 1 of [`Graph::backward`]: cross-entropy, whose
+    /// gradient is computed with its forward for dy = 1, hands it on as it is only there.
+    unit_root: Option<Var>,
 }
 
 impl Backward<'_> {
@@ -788,9 +793,13 @@ impl<'s> Graph<'s> {
         Ok(out)
     }
 
-    /// `a + b`, same shapes.
+    /// `a + b`: the same shapes, or one operand broadcast over the other, its shape a
+    /// suffix of the other's (a row `[N]` over `[.., N]`) or `[1]`.
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
         let (ta, tb) = (self.value(a).clone(), self.value(b).clone());
+        if ta.shape() != tb.shape() {
+            return self.binary(crate::kernels::pointwise::Binary::Add, a, b);
+        }
         let y = Tensor::empty(&self.ctx, ta.shape(), DType::F32)?;
         add_forward(&self.ctx, &mut self.encoder, &ta, &tb, &y)?;
         let out = self.computed(y, &[a, b]);
@@ -1547,11 +1556,25 @@ impl<'s> Graph<'s> {
         self.target_status = Some(status);
         let out = self.computed(loss, &[logits]);
         self.record(move |g| {
-            // The root: dloss = 1, so dlogits (computed with the loss) is the gradient.
-            if g.grad(out).is_none() {
-                return Ok(());
+            // forward: loss = CE(logits), with dlogits = ∂loss/∂logits computed beside it;
+            // so now: dlogits_total += dloss * dlogits. At the root of Graph::backward
+            // dloss = 1 and dlogits is the gradient as it is; inside a custom loss (a
+            // scaled or summed cross-entropy, backward_with) it is scaled by dloss [1].
+            let Some(dloss) = g.grad(out) else { return Ok(()) };
+            if g.unit_root == Some(out) {
+                return g.deliver(Some(logits), &dlogits);
             }
-            g.deliver(Some(logits), &dlogits)
+            if let Some((grad, accumulate)) = g.target(logits)? {
+                // mul's da = dy * b with dy = dlogits and b = dloss broadcast.
+                let grads = BinaryGrads {
+                    a: Some(&grad),
+                    b: None,
+                    accumulate,
+                };
+                let op = crate::kernels::pointwise::Binary::Mul;
+                crate::kernels::pointwise::binary_backward(g.ctx, g.encoder, op, &tl, &dloss, &dlogits, grads)?;
+            }
+            Ok(())
         });
         Ok(out)
     }
@@ -1572,10 +1595,45 @@ impl<'s> Graph<'s> {
         if self.values[loss.0].shape() != [1] {
             return Err(Error::shape("backward: loss", "[1]", self.values[loss.0].shape()));
         }
-        let mut grads: Vec<Option<Tensor>> = vec![None; self.values.len()];
         // The root's gradient: 1 (cross-entropy's backward only needs to know it exists;
         // a sum broadcasts it).
-        grads[loss.0] = Some(Tensor::full(&self.ctx, &[1], 1.0f32)?);
+        let ones = Tensor::full(&self.ctx, &[1], 1.0f32)?;
+        self.backward_from(loss, ones, true)
+    }
+
+    /// Encodes the backward pass from `v` with `upstream_grad` as its gradient (the shape
+    /// of `v`, f32): what `tensor.backward(gradient)` does in PyTorch, for a non-scalar
+    /// root or a loss weighted from outside. `upstream_grad` is copied, never written.
+    pub fn backward_with(&mut self, v: Var, upstream_grad: &Tensor) -> Result<()> {
+        upstream_grad.check_dtype("backward_with: upstream_grad", DType::F32)?;
+        upstream_grad.check_shape("backward_with: upstream_grad", self.values[v.0].shape())?;
+        if !upstream_grad.context().same_context(&self.ctx) {
+            return Err(crate::kernels::other_context_error(
+                &self.ctx,
+                "backward_with: upstream_grad",
+                upstream_grad,
+                std::iter::empty(),
+            ));
+        }
+        // A copy: an op may hand its output's gradient on to an input as that input's own
+        // buffer, and later contributions are added into it; the caller's tensor must not
+        // change.
+        let grad = Tensor::empty(&self.ctx, upstream_grad.shape(), DType::F32)?;
+        self.encoder.copy_buffer_to_buffer(
+            upstream_grad.buffer(),
+            0,
+            grad.buffer(),
+            0,
+            upstream_grad.size_in_bytes(),
+        );
+        self.backward_from(v, grad, false)
+    }
+
+    /// Walks the tape in reverse from `root`, whose gradient is `root_grad` (`unit`: the
+    /// `[1]` one of [`Graph::backward`]).
+    fn backward_from(&mut self, root: Var, root_grad: Tensor, unit: bool) -> Result<()> {
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.values.len()];
+        grads[root.0] = Some(root_grad);
         let tape = std::mem::take(&mut self.tape);
         let mut backward = Backward {
             ctx: &self.ctx,
@@ -1585,6 +1643,7 @@ impl<'s> Graph<'s> {
             grads: &mut grads,
             values: &self.values,
             batched: std::mem::take(&mut self.batched),
+            unit_root: unit.then_some(root),
         };
         for op in tape.into_iter().rev() {
             op(&mut backward)?;

@@ -13,6 +13,7 @@ pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
 pub mod optim;
+pub mod pointwise;
 pub mod recurrent;
 pub mod rnn_cell;
 pub mod sampling;

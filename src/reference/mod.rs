@@ -12,6 +12,7 @@ pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
 pub mod optim;
+pub mod pointwise;
 pub mod rnn_cell;
 pub mod sampling;
 pub mod sequence;
