@@ -156,6 +156,7 @@ def main():
     if kind != "TSUMUGI_WEB_RESULT":
         sys.exit(f"the page failed after {seconds:.1f} s: {kind} {text}")
     web = json.loads(text)
+    print(f"TSUMUGI_WEB_RESULT {text}")
     print(f"page: {web['adapter']}; trained in {web['train_ms'] / 1e3:.1f} s ({seconds:.1f} s with the browser's start)")
     print(f"native: {native['adapter']}; trained in {native['train_ms'] / 1e3:.1f} s")
     for key in ("translate_losses", "char_losses"):

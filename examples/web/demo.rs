@@ -244,6 +244,9 @@ async fn translator(
             });
         }
     }
+    // Every step has run once this completes (the page's way to await a training step;
+    // the readback below would wait for them anyway).
+    ctx.wait_idle().await?;
     // Through bytes, as a page would keep a model (IndexedDB, a download) and load it back.
     let bytes = state_dict_to_bytes_async(&store, "").await?;
     let mut loaded_store = ParamStore::new();
