@@ -25,83 +25,26 @@
 // An invocation owns BATCH_BLOCK (1 to 4) batch rows x 4 units; the three gate rows of a
 // unit are one mat4x4 (fourth row zero), loaded once per 4 steps of k for all the rows,
 // and BATCH_BLOCK is chosen by the launcher as in lstm_cell.wgsl.
+//
+// The step parameters, the bindings the three cells share, the launch overrides and the
+// loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_chunk, w_block,
+// w_row_units, ...) are in common_recurrent.wgsl, prepended with GATES = 3 (w_block's
+// fourth row is zero) and GATE_COLUMNS = 4.
 
-struct Params {
-    batch: u32,
-    steps: u32,
-    hidden: u32,
-    t: u32,
-    has_lengths: u32,
-    has_dy: u32,
-    has_next: u32,
-    next: u32,
-    pointwise: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// For common_recurrent.wgsl: 3 gate rows of W_hh per unit (r, z, n), 4 columns of gates
+// and dgates (r, z, n, hn).
+const GATES: u32 = 3u;
+const GATE_COLUMNS: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> xproj: array<f32>;            // [B, T, 3H]
-@group(0) @binding(1) var<storage, read> w_hh: array<f32>;             // [3H, H]
-@group(0) @binding(2) var<storage, read> w_hh4: array<vec4<f32>>;      // the same, as vec4
-@group(0) @binding(3) var<storage, read> lengths: array<u32>;          // [B]
-@group(0) @binding(4) var<storage, read_write> h_states: array<f32>;   // [B, T+1, H]
 @group(0) @binding(5) var<storage, read> b_hh: array<f32>;             // [3H]
 @group(0) @binding(6) var<storage, read_write> gates: array<f32>;      // [B, T, 4H]
-@group(0) @binding(7) var<storage, read_write> output: array<f32>;     // [B, T, H]
-@group(0) @binding(8) var<uniform> params: Params;
 
 // Backward bindings (their own entry point layout).
-@group(0) @binding(9) var<storage, read_write> dgates: array<f32>;     // [B, T, 4H]
-@group(0) @binding(10) var<storage, read> dy: array<f32>;              // [B, T, H]
 @group(0) @binding(11) var<storage, read> saved_gates: array<f32>;     // [B, T, 4H]
 @group(0) @binding(12) var<storage, read> saved_h: array<f32>;         // [B, T+1, H]
-@group(0) @binding(13) var<storage, read_write> dstate: array<f32>;    // [B, H]
 
-override WG_X: u32 = 32u;
-override W_VEC4: bool = false;
-override SEQ_WG: u32 = 64u;
-// Batch rows per invocation (1 to 4).
-override BATCH_BLOCK: u32 = 4u;
-
-fn step_len(b: u32) -> u32 {
-    if (params.has_lengths != 0u) {
-        return min(lengths[b], params.steps);
-    }
-    return params.steps;
-}
-
-fn h_chunk(b: u32, t: u32, k: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let base = (b * (params.steps + 1u) + t) * hidden;
-    let last = hidden - 1u;
-    // Elements past H are zeroed so a partial last chunk adds nothing.
-    let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
-    return keep * vec4<f32>(
-        h_states[base + min(k, last)],
-        h_states[base + min(k + 1u, last)],
-        h_states[base + min(k + 2u, last)],
-        h_states[base + min(k + 3u, last)],
-    );
-}
-
-fn w_chunk(row: u32, k: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    if (W_VEC4) {
-        return w_hh4[(row * hidden + k) / 4u];
-    }
-    let last = hidden - 1u;
-    let at = row * hidden;
-    return vec4<f32>(w_hh[at + min(k, last)], w_hh[at + min(k + 1u, last)], w_hh[at + min(k + 2u, last)], w_hh[at + min(k + 3u, last)]);
-}
-
-// Rows r, z, n of unit u at columns k .. k+4: column j = (W_r, W_z, W_n, 0)[u, k + j].
-fn w_block(u: u32, k: u32) -> mat4x4<f32> {
-    let hidden = params.hidden;
-    return transpose(mat4x4<f32>(w_chunk(u, k), w_chunk(hidden + u, k), w_chunk(2u * hidden + u, k), vec4<f32>()));
-}
-
-fn gru_step(t: u32, b0: u32, u0: u32) {
+// The forward of step t for batch rows b0 .. b0+BATCH_BLOCK and units u0 .. u0+4.
+fn cell_step(t: u32, b0: u32, u0: u32) {
     let b_last = params.batch - 1u;
     let u_last = params.hidden - 1u;
     var acc0 = mat4x4<f32>();
@@ -204,20 +147,12 @@ struct CellGrads {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn gru_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    gru_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
+    cell_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
 @compute @workgroup_size(SEQ_WG, 1, 1)
 fn gru_sequence_forward(@builtin(local_invocation_index) lid: u32) {
-    let unit_blocks = div_ceil_u32(params.hidden, 4u);
-    let blocks = unit_blocks * div_ceil_u32(params.batch, BATCH_BLOCK);
-    for (var t = 0u; t < params.steps; t++) {
-        for (var block = lid; block < blocks; block += SEQ_WG) {
-            gru_step(t, (block / unit_blocks) * BATCH_BLOCK, (block % unit_blocks) * 4u);
-        }
-        // Step t+1 reads h_t written by other invocations.
-        storageBarrier();
-    }
+    sequence_forward(lid);
 }
 
 // dgh[b, next, j .. j+4] for rows j of W_hh (0 <= j < 3H): dgh is dgates without its
@@ -233,18 +168,6 @@ fn dgh_chunk(b: u32, j: u32) -> vec4<f32> {
         }
     }
     return chunk;
-}
-
-// W_hh[j, u0 .. u0+4] (rows clamped to 3H; those rows meet a zero dgh).
-fn w_row_units(j: u32, u0: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let row = min(j, 3u * hidden - 1u);
-    if (W_VEC4) {
-        return w_hh4[(row * hidden + u0) / 4u];
-    }
-    let last = hidden - 1u;
-    let at = row * hidden;
-    return vec4<f32>(w_hh[at + min(u0, last)], w_hh[at + min(u0 + 1u, last)], w_hh[at + min(u0 + 2u, last)], w_hh[at + min(u0 + 3u, last)]);
 }
 
 @compute @workgroup_size(WG_X, 1, 1)
@@ -328,28 +251,10 @@ fn gru_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
 //     and shuffled, and the pointwise part is on vec4s of the 4 units.
 // Both bind only vec4 views of the per-unit tensors.
 
-@group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
-@group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
-@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
 @group(0) @binding(17) var<storage, read> saved_gates4: array<vec4<f32>>;     // saved_gates
 @group(0) @binding(18) var<storage, read> saved_h4: array<vec4<f32>>;         // saved_h
-@group(0) @binding(19) var<storage, read_write> dstate4: array<vec4<f32>>;    // dstate
-@group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
 @group(0) @binding(21) var<storage, read> b_hh4: array<vec4<f32>>;            // b_hh
 @group(0) @binding(22) var<storage, read_write> gates4: array<vec4<f32>>;     // gates
-@group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
-
-// h_{t-1}[b, k .. k+4] (b clamped into the batch).
-fn h_prev_k4(b: u32, t: u32, k: u32) -> vec4<f32> {
-    return h_states4[((min(b, params.batch - 1u) * (params.steps + 1u) + t) * params.hidden + k) / 4u];
-}
-
-// The 3 gate rows of unit u at columns k .. k+4: column j holds (W_r, W_z, W_n, 0)[u, k+j].
-fn w_gates_k4(u: u32, k: u32) -> mat4x4<f32> {
-    let row = (u * params.hidden + k) / 4u;
-    let stride = params.hidden * params.hidden / 4u;
-    return transpose(mat4x4<f32>(w_hh4[row], w_hh4[row + stride], w_hh4[row + 2u * stride], vec4<f32>()));
-}
 
 // gru_pointwise of row b and units u0 .. u0+4, from `recurrent` (column q: gate q's part
 // h W_hh^T for the 4 units; q = 3 unused).
@@ -411,12 +316,7 @@ fn gru_cell_forward_subgroup(
     var acc7 = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
         let w = w_gates_k4(w_unit, k);
-        let share = mat4x4<f32>(
-            h_prev_k4(b0 + lane8, t, k),
-            select(vec4<f32>(), h_prev_k4(b0 + 8u + lane8, t, k), share_has_group(1u)),
-            select(vec4<f32>(), h_prev_k4(b0 + 16u + lane8, t, k), share_has_group(2u)),
-            select(vec4<f32>(), h_prev_k4(b0 + 24u + lane8, t, k), share_has_group(3u)),
-        );
+        let share = h_prev_share(b0, lane8, t, k);
         accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
     }
     // Turned round, each invocation takes one row and 4 units of every block of 4 rows.
@@ -426,14 +326,6 @@ fn gru_cell_forward_subgroup(
     for (var q = 0u; q < SG_ROWS / 4u; q++) {
         gru_pointwise_units4(t, b0 + 4u * q + r, u4, units4_of_row(blocks[q], lane0, lane8));
     }
-}
-
-// dgh[b, next, j .. j+4] for rows j of W_hh (j < 3H; dgh is dgates without its third
-// quarter, so rows from 2H on read column j + H; H % 4 == 0 keeps a chunk in one part).
-fn dgh_next_k4(b: u32, j: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let base = (min(b, params.batch - 1u) * params.steps + params.next) * 4u * hidden;
-    return dgates4[(base + select(j, j + hidden, j >= 2u * hidden)) / 4u];
 }
 
 // The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,
@@ -506,15 +398,10 @@ fn gru_cell_backward_subgroup(
         let w_u0 = min(u0, hidden - 4u);
         for (var j = 0u; j < 3u * hidden; j += 4u) {
             // Column c: W_hh[j + c, u0 .. u0+4] (units past H are never stored).
-            let at = (j * hidden + w_u0) / 4u;
-            let h4 = hidden / 4u;
-            let w = mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]);
-            let share = mat4x4<f32>(
-                dgh_next_k4(b0 + lane8, j),
-                select(vec4<f32>(), dgh_next_k4(b0 + 8u + lane8, j), share_has_group(1u)),
-                select(vec4<f32>(), dgh_next_k4(b0 + 16u + lane8, j), share_has_group(2u)),
-                select(vec4<f32>(), dgh_next_k4(b0 + 24u + lane8, j), share_has_group(3u)),
-            );
+            let w = w_rows_k4(j, w_u0);
+            // dgh[.., next, j .. j+4]: dgh is dgates without its third quarter, so rows
+            // from 2H on read column j + H (H % 4 == 0 keeps a chunk in one part).
+            let share = dgates_next_share(b0, lane8, select(j, j + hidden, j >= 2u * hidden));
             accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
         }
     }

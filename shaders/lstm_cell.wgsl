@@ -30,100 +30,26 @@
 // but no clamped duplicate rows (at B = 1 a 4-row block would do 4x the FMAs and h
 // loads). h_{t-1} is written by the previous step into the same read_write buffer, so
 // it is read with scalar loads (a vec4 alias of a writable buffer is not allowed).
+//
+// The step parameters, the bindings the three cells share (xproj, W_hh, lengths,
+// h_states, output, dgates, dy, dstate and their vec4 views), the launch overrides and
+// the loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_block, w_row_units,
+// h_prev_share, w_gates_k4, ...) are in common_recurrent.wgsl, prepended with GATES = 4.
 
-struct Params {
-    batch: u32,
-    steps: u32,
-    hidden: u32,
-    t: u32,
-    has_lengths: u32,
-    has_dy: u32,
-    // lstm_cell_backward: whether dgates[b, next] feeds dh (next = t + 1, or 0 for the
-    // final dispatch that only forms dh0), and whether the pointwise part runs.
-    has_next: u32,
-    next: u32,
-    pointwise: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// For common_recurrent.wgsl: 4 gate rows of W_hh per unit (i, f, g, o), 4 columns of
+// gates and dgates.
+const GATES: u32 = 4u;
+const GATE_COLUMNS: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> xproj: array<f32>;            // [B, T, 4H]
-@group(0) @binding(1) var<storage, read> w_hh: array<f32>;             // [4H, H]
-@group(0) @binding(2) var<storage, read> w_hh4: array<vec4<f32>>;      // the same, as vec4
-@group(0) @binding(3) var<storage, read> lengths: array<u32>;          // [B]
-@group(0) @binding(4) var<storage, read_write> h_states: array<f32>;   // [B, T+1, H]
 @group(0) @binding(5) var<storage, read_write> c_states: array<f32>;   // [B, T+1, H]
 @group(0) @binding(6) var<storage, read_write> gates: array<f32>;      // [B, T, 4H]
-@group(0) @binding(7) var<storage, read_write> output: array<f32>;     // [B, T, H]
-@group(0) @binding(8) var<uniform> params: Params;
 
 // Backward bindings (their own entry point layout).
-@group(0) @binding(9) var<storage, read_write> dgates: array<f32>;     // [B, T, 4H]
-@group(0) @binding(10) var<storage, read> dy: array<f32>;              // [B, T, H]
 @group(0) @binding(11) var<storage, read> saved_gates: array<f32>;     // [B, T, 4H]
 @group(0) @binding(12) var<storage, read> saved_c: array<f32>;         // [B, T+1, H]
-@group(0) @binding(13) var<storage, read_write> dstate: array<f32>;    // [2, B, H]: dh, dc
-
-override WG_X: u32 = 32u;
-// W_hh rows may be read as vec4 (H % 4 == 0).
-override W_VEC4: bool = false;
-override SEQ_WG: u32 = 64u;
-// Batch rows per invocation (1 to 4).
-override BATCH_BLOCK: u32 = 4u;
-
-fn step_len(b: u32) -> u32 {
-    if (params.has_lengths != 0u) {
-        return min(lengths[b], params.steps);
-    }
-    return params.steps;
-}
-
-// h_{t-1}[b, k .. k+4] (clamped columns keep every load in bounds and are zeroed, so a
-// partial last chunk adds nothing).
-fn h_chunk(b: u32, t: u32, k: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let base = (b * (params.steps + 1u) + t) * hidden;
-    let last = hidden - 1u;
-    let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
-    return keep * vec4<f32>(
-        h_states[base + min(k, last)],
-        h_states[base + min(k + 1u, last)],
-        h_states[base + min(k + 2u, last)],
-        h_states[base + min(k + 3u, last)],
-    );
-}
-
-// The 4 gate rows of unit u at columns k .. k+4, as a matrix with one column per k:
-// column j holds (W_i[u, k+j], W_f[u, k+j], W_g[u, k+j], W_o[u, k+j]).
-fn w_block(u: u32, k: u32) -> mat4x4<f32> {
-    let hidden = params.hidden;
-    if (W_VEC4) {
-        let row = u * hidden + k;
-        let stride = hidden * hidden;
-        return transpose(mat4x4<f32>(
-            w_hh4[row / 4u],
-            w_hh4[(row + stride) / 4u],
-            w_hh4[(row + 2u * stride) / 4u],
-            w_hh4[(row + 3u * stride) / 4u],
-        ));
-    }
-    var rows: mat4x4<f32>;
-    let last = hidden - 1u;
-    for (var q = 0u; q < 4u; q++) {
-        let row = (q * hidden + u) * hidden;
-        rows[q] = vec4<f32>(
-            w_hh[row + min(k, last)],
-            w_hh[row + min(k + 1u, last)],
-            w_hh[row + min(k + 2u, last)],
-            w_hh[row + min(k + 3u, last)],
-        );
-    }
-    return transpose(rows);
-}
 
 // The forward of step t for batch rows b0 .. b0+BATCH_BLOCK and units u0 .. u0+4.
-fn lstm_step(t: u32, b0: u32, u0: u32) {
+fn cell_step(t: u32, b0: u32, u0: u32) {
     let batch = params.batch;
     let hidden = params.hidden;
     let b_last = batch - 1u;
@@ -231,38 +157,18 @@ fn lstm_pointwise_scalar_h(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn lstm_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    lstm_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
+    cell_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
 @compute @workgroup_size(SEQ_WG, 1, 1)
 fn lstm_sequence_forward(@builtin(local_invocation_index) lid: u32) {
-    let unit_blocks = div_ceil_u32(params.hidden, 4u);
-    let blocks = unit_blocks * div_ceil_u32(params.batch, BATCH_BLOCK);
-    for (var t = 0u; t < params.steps; t++) {
-        for (var block = lid; block < blocks; block += SEQ_WG) {
-            lstm_step(t, (block / unit_blocks) * BATCH_BLOCK, (block % unit_blocks) * 4u);
-        }
-        // Step t+1 reads h_t written by other invocations.
-        storageBarrier();
-    }
+    sequence_forward(lid);
 }
 
 // dgates[b, t+1, j .. j+4] (clamped rows keep loads in bounds; j < 4H always).
 fn dgates_chunk(b: u32, t: u32, j: u32) -> vec4<f32> {
     let base = (b * params.steps + t) * 4u * params.hidden + j;
     return vec4<f32>(dgates[base], dgates[base + 1u], dgates[base + 2u], dgates[base + 3u]);
-}
-
-// W_hh[j, u0 .. u0+4] for one row j: vec4 when aligned, else clamped scalars (the
-// clamped units are never stored).
-fn w_row_units(j: u32, u0: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    if (W_VEC4) {
-        return w_hh4[(j * hidden + u0) / 4u];
-    }
-    let last = hidden - 1u;
-    let row = j * hidden;
-    return vec4<f32>(w_hh[row + min(u0, last)], w_hh[row + min(u0 + 1u, last)], w_hh[row + min(u0 + 2u, last)], w_hh[row + min(u0 + 3u, last)]);
 }
 
 @compute @workgroup_size(WG_X, 1, 1)
@@ -395,28 +301,10 @@ fn lstm_cell_grads(dh: vec4<f32>, dc_in: vec4<f32>, gates: mat4x4<f32>, c_prev: 
 // Both bind only vec4 views of the per-unit tensors (the forward reads one slot of
 // h_states while writing another).
 
-@group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
-@group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
 @group(0) @binding(21) var<storage, read_write> c_states4: array<vec4<f32>>;  // c_states
 @group(0) @binding(22) var<storage, read_write> gates4: array<vec4<f32>>;     // gates
-@group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
-@group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
-@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
 @group(0) @binding(17) var<storage, read> saved_gates4: array<vec4<f32>>;     // saved_gates
 @group(0) @binding(18) var<storage, read> saved_c4: array<vec4<f32>>;         // saved_c
-@group(0) @binding(19) var<storage, read_write> dstate4: array<vec4<f32>>;    // dstate
-
-// h_{t-1}[b, k .. k+4] (b clamped into the batch).
-fn h_prev_k4(b: u32, t: u32, k: u32) -> vec4<f32> {
-    return h_states4[((min(b, params.batch - 1u) * (params.steps + 1u) + t) * params.hidden + k) / 4u];
-}
-
-// The 4 gate rows of unit u at columns k .. k+4: column j holds (W_i, W_f, W_g, W_o)[u, k+j].
-fn w_gates_k4(u: u32, k: u32) -> mat4x4<f32> {
-    let row = (u * params.hidden + k) / 4u;
-    let stride = params.hidden * params.hidden / 4u;
-    return transpose(mat4x4<f32>(w_hh4[row], w_hh4[row + stride], w_hh4[row + 2u * stride], w_hh4[row + 3u * stride]));
-}
 
 // lstm_pointwise of row b and units u0 .. u0+4 (H % 4 == 0: one vec4 of each tensor),
 // from `recurrent` (column q: gate q's recurrent part for the 4 units).
@@ -476,12 +364,7 @@ fn lstm_cell_forward_subgroup(
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
-        let share = mat4x4<f32>(
-            h_prev_k4(b0 + lane8, t, k),
-            select(vec4<f32>(), h_prev_k4(b0 + 8u + lane8, t, k), share_has_group(1u)),
-            select(vec4<f32>(), h_prev_k4(b0 + 16u + lane8, t, k), share_has_group(2u)),
-            select(vec4<f32>(), h_prev_k4(b0 + 24u + lane8, t, k), share_has_group(3u)),
-        );
+        let share = h_prev_share(b0, lane8, t, k);
         let w = w_gates_k4(w_unit, k);
         accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
     }
@@ -493,11 +376,6 @@ fn lstm_cell_forward_subgroup(
     for (var q = 0u; q < SG_ROWS / 4u; q++) {
         lstm_pointwise_units4(t, b0 + 4u * q + r, u4, units4_of_row(blocks[q], lane0, lane8));
     }
-}
-
-// dgates[b, next, j .. j+4] (b clamped into the batch; j < 4H always).
-fn dgates_next_k4(b: u32, j: u32) -> vec4<f32> {
-    return dgates4[((min(b, params.batch - 1u) * params.steps + params.next) * 4u * params.hidden + j) / 4u];
 }
 
 // The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,
@@ -571,21 +449,11 @@ fn lstm_cell_backward_subgroup(
     var acc7 = mat4x4<f32>();
     if (params.has_next != 0u) {
         let width = 4u * params.hidden;
-        let w_u0 = min(u0, params.hidden - 1u);
+        let w_u0 = min(u0, params.hidden - 4u);
         for (var j = 0u; j < width; j += 4u) {
             // Column c: W_hh[j + c, u0 .. u0+4] (units past H are never stored).
-            let w = mat4x4<f32>(
-                w_row_units(j, w_u0),
-                w_row_units(j + 1u, w_u0),
-                w_row_units(j + 2u, w_u0),
-                w_row_units(j + 3u, w_u0),
-            );
-            let share = mat4x4<f32>(
-                dgates_next_k4(b0 + lane8, j),
-                select(vec4<f32>(), dgates_next_k4(b0 + 8u + lane8, j), share_has_group(1u)),
-                select(vec4<f32>(), dgates_next_k4(b0 + 16u + lane8, j), share_has_group(2u)),
-                select(vec4<f32>(), dgates_next_k4(b0 + 24u + lane8, j), share_has_group(3u)),
-            );
+            let w = w_rows_k4(j, w_u0);
+            let share = dgates_next_share(b0, lane8, j);
             accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
         }
     }

@@ -19,74 +19,20 @@
 // An invocation owns BATCH_BLOCK (1 to 4) batch rows x 4 units: per 4 steps of k it
 // loads a 4 x 4 block of W_hh once and multiplies it by h_{t-1} of each of its rows
 // (BATCH_BLOCK chosen by the launcher as in lstm_cell.wgsl).
+//
+// The step parameters, the bindings the three cells share, the launch overrides and the
+// loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_chunk, w_row_units, ...)
+// are in common_recurrent.wgsl, prepended with GATES = GATE_COLUMNS = 1.
 
-struct Params {
-    batch: u32,
-    steps: u32,
-    hidden: u32,
-    t: u32,
-    has_lengths: u32,
-    has_dy: u32,
-    has_next: u32,
-    next: u32,
-    pointwise: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// For common_recurrent.wgsl: one row of W_hh and one column of dgates per unit.
+const GATES: u32 = 1u;
+const GATE_COLUMNS: u32 = 1u;
 
-@group(0) @binding(0) var<storage, read> xproj: array<f32>;            // [B, T, H]
-@group(0) @binding(1) var<storage, read> w_hh: array<f32>;             // [H, H]
-@group(0) @binding(2) var<storage, read> w_hh4: array<vec4<f32>>;      // the same, as vec4
-@group(0) @binding(3) var<storage, read> lengths: array<u32>;          // [B]
-@group(0) @binding(4) var<storage, read_write> h_states: array<f32>;   // [B, T+1, H]
-@group(0) @binding(7) var<storage, read_write> output: array<f32>;     // [B, T, H]
-@group(0) @binding(8) var<uniform> params: Params;
-
-// Backward bindings (their own entry point layout).
-@group(0) @binding(9) var<storage, read_write> dgates: array<f32>;     // [B, T, H]
-@group(0) @binding(10) var<storage, read> dy: array<f32>;              // [B, T, H]
+// Backward binding (its own entry point layout).
 @group(0) @binding(12) var<storage, read> saved_h: array<f32>;         // [B, T+1, H]
-@group(0) @binding(13) var<storage, read_write> dstate: array<f32>;    // [B, H]
 
-override WG_X: u32 = 32u;
-override W_VEC4: bool = false;
-override SEQ_WG: u32 = 64u;
-// Batch rows per invocation (1 to 4).
-override BATCH_BLOCK: u32 = 4u;
 // 0: tanh, 1: relu.
 override NONLINEARITY: u32 = 0u;
-
-fn step_len(b: u32) -> u32 {
-    if (params.has_lengths != 0u) {
-        return min(lengths[b], params.steps);
-    }
-    return params.steps;
-}
-
-fn h_chunk(b: u32, t: u32, k: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let base = (b * (params.steps + 1u) + t) * hidden;
-    let last = hidden - 1u;
-    // Elements past H are zeroed so a partial last chunk adds nothing.
-    let keep = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(hidden));
-    return keep * vec4<f32>(
-        h_states[base + min(k, last)],
-        h_states[base + min(k + 1u, last)],
-        h_states[base + min(k + 2u, last)],
-        h_states[base + min(k + 3u, last)],
-    );
-}
-
-fn w_chunk(row: u32, k: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let at = min(row, hidden - 1u) * hidden;
-    if (W_VEC4) {
-        return w_hh4[(at + k) / 4u];
-    }
-    let last = hidden - 1u;
-    return vec4<f32>(w_hh[at + min(k, last)], w_hh[at + min(k + 1u, last)], w_hh[at + min(k + 2u, last)], w_hh[at + min(k + 3u, last)]);
-}
 
 fn activate(x: f32) -> f32 {
     return activate4(vec4<f32>(x)).x;
@@ -111,14 +57,22 @@ fn activation_slope4(h: vec4<f32>) -> vec4<f32> {
     return 1.0 - h * h;
 }
 
-fn rnn_step(t: u32, b0: u32, u0: u32) {
+// The forward of step t for batch rows b0 .. b0+BATCH_BLOCK and units u0 .. u0+4.
+fn cell_step(t: u32, b0: u32, u0: u32) {
     let b_last = params.batch - 1u;
+    let u_last = params.hidden - 1u;
     // acc[bi][q] = (h_{t-1}[b0 + bi] W_hh^T)[u0 + q]
     var acc = mat4x4<f32>();
     for (var k = 0u; k < params.hidden; k += 4u) {
-        let w_block = transpose(mat4x4<f32>(w_chunk(u0, k), w_chunk(u0 + 1u, k), w_chunk(u0 + 2u, k), w_chunk(u0 + 3u, k)));
+        // Rows of units past H are clamped (those units are never stored).
+        let w = transpose(mat4x4<f32>(
+            w_chunk(min(u0, u_last), k),
+            w_chunk(min(u0 + 1u, u_last), k),
+            w_chunk(min(u0 + 2u, u_last), k),
+            w_chunk(min(u0 + 3u, u_last), k),
+        ));
         for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-            acc[bi] += w_block * h_chunk(min(b0 + bi, b_last), t, k);
+            acc[bi] += w * h_chunk(min(b0 + bi, b_last), t, k);
         }
     }
     for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
@@ -148,20 +102,12 @@ fn rnn_pointwise(t: u32, b: u32, u: u32, recurrent: f32) {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn rnn_cell_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    rnn_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
+    cell_step(params.t, gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
 @compute @workgroup_size(SEQ_WG, 1, 1)
 fn rnn_sequence_forward(@builtin(local_invocation_index) lid: u32) {
-    let unit_blocks = div_ceil_u32(params.hidden, 4u);
-    let blocks = unit_blocks * div_ceil_u32(params.batch, BATCH_BLOCK);
-    for (var t = 0u; t < params.steps; t++) {
-        for (var block = lid; block < blocks; block += SEQ_WG) {
-            rnn_step(t, (block / unit_blocks) * BATCH_BLOCK, (block % unit_blocks) * 4u);
-        }
-        // Step t+1 reads h_t written by other invocations.
-        storageBarrier();
-    }
+    sequence_forward(lid);
 }
 
 // dgates[b, next, j .. j+4], zero past H.
@@ -175,17 +121,6 @@ fn dgates_chunk(b: u32, j: u32) -> vec4<f32> {
         }
     }
     return chunk;
-}
-
-// W_hh[j, u0 .. u0+4] (rows and units clamped; the clamped ones meet zeros or are not stored).
-fn w_row_units(j: u32, u0: u32) -> vec4<f32> {
-    let hidden = params.hidden;
-    let last = hidden - 1u;
-    let at = min(j, last) * hidden;
-    if (W_VEC4) {
-        return w_hh4[(at + u0) / 4u];
-    }
-    return vec4<f32>(w_hh[at + min(u0, last)], w_hh[at + min(u0 + 1u, last)], w_hh[at + min(u0 + 2u, last)], w_hh[at + min(u0 + 3u, last)]);
 }
 
 @compute @workgroup_size(WG_X, 1, 1)
@@ -257,13 +192,7 @@ fn rnn_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
 //     of W_hh per invocation, the rows of dgates[b, t+1] shared).
 // Both bind only vec4 views of the per-unit tensors.
 
-@group(0) @binding(14) var<storage, read_write> h_states4: array<vec4<f32>>;  // h_states
-@group(0) @binding(15) var<storage, read_write> dgates4: array<vec4<f32>>;    // dgates
-@group(0) @binding(16) var<storage, read> dy4: array<vec4<f32>>;              // dy
 @group(0) @binding(18) var<storage, read> saved_h4: array<vec4<f32>>;         // saved_h
-@group(0) @binding(19) var<storage, read_write> dstate4: array<vec4<f32>>;    // dstate
-@group(0) @binding(20) var<storage, read> xproj4: array<vec4<f32>>;           // xproj
-@group(0) @binding(23) var<storage, read_write> output4: array<vec4<f32>>;    // output
 
 // The rnn_cell_forward / rnn_cell_backward pointwise part of row b and units u0 .. u0+4
 // at step t, from the recurrent part (`recurrent`, over the 4 units).
@@ -313,18 +242,6 @@ fn rnn_pointwise_backward_units4(t: u32, b: u32, u0: u32, carried: vec4<f32>) {
     }
 }
 
-// h_{t-1}[b, k .. k+4] (b clamped into the batch).
-fn h_prev_k4(b: u32, k: u32) -> vec4<f32> {
-    let row = min(b, params.batch - 1u);
-    return h_states4[((row * (params.steps + 1u) + params.t) * params.hidden + k) / 4u];
-}
-
-// dgates[b, t+1, k .. k+4] (b clamped into the batch).
-fn dgates_next_k4(b: u32, k: u32) -> vec4<f32> {
-    let row = min(b, params.batch - 1u);
-    return dgates4[((row * params.steps + params.next) * params.hidden + k) / 4u];
-}
-
 @compute @workgroup_size(SG_WG, 1, 1)
 fn rnn_cell_forward_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -336,8 +253,7 @@ fn rnn_cell_forward_subgroup(
     let b0 = wid.y * SG_ROWS;
     let lane8 = lane & 7u;
     let lane0 = lane & ~7u;
-    let w_at = (min(u0, hidden - 4u) * hidden) / 4u;
-    let h4 = hidden / 4u;
+    let w_u0 = min(u0, hidden - 4u);
     // acc_q[i] = (h_{t-1}[b0 + 4q + i] W_hh^T)[u0 .. u0+4]
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
@@ -349,14 +265,8 @@ fn rnn_cell_forward_subgroup(
     var acc7 = mat4x4<f32>();
     for (var k = 0u; k < hidden; k += 4u) {
         // Column j: W_hh[u0 .. u0+4, k + j] (units past H are never stored).
-        let at = w_at + k / 4u;
-        let w = transpose(mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]));
-        let share = mat4x4<f32>(
-            h_prev_k4(b0 + lane8, k),
-            select(vec4<f32>(), h_prev_k4(b0 + 8u + lane8, k), share_has_group(1u)),
-            select(vec4<f32>(), h_prev_k4(b0 + 16u + lane8, k), share_has_group(2u)),
-            select(vec4<f32>(), h_prev_k4(b0 + 24u + lane8, k), share_has_group(3u)),
-        );
+        let w = transpose(w_rows_k4(w_u0, k));
+        let share = h_prev_share(b0, lane8, params.t, k);
         accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
     }
     let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
@@ -379,7 +289,6 @@ fn rnn_cell_backward_subgroup(
     let lane8 = lane & 7u;
     let lane0 = lane & ~7u;
     let w_u0 = min(u0, hidden - 4u);
-    let h4 = hidden / 4u;
     // acc_q[i] = (dgates[b0 + 4q + i, t+1] W_hh)[u0 .. u0+4]
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
@@ -392,14 +301,8 @@ fn rnn_cell_backward_subgroup(
     if (params.has_next != 0u) {
         for (var k = 0u; k < hidden; k += 4u) {
             // Column j: W_hh[k + j, u0 .. u0+4].
-            let at = (k * hidden + w_u0) / 4u;
-            let w = mat4x4<f32>(w_hh4[at], w_hh4[at + h4], w_hh4[at + 2u * h4], w_hh4[at + 3u * h4]);
-            let share = mat4x4<f32>(
-                dgates_next_k4(b0 + lane8, k),
-                select(vec4<f32>(), dgates_next_k4(b0 + 8u + lane8, k), share_has_group(1u)),
-                select(vec4<f32>(), dgates_next_k4(b0 + 16u + lane8, k), share_has_group(2u)),
-                select(vec4<f32>(), dgates_next_k4(b0 + 24u + lane8, k), share_has_group(3u)),
-            );
+            let w = w_rows_k4(k, w_u0);
+            let share = dgates_next_share(b0, lane8, k);
             accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
         }
     }

@@ -1,7 +1,8 @@
 //! Shader families and the pipeline cache.
 //!
 //! A *family* is one file of `shaders/`, compiled once per context with
-//! `shaders/common.wgsl` prepended. A *kernel* is one entry point of a family with its
+//! `shaders/common.wgsl` prepended, and after it the prelude the family shares with its
+//! kin, if any (`common_recurrent.wgsl` for the three recurrent cells). A *kernel* is one entry point of a family with its
 //! explicit bind group layout; a *pipeline* is a kernel with a set of `override`
 //! constants (tile and workgroup sizes). Pipelines are built on first use and cached by
 //! (family, entry point, overrides).
@@ -19,6 +20,21 @@ const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 /// Helpers of the subgroup sections, prepended after `COMMON_WGSL` where they are compiled.
 const COMMON_SUBGROUP_WGSL: &str = include_str!("../../shaders/common_subgroup.wgsl");
 
+/// What the recurrent families (LSTM, GRU, RNN) share: step parameters, common bindings,
+/// launch overrides and the loads of h, W_hh and dgates. Prepended to those three only.
+const COMMON_RECURRENT: Prelude = Prelude {
+    name: "common_recurrent",
+    source: include_str!("../../shaders/common_recurrent.wgsl"),
+};
+
+/// A file of helpers shared by a few families, prepended after `COMMON_WGSL` to each of
+/// them. Like a family it may have a subgroup section, compiled only with the family's.
+#[derive(Debug)]
+struct Prelude {
+    name: &'static str,
+    source: &'static str,
+}
+
 /// The line that opens a family's subgroup section: the entry points after it use
 /// subgroup operations, which a device without them cannot even compile, so the section
 /// is left out of the module there.
@@ -34,24 +50,35 @@ const ENABLE_SUBGROUPS: &str = "enable subgroups;";
 pub struct ShaderFamily {
     /// The file name without `.wgsl`.
     pub name: &'static str,
+    prelude: Option<&'static Prelude>,
     source: &'static str,
 }
 
 impl ShaderFamily {
-    /// The WGSL that is compiled: `common.wgsl` followed by the family's file, without
-    /// its subgroup section (from the line [`SUBGROUP_SECTION`] on) unless `subgroups`;
-    /// with the section, `common_subgroup.wgsl` comes between them.
+    /// The WGSL that is compiled: `common.wgsl`, the family's prelude (if it has one) and
+    /// the family's file, the latter two without their subgroup sections (from the line
+    /// [`SUBGROUP_SECTION`] on) unless `subgroups` and the family has a section; with the
+    /// sections, `common_subgroup.wgsl` comes after `common.wgsl`.
     pub fn composed_source(&self, subgroups: bool) -> String {
-        match self.source.find(SUBGROUP_SECTION) {
-            Some(at) if !subgroups => {
-                format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{}", self.name, &self.source[..at])
-            }
-            Some(_) => format!(
-                "{COMMON_WGSL}\n{COMMON_SUBGROUP_WGSL}\n// ---- {}.wgsl ----\n{}",
-                self.name, self.source
-            ),
-            None => format!("{COMMON_WGSL}\n// ---- {}.wgsl ----\n{}", self.name, self.source),
+        let sections = subgroups && self.has_subgroup_section();
+        let part = |text: &'static str| match text.find(SUBGROUP_SECTION) {
+            Some(at) if !sections => &text[..at],
+            _ => text,
+        };
+        let mut source = String::from(COMMON_WGSL);
+        if sections {
+            source.push('\n');
+            source.push_str(COMMON_SUBGROUP_WGSL);
         }
+        if let Some(prelude) = self.prelude {
+            source.push_str(&format!(
+                "\n// ---- {}.wgsl ----\n{}",
+                prelude.name,
+                part(prelude.source)
+            ));
+        }
+        source.push_str(&format!("\n// ---- {}.wgsl ----\n{}", self.name, part(self.source)));
+        source
     }
 
     /// What a browser's WebGPU (Dawn's Tint, ...) compiles: [`Self::composed_source`],
@@ -96,54 +123,63 @@ impl ShaderFamily {
 /// Batched matmul and its backward.
 pub(crate) const MATMUL: ShaderFamily = ShaderFamily {
     name: "matmul",
+    prelude: None,
     source: include_str!("../../shaders/matmul.wgsl"),
 };
 
 /// LSTM step forward/backward and the whole-sequence kernel.
 pub(crate) const LSTM_CELL: ShaderFamily = ShaderFamily {
     name: "lstm_cell",
+    prelude: Some(&COMMON_RECURRENT),
     source: include_str!("../../shaders/lstm_cell.wgsl"),
 };
 
 /// GRU step forward/backward and the whole-sequence kernel.
 pub(crate) const GRU_CELL: ShaderFamily = ShaderFamily {
     name: "gru_cell",
+    prelude: Some(&COMMON_RECURRENT),
     source: include_str!("../../shaders/gru_cell.wgsl"),
 };
 
 /// Elman RNN (tanh, relu) step forward/backward and the whole-sequence kernel.
 pub(crate) const RNN_CELL: ShaderFamily = ShaderFamily {
     name: "rnn_cell",
+    prelude: Some(&COMMON_RECURRENT),
     source: include_str!("../../shaders/rnn_cell.wgsl"),
 };
 
 /// Additive (Bahdanau) and dot (Luong) attention for one decoder step, and its backward.
 pub(crate) const ATTENTION: ShaderFamily = ShaderFamily {
     name: "attention",
+    prelude: None,
     source: include_str!("../../shaders/attention.wgsl"),
 };
 
 /// Fused softmax cross-entropy with its gradient, argmax and top-k.
 pub(crate) const CROSS_ENTROPY: ShaderFamily = ShaderFamily {
     name: "cross_entropy",
+    prelude: None,
     source: include_str!("../../shaders/cross_entropy.wgsl"),
 };
 
 /// Adam, SGD and global gradient-norm clipping.
 pub(crate) const OPTIM: ShaderFamily = ShaderFamily {
     name: "optim",
+    prelude: None,
     source: include_str!("../../shaders/optim.wgsl"),
 };
 
 /// Embedding lookup and its sorted, atomic-free backward.
 pub(crate) const EMBEDDING: ShaderFamily = ShaderFamily {
     name: "embedding",
+    prelude: None,
     source: include_str!("../../shaders/embedding.wgsl"),
 };
 
 /// Pointwise ops, concat/split, full reductions and dropout.
 pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
     name: "elementwise",
+    prelude: None,
     source: include_str!("../../shaders/elementwise.wgsl"),
 };
 
@@ -151,24 +187,28 @@ pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
 /// and slices along one.
 pub(crate) const POINTWISE: ShaderFamily = ShaderFamily {
     name: "pointwise",
+    prelude: None,
     source: include_str!("../../shaders/pointwise.wgsl"),
 };
 
 /// Per-row reversal of sequences within their lengths.
 pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
     name: "sequence",
+    prelude: None,
     source: include_str!("../../shaders/sequence.wgsl"),
 };
 
 /// Beam-search expansion and selection (decoding only, no backward).
 pub(crate) const BEAM: ShaderFamily = ShaderFamily {
     name: "beam",
+    prelude: None,
     source: include_str!("../../shaders/beam.wgsl"),
 };
 
 /// Softmax with temperature, top-k and a seeded draw per row (a game's generator).
 pub(crate) const SAMPLING: ShaderFamily = ShaderFamily {
     name: "sampling",
+    prelude: None,
     source: include_str!("../../shaders/sampling.wgsl"),
 };
 
@@ -345,6 +385,7 @@ mod tests {
 
     const BROKEN: ShaderFamily = ShaderFamily {
         name: "broken",
+        prelude: None,
         source: "@compute @workgroup_size(1) fn broken_entry() { let x: u32 = 1.5; }",
     };
 

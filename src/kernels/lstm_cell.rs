@@ -88,7 +88,6 @@ const LSTM_CELL_BACKWARD_SUBGROUP: KernelSpec = KernelSpec {
     family: &LSTM_CELL,
     entry_point: "lstm_cell_backward_subgroup",
     bindings: &[
-        (1, Access::Read),
         (2, Access::Read),
         (3, Access::Read),
         (8, Access::Params),
