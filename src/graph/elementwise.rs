@@ -21,6 +21,37 @@ impl Graph<'_> {
     }
 
     /// `a * b` elementwise, broadcasting as [`Graph::add`].
+    ///
+    /// A custom loss, `sum(output * w) + 0.5 * sum(h_n ** 2)` with a row `w` broadcast over
+    /// the rows of `output`:
+    ///
+    /// ```
+    /// use tsumugi::graph::{Graph, ParamStore};
+    /// use tsumugi::{Context, Tensor};
+    /// # fn main() -> tsumugi::Result<()> {
+    /// let ctx = Context::new()?;
+    /// let mut store = ParamStore::new();
+    /// let w_id = store.add("w", Tensor::from_slice(&ctx, &[0.5f32, -1.0, 2.0], &[3])?, true)?;
+    /// let h_id = store.add("h", Tensor::from_slice(&ctx, &[1.0f32, -2.0], &[1, 2])?, true)?;
+    /// let batch = Tensor::from_slice(&ctx, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    ///
+    /// let mut g = Graph::train(&ctx, &mut store, 0, 1);
+    /// let (output, w, h_n) = (g.input(&batch), g.param(w_id)?, g.param(h_id)?);
+    /// let yw = g.mul(output, w)?; // [B, N] * [N]
+    /// let first = g.sum(yw)?;
+    /// let h2 = g.square(h_n)?;
+    /// let h2_sum = g.sum(h2)?;
+    /// let second = g.scale(h2_sum, 0.5)?;
+    /// let loss = g.add(first, second)?;
+    /// g.backward(loss)?;
+    /// g.submit();
+    ///
+    /// // dw = Σ_rows output, dh_n = h_n
+    /// assert_eq!(store.grad(w_id).unwrap().to_vec::<f32>()?, [5.0, 7.0, 9.0]);
+    /// assert_eq!(store.grad(h_id).unwrap().to_vec::<f32>()?, [1.0, -2.0]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
         self.binary(Binary::Mul, a, b)
     }
