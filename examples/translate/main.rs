@@ -18,6 +18,7 @@
 #[path = "../cli/mod.rs"]
 mod cli;
 mod heat_maps;
+mod run;
 mod toy;
 mod translator;
 
@@ -37,6 +38,7 @@ use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Exampl
 use tsumugi::{Context, Error, Tensor};
 
 use heat_maps::heat_maps;
+use run::{EpochRecord, History, Schedule};
 use toy::toy;
 use translator::{Meta, Translator};
 
@@ -47,6 +49,9 @@ USAGE: cargo run --release --example translate -- [FLAGS]
 
 Training (the default action), then evaluation on the dev split:
   --epochs N            epochs over the training split            [default: 10]
+  --minutes X           a training-time budget: training stops when it is spent (mid-epoch
+                        if need be), with the learning-rate schedule spread over it, then
+                        evaluates and saves as usual; --epochs stays an upper bound if given
   --batch N             sentence pairs per step                    [default: 64]
   --lr X                Adam learning rate                         [default: 0.003]
   --lr-end X            learning rate at the last step, reached by
@@ -58,7 +63,8 @@ Training (the default action), then evaluation on the dev split:
   --min-freq N          keep tokens seen at least N times          [default: 2]
   --max-train N         use only the first N training pairs        [default: all]
   --seed N              seed of initialisation and batching        [default: 0]
-  --dev-every-epoch     score greedy dev chrF after every epoch (about 10 s each)
+  --dev-every-epoch     score greedy dev chrF after every epoch (about 10 s each) and draw
+                        the curve (loss and dev chrF per epoch) as OUT/curve.png
   --full                train on train_full.tsv.xz (113,698 pairs) instead of train.tsv
   --data DIR            dataset folder                             [default: data/tanaka_en_ja]
   --out DIR             heat maps and vocabularies go here         [default: target/translate]
@@ -84,6 +90,9 @@ Other:
 #[derive(Clone, Debug)]
 struct Args {
     epochs: usize,
+    /// `--epochs` was given (with `--minutes` it is an upper bound, else there is none).
+    epochs_given: bool,
+    minutes: Option<f64>,
     batch: usize,
     lr: f64,
     lr_end: Option<f64>,
@@ -114,6 +123,8 @@ impl Default for Args {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         Args {
             epochs: 10,
+            epochs_given: false,
+            minutes: None,
             batch: 64,
             lr: 0.003,
             lr_end: None,
@@ -151,7 +162,11 @@ fn parse_args() -> AnyResult<Option<Args>> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--epochs" => args.epochs = cli::value(&flag, it.next())?,
+            "--epochs" => {
+                args.epochs = cli::value(&flag, it.next())?;
+                args.epochs_given = true;
+            }
+            "--minutes" => args.minutes = Some(cli::value(&flag, it.next())?),
             "--batch" => args.batch = cli::value(&flag, it.next())?,
             "--lr" => args.lr = cli::value(&flag, it.next())?,
             "--lr-end" => args.lr_end = Some(cli::value(&flag, it.next())?),
@@ -186,6 +201,9 @@ fn parse_args() -> AnyResult<Option<Args>> {
         return Err(
             "--epochs must be at least 1 (to use a trained checkpoint without training: --eval or --translate)".into(),
         );
+    }
+    if args.minutes.is_some_and(|m| !(m > 0.0 && m.is_finite())) {
+        return Err("--minutes must be a positive number".into());
     }
     if args.batch == 0 || args.hidden == 0 || args.embed == 0 || args.beam == 0 || args.profile == Some(0) {
         return Err("--batch, --hidden, --embed, --beam and --profile must be at least 1".into());
@@ -376,7 +394,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.adapter());
     let mut store = ParamStore::new();
-    let (translator, mut epoch, mut step) = if args.resume {
+    let (translator, mut epoch, mut step, mut history) = if args.resume {
         let (translator, meta, step) = Translator::load(&ctx, &mut store, checkpoint)?;
         if args.sizes_given && (meta.hidden, meta.embed) != (args.hidden, args.embed) {
             return Err(format!(
@@ -391,11 +409,16 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             .into());
         }
         println!(
-            "resumed {} after epoch {} (step {step})",
+            "resumed {} after epoch {} (step {step}{})",
             checkpoint.display(),
-            meta.epoch
+            meta.epoch,
+            if meta.partial_steps > 0 {
+                format!("; {} steps of epoch {} were trained before a --minutes budget ended, so that epoch runs whole again", meta.partial_steps, meta.epoch + 1)
+            } else {
+                String::new()
+            }
         );
-        (translator, meta.epoch, step)
+        (translator, meta.epoch, step, meta.history)
     } else {
         let src: Vec<Vec<String>> = train_pairs.iter().map(|p| word_tokens(&p.source)).collect();
         let tgt: Vec<Vec<String>> = train_pairs.iter().map(|p| char_tokens(&p.target)).collect();
@@ -410,7 +433,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             args.hidden,
             args.seed,
         )?;
-        (translator, 0, 0)
+        (translator, 0, 0, History::default())
     };
     let examples: Vec<Example> = train_pairs.iter().map(|p| translator.encode(p)).collect();
     let (total, _) = store.count();
@@ -425,7 +448,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     );
     let (embed, hidden) = translator_dims(&store, &translator);
     println!(
-        "embed {embed}, hidden {hidden}, batch {}, Adam lr {}{}, clip {}, teacher forcing {}, {} epochs",
+        "embed {embed}, hidden {hidden}, batch {}, Adam lr {}{}, clip {}, teacher forcing {}, epochs: {}",
         args.batch,
         args.lr,
         args.lr_end
@@ -433,7 +456,11 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             .unwrap_or_default(),
         args.clip,
         args.teacher_forcing,
-        args.epochs
+        match (args.minutes, args.epochs_given) {
+            (Some(m), false) => format!("as many as {m} min allow"),
+            (Some(m), true) => format!("at most {} within {m} min", args.epochs),
+            (None, _) => args.epochs.to_string(),
+        }
     );
     let lr_end = args.lr_end.unwrap_or(args.lr);
     let ce = CrossEntropy {
@@ -446,7 +473,18 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     let mut profile_start = start;
     let mut run_steps = 0u64;
     let first_epoch = epoch;
-    while epoch < first_epoch + args.epochs {
+    // Under a budget without --epochs, epochs go on until the budget ends them.
+    let epochs = if args.minutes.is_some() && !args.epochs_given {
+        usize::MAX / 2
+    } else {
+        args.epochs
+    };
+    let steps_per_epoch = bucketed_batches(&examples, args.batch, &mut StdRng::seed_from_u64(0))?.len() as u64;
+    let mut schedule = Schedule::new(steps_per_epoch.saturating_mul(epochs as u64), args.minutes);
+    let minutes_before = history.minutes();
+    let mut stopped_by_budget = false;
+    let mut partial_steps = 0u64;
+    while epoch < first_epoch + epochs && !stopped_by_budget {
         epoch += 1;
         let mut rng = StdRng::seed_from_u64(args.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let batches = bucketed_batches(&examples, args.batch, &mut rng)?;
@@ -456,12 +494,17 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
                 .map_err(|err| format!("progress bar template: {err}"))?
                 .progress_chars("=> "),
         );
-        bar.set_prefix(format!("{epoch}/{}", first_epoch + args.epochs));
+        bar.set_prefix(if epochs == args.epochs {
+            format!("{epoch}/{}", first_epoch + epochs)
+        } else {
+            epoch.to_string()
+        });
         let epoch_start = Instant::now();
         let (mut loss_sum, mut loss_tokens, mut tokens) = (0.0f64, 0usize, 0usize);
         for (i, indices) in batches.iter().enumerate() {
-            // How far through this run's steps, for the learning-rate decay.
-            let done = ((epoch - first_epoch - 1) as f64 + i as f64 / batches.len() as f64) / args.epochs as f64;
+            // How far through this run's schedule (steps, or time under --minutes), for
+            // the learning-rate decay.
+            let done = schedule.progress(run_steps);
             let adam = Adam {
                 lr: args.lr + (lr_end - args.lr) * done,
                 ..Adam::default()
@@ -481,6 +524,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
                 &mut rng,
             )?;
             run_steps += 1;
+            schedule.after_step(run_steps, steps_per_epoch);
             if let Some(steps) = args.profile {
                 if run_steps == PROFILE_WARM_UP {
                     ctx.start_profiling()?;
@@ -515,6 +559,11 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
                 tokens as f64 / epoch_start.elapsed().as_secs_f64()
             ));
             bar.inc(1);
+            if schedule.over_budget() && i + 1 < batches.len() {
+                stopped_by_budget = true;
+                partial_steps = (i + 1) as u64;
+                break;
+            }
         }
         bar.finish_and_clear();
         println!(
@@ -523,11 +572,47 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             tokens as f64 / epoch_start.elapsed().as_secs_f64(),
             epoch_start.elapsed().as_secs_f64() / 60.0
         );
-        let meta = Meta { embed, hidden, epoch };
-        translator.save(&store, checkpoint, &meta, step)?;
-        if args.dev_every_epoch {
+        if stopped_by_budget {
+            println!(
+                "the --minutes budget ended training after {partial_steps} of epoch {epoch}'s {} steps",
+                batches.len()
+            );
+            let meta = Meta {
+                embed,
+                hidden,
+                epoch: epoch - 1,
+                partial_steps,
+                history: history.clone(),
+            };
+            translator.save(&store, checkpoint, &meta, step)?;
+            break;
+        }
+        let dev = if args.dev_every_epoch {
             let scores = evaluate(&ctx, &mut store, &translator, &dev_pairs, 1)?;
             println!("  dev (greedy): chrF {:.1}, char-BLEU {:.1}", scores.chrf, scores.bleu);
+            Some((scores.chrf, scores.bleu))
+        } else {
+            None
+        };
+        history.epochs.push(EpochRecord {
+            epoch,
+            minutes: minutes_before + start.elapsed().as_secs_f64() / 60.0,
+            loss: loss_sum / loss_tokens.max(1) as f64,
+            dev,
+        });
+        let meta = Meta {
+            embed,
+            hidden,
+            epoch,
+            partial_steps: 0,
+            history: history.clone(),
+        };
+        translator.save(&store, checkpoint, &meta, step)?;
+        if args.dev_every_epoch {
+            history.write_png(&args.out.join("curve.png"))?;
+        }
+        if schedule.over_budget() {
+            stopped_by_budget = true;
         }
     }
     if let Some(steps) = args.profile {
@@ -538,11 +623,20 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     }
     let train_time = start.elapsed();
     println!(
-        "trained {} epochs in {:.1} min; checkpoint {}",
-        args.epochs,
+        "trained {} epochs{} in {:.1} min; checkpoint {}",
+        epoch - first_epoch - usize::from(partial_steps > 0),
+        if partial_steps > 0 {
+            format!(" and {partial_steps} steps")
+        } else {
+            String::new()
+        },
         train_time.as_secs_f64() / 60.0,
         checkpoint.display()
     );
+    history.print();
+    if args.dev_every_epoch {
+        println!("curve: {}", args.out.join("curve.png").display());
+    }
 
     // Greedy decoding always (what the chapter and the PyTorch reference report), and
     // beam search too when --beam asks for it; the samples show the last.

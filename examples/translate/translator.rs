@@ -13,6 +13,7 @@ use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq}
 use tsumugi::text::{char_tokens, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Tensor};
 
+use crate::run::History;
 use crate::AnyResult;
 
 /// What a checkpoint needs beside its tensors to be used again: the model's sizes, the
@@ -20,7 +21,12 @@ use crate::AnyResult;
 pub struct Meta {
     pub embed: usize,
     pub hidden: usize,
+    /// Epochs completed.
     pub epoch: usize,
+    /// Steps of the next epoch already trained (a run stopped by `--minutes` mid-epoch).
+    pub partial_steps: u64,
+    /// The curve so far: loss and dev scores per epoch.
+    pub history: History,
 }
 
 /// The model with its vocabularies.
@@ -70,6 +76,8 @@ impl Translator {
             ("embed".to_string(), meta.embed.to_string()),
             ("hidden".to_string(), meta.hidden.to_string()),
             ("epoch".to_string(), meta.epoch.to_string()),
+            ("partial_steps".to_string(), meta.partial_steps.to_string()),
+            ("history".to_string(), meta.history.to_text()),
             ("src_vocab".to_string(), self.src_vocab.to_text()),
             ("tgt_vocab".to_string(), self.tgt_vocab.to_text()),
         ]);
@@ -102,12 +110,19 @@ impl Translator {
                 .parse()
                 .map_err(|_| format!("{}: `{key}` is {value:?}, not a count", checkpoint.display()).into())
         };
+        let name = checkpoint.display().to_string();
         let meta = Meta {
             embed: number("embed")?,
             hidden: number("hidden")?,
             epoch: number("epoch")?,
+            // Absent in checkpoints written before runs kept their curve.
+            partial_steps: metadata
+                .get("partial_steps")
+                .map_or(Ok(0), |_| number("partial_steps"))? as u64,
+            history: metadata
+                .get("history")
+                .map_or(Ok(History::default()), |text| History::from_text(&name, text))?,
         };
-        let name = checkpoint.display().to_string();
         let src_vocab = Vocab::from_text(&format!("{name} (src_vocab)"), text("src_vocab")?)?;
         let tgt_vocab = Vocab::from_text(&format!("{name} (tgt_vocab)"), text("tgt_vocab")?)?;
         let translator = Translator::new(ctx, store, src_vocab, tgt_vocab, meta.embed, meta.hidden, 0)?;
