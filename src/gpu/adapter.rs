@@ -126,7 +126,10 @@ pub(crate) async fn choose_adapter(instance: &wgpu::Instance, options: &AdapterO
             Some(name) => format!("backends {:?} with a name containing {name:?}", options.backends),
             None => format!("backends {:?}", options.backends),
         };
-        let found = if seen.is_empty() {
+        let found = if seen.is_empty() && cfg!(target_arch = "wasm32") {
+            // In a page the browser decides: WebGPU may be off, or blocked for this GPU.
+            "the browser gave none (is WebGPU enabled? chrome://gpu says why not)".to_string()
+        } else if seen.is_empty() {
             "none found (install a GPU driver, or Mesa's software drivers: \
              apt-get install mesa-vulkan-drivers libvulkan1)"
                 .to_string()
