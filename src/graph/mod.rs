@@ -1590,13 +1590,16 @@ impl<'s> Graph<'s> {
         Ok(out)
     }
 
-    /// Encodes the backward pass from `loss` (a `[1]` value from [`Graph::cross_entropy`]).
+    /// Encodes the backward pass from `loss`, a `[1]` value: a [`Graph::cross_entropy`], a
+    /// [`Graph::sum`] or [`Graph::mean`], or a custom loss built from them with the tape's
+    /// arithmetic ([`Graph::scale`], [`Graph::add`], ...). [`Graph::backward_with`] starts
+    /// from another shape or gradient.
     pub fn backward(&mut self, loss: Var) -> Result<()> {
         if self.values[loss.0].shape() != [1] {
             return Err(Error::shape("backward: loss", "[1]", self.values[loss.0].shape()));
         }
-        // The root's gradient: 1 (cross-entropy's backward only needs to know it exists;
-        // a sum broadcasts it).
+        // The root's gradient: 1 (a cross-entropy at the root hands on the gradient it
+        // computed with its forward as it is; a sum broadcasts it).
         let ones = Tensor::full(&self.ctx, &[1], 1.0f32)?;
         self.backward_from(loss, ones, true)
     }

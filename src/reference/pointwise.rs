@@ -11,7 +11,7 @@ use crate::kernels::pointwise::{Binary, Unary};
 
 // ---- binary ops with broadcasting ----
 
-/// y[i] = a[i % len_a] op b[i % len_b] for i < len (the broadcast length).
+/// `y[i] = a[i % len_a] op b[i % len_b]` for `i < len` (the broadcast length).
 pub fn binary_forward(op: Binary, a: &[f64], b: &[f64], len: usize) -> Vec<f64> {
     (0..len)
         .map(|i| {
@@ -26,11 +26,12 @@ pub fn binary_forward(op: Binary, a: &[f64], b: &[f64], len: usize) -> Vec<f64> 
         .collect()
 }
 
-/// forward: y[i] = a[i % len_a] op b[i % len_b], so
-///   add: da += dy,      db += dy
-///   sub: da += dy,      db -= dy
-///   mul: da += dy * b,  db += dy * a
-///   div: da += dy / b,  db -= dy * a / b²
+/// forward: `y[i] = a[i % len_a] op b[i % len_b]`, so
+/// - add: `da += dy`,      `db += dy`
+/// - sub: `da += dy`,      `db -= dy`
+/// - mul: `da += dy * b`,  `db += dy * a`
+/// - div: `da += dy / b`,  `db -= dy * a / b²`
+///
 /// each into the element that was read (a broadcast operand's gradient sums over its
 /// repeats). Returns `(da, db)`, of `a`'s and `b`'s lengths.
 pub fn binary_backward(op: Binary, a: &[f64], b: &[f64], grad_y: &[f64]) -> (Vec<f64>, Vec<f64>) {
