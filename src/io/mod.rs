@@ -3,6 +3,29 @@
 //! state-dict names, optimizer state, step count and the caller's metadata in one
 //! safetensors file), written atomically. Every loader has a `*_from_bytes` form, which is
 //! what a browser (wasm32, no file system) uses.
+//!
+//! # Converting from ONNX or Keras
+//!
+//! tsumugi uses PyTorch's layout: `weight_ih` is `[gates * H, I]` (`y = x W^T`), gate blocks stacked in PyTorch's order, two biases
+//! `bias_ih` and `bias_hh`, the backward direction as `*_reverse`. Other formats stack the
+//! gates differently; reorder the H-row blocks when converting:
+//!
+//! | source | stores | gate order | to tsumugi |
+//! |---|---|---|---|
+//! | PyTorch `nn.LSTM` | `[4H, I]`, two biases | i, f, g, o | as is |
+//! | ONNX `LSTM` | `W [dirs, 4H, I]`, `R [dirs, 4H, H]`, `B [dirs, 8H]` = Wb then Rb | i, o, f, c | blocks (0, 2, 3, 1); Wb to `bias_ih`, Rb to `bias_hh`; direction 1 is `_reverse` |
+//! | Keras `LSTM` | `kernel [I, 4H]`, `recurrent_kernel [H, 4H]`, one bias | i, f, c, o | transpose; `bias_ih` = bias, `bias_hh` = 0 |
+//! | PyTorch `nn.GRU` | `[3H, I]`, two biases | r, z, n | as is |
+//! | ONNX `GRU` | `W [dirs, 3H, I]`, `R`, `B [dirs, 6H]` | z, r, h | blocks (1, 0, 2); needs `linear_before_reset=1` |
+//! | Keras `GRU` | `kernel [I, 3H]`, `recurrent_kernel`, bias `[2, 3H]` | z, r, h | transpose, blocks (1, 0, 2); needs `reset_after=True` (the TF2 default) |
+//!
+//! The GRU is PyTorch's: `r = σ(W_ir x + b_ir + W_hr h + b_hr)`,
+//! `z = σ(W_iz x + b_iz + W_hz h + b_hz)`, `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`,
+//! `h' = (1 - z) ⊙ n + z ⊙ h`. The
+//! reset gate multiplies `W_hn h + b_hn`, after the matmul: ONNX's `linear_before_reset=0`
+//! (its default) and Keras's `reset_after=False` put it before (`W_hn (r ⊙ h)`), a different
+//! function that no reordering converts. ONNX's `B` and Keras's two-row bias split into
+//! `bias_ih` and `bias_hh` the same way.
 
 mod checkpoint;
 mod state_dict;
