@@ -6,8 +6,9 @@
 //!
 //! # Converting from ONNX or Keras
 //!
-//! tsumugi uses PyTorch's layout: `weight_ih` is `[gates * H, I]` (`y = x W^T`), gate blocks stacked in PyTorch's order, two biases
-//! `bias_ih` and `bias_hh`, the backward direction as `*_reverse`. Other formats stack the
+//! tsumugi uses PyTorch's layout: `weight_ih` is `[gates * H, I]` (`y = x W^T`), gate
+//! blocks stacked in PyTorch's order, two biases `bias_ih` and `bias_hh`, the backward
+//! direction as `*_reverse`. Other formats stack the
 //! gates differently; reorder the H-row blocks when converting:
 //!
 //! | source | stores | gate order | to tsumugi |
