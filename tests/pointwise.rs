@@ -471,3 +471,58 @@ fn dimension_ops_refuse_a_dimension_or_range_outside_the_shape() {
     let err = slice_forward(ctx(), &mut encoder, &x, 1, 0, &nan_tensor(&[2, 2])).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(common::prop_config(32))]
+        #[test]
+        fn binary_sum_dim_and_slice_match_reference_on_random_shapes(
+            shape in proptest::collection::vec(1usize..=70, 1..=3),
+            // b's shape: the last `suffix` dims of a's, [1] for 0; `swap` puts it on the left.
+            suffix in 0usize..=3,
+            swap in any::<bool>(),
+            op in 0usize..4,
+            dim in 0usize..3,
+            cut in (0.0f64..1.0, 0.0f64..1.0),
+            seed in 0u64..1000,
+        ) {
+            let op = BINARY_OPS[op];
+            let suffix = suffix.min(shape.len());
+            let small: Vec<usize> = if suffix == 0 { vec![1] } else { shape[shape.len() - suffix..].to_vec() };
+            let (sa, sb) = if swap { (&small[..], &shape[..]) } else { (&shape[..], &small[..]) };
+            let (a, b) = operands(op, seed, (sa, sb));
+            let dy = seeded(seed + 2, shape.iter().product());
+            let (a_t, b_t, dy_t) = (upload(&a, sa), upload(&b, sb), upload(&dy, &shape));
+            let (y, grad_a, grad_b) = (nan_tensor(&shape), nan_tensor(sa), nan_tensor(sb));
+            // A sum over and a slice along one dimension of the full shape (dy as x).
+            let dim = dim % shape.len();
+            let size = shape[dim];
+            let start = ((cut.0 * size as f64) as usize).min(size - 1);
+            let count = 1 + ((cut.1 * (size - start) as f64) as usize).min(size - start - 1);
+            let reduced = reduced_shape(&shape, dim);
+            let mut part = shape.clone();
+            part[dim] = count;
+            let (sum, slice) = (nan_tensor(&reduced), nan_tensor(&part));
+            run(|ctx, encoder| {
+                binary_forward(ctx, encoder, op, &a_t, &b_t, &y).unwrap();
+                let grads = BinaryGrads { a: Some(&grad_a), b: Some(&grad_b), accumulate: false };
+                binary_backward(ctx, encoder, op, &a_t, &b_t, &dy_t, grads).unwrap();
+                sum_dim_forward(ctx, encoder, &dy_t, dim, &sum).unwrap();
+                slice_forward(ctx, encoder, &dy_t, dim, start, &slice).unwrap();
+            });
+            let case = format!("{} {} {} seed {seed}, dim {dim} from {start} take {count}", name(sa), op.name(), name(sb));
+            let (a64, b64, dy64) = (to_f64(&a), to_f64(&b), to_f64(&dy));
+            assert_close("binary: y", &case, &read(&y), &reference::binary_forward(op, &a64, &b64, dy.len()), POINTWISE);
+            let (want_a, want_b) = reference::binary_backward(op, &a64, &b64, &dy64);
+            assert_close("binary: grad_a", &case, &read(&grad_a), &want_a, Tolerance::F32_SUMS);
+            assert_close("binary: grad_b", &case, &read(&grad_b), &want_b, Tolerance::F32_SUMS);
+            let v = view(&shape, dim);
+            assert_close("sum_dim: y", &case, &read(&sum), &reference::sum_dim_forward(&dy64, v, 1.0), Tolerance::F32_SUMS);
+            let want_slice = reference::slice_forward(&dy64, v, start, count);
+            assert_close("slice: y", &case, &read(&slice), &want_slice, Tolerance::EXACT);
+        }
+    }
+}
