@@ -172,6 +172,11 @@ fn reshape_slice_and_select_send_gradients_to_the_elements_they_read_2x6() {
     let t1 = g.sum(product).unwrap();
     let sl = g.slice(xv, 1, 2, 3).unwrap();
     let t2 = g.sum(sl).unwrap();
+    // Ranges outside the shape are errors, not a panic or a wrapped index.
+    assert!(g.slice(xv, 1, 5, 2).is_err());
+    assert!(g.slice(xv, 1, usize::MAX, 2).is_err());
+    assert!(g.select(xv, 2, 0).is_err());
+    assert!(g.select(xv, 0, 2).is_err());
     let row = g.select(xv, 0, 1).unwrap();
     assert_eq!(g.value(row).shape(), [6]);
     let row_sum = g.sum(row).unwrap();

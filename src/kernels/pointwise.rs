@@ -517,7 +517,7 @@ fn slice_view(names: [&str; 2], full: &[usize], part: &Tensor, dim: usize, start
     let count = part.shape().get(dim).copied().unwrap_or(0);
     let mut expected = full.to_vec();
     expected[dim] = count;
-    if count == 0 || start + count > size {
+    if count == 0 || start.checked_add(count).is_none_or(|end| end > size) {
         return Err(Error::invalid(format!(
             "{}: {count} indices from {start} along dimension {dim} of {full:?} (size {size})",
             names[1]
