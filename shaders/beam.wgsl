@@ -12,7 +12,9 @@
 //                                   or the K best would be K copies of one token)
 //                 otherwise         cand[r, v] = score[r] + logits[r, v] - logsumexp(logits[r, :])
 //               The K best of each sentence's K * V candidates are then picked by the
-//               cross_entropy family's top_k on cand viewed as [B, K * V].
+//               cross_entropy family's top_k on cand viewed as [B, K * V], whose
+//               decoding order and per-row pick (common_select.wgsl) argmax and
+//               sampling share: this file has no selection code of its own.
 // beam_select   one invocation per row r = b * K + j, from top_k's index i of pick j:
 //                 parent[r] = b * K + i / V, token[r] = i % V,
 //                 finished_out[r] = finished[parent[r]] | (token[r] == eos),

@@ -26,7 +26,9 @@
 // only on the inputs and the workgroup size the launcher picked from the shape.
 //
 // Order of argmax and top_k, as torch.argmax/topk: larger value first, NaN above every
-// number, the lower index first among equal values.
+// number, the lower index first among equal values. That order, the pick of one row
+// (next_pick), NONE, MAX_WG and ROW_WG are in common_select.wgsl, prepended to this
+// family and to sampling.wgsl.
 
 struct Params {
     rows: u32,
@@ -50,16 +52,12 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> top_values: array<f32>;
 @group(0) @binding(8) var<storage, read_write> top_indices: array<u32>;
 
-// Invocations of the per-row kernels and of the single-workgroup reductions. Powers of
-// two (the trees halve them), multiples of 8, at most MAX_WG.
-override ROW_WG: u32 = 128u;
+// Invocations of the single-workgroup reductions (those of the per-row kernels are
+// ROW_WG). A power of two (the trees halve it), a multiple of 8, at most MAX_WG.
 override REDUCE_WG: u32 = 256u;
 
-// Workgroup arrays are sized for the largest workgroup: 4 x 256 x 4 bytes = 4 KiB.
-const MAX_WG: u32 = 256u;
-// "No element yet" in the selection trees.
-const NONE: u32 = 0xffffffffu;
-
+// Sized for the largest workgroup: 4 x 256 x 4 bytes = 4 KiB (argmax and top_k use
+// common_select.wgsl's two arrays instead).
 var<workgroup> red_max: array<f32, MAX_WG>;
 var<workgroup> red_sum: array<f32, MAX_WG>;
 var<workgroup> red_aux: array<f32, MAX_WG>;
@@ -220,56 +218,6 @@ fn cross_entropy_reduce(@builtin(local_invocation_index) lid: u32) {
         }
         loss[0] = value;
     }
-}
-
-// True when (a, ia) comes before (b, ib) in the decoding order.
-fn ranks_before(a: f32, ia: u32, b: f32, ib: u32) -> bool {
-    let a_nan = is_nan_f32(a);
-    let b_nan = is_nan_f32(b);
-    if (a_nan || b_nan) {
-        return a_nan && (!b_nan || ia < ib);
-    }
-    return a > b || (a == b && ia < ib);
-}
-
-struct Pick {
-    value: f32,
-    index: u32,
-}
-
-// The first element of row `base` in decoding order that comes strictly after
-// (prev, prev_index), or the first of all when prev_index is NONE. Scanning for the
-// next element after the previous pick needs no mark per element and no sort: k
-// rounds of an argmax. Called by every invocation (it holds barriers).
-fn next_pick(base: u32, lid: u32, prev: f32, prev_index: u32) -> Pick {
-    var best = Pick(0.0, NONE);
-    for (var c = lid; c < params.vocab; c += ROW_WG) {
-        let x = logits[base + c];
-        let after_prev = prev_index == NONE || ranks_before(prev, prev_index, x, c);
-        // Strided, so c grows: a later c only wins with a strictly better value.
-        if (after_prev && (best.index == NONE || ranks_before(x, c, best.value, best.index))) {
-            best = Pick(x, c);
-        }
-    }
-    red_max[lid] = best.value;
-    red_index[lid] = best.index;
-    workgroupBarrier();
-    for (var stride = ROW_WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            let other_index = red_index[lid + stride];
-            let other_value = red_max[lid + stride];
-            let mine = red_index[lid];
-            if (other_index != NONE && (mine == NONE || ranks_before(other_value, other_index, red_max[lid], mine))) {
-                red_max[lid] = other_value;
-                red_index[lid] = other_index;
-            }
-        }
-        workgroupBarrier();
-    }
-    let pick = Pick(red_max[0], red_index[0]);
-    // Everyone has read slot 0 before the next round overwrites it.
-    workgroupBarrier();
-    return pick;
 }
 
 @compute @workgroup_size(ROW_WG)

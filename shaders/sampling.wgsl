@@ -6,8 +6,8 @@
 // tokens [N] u32 out.
 //
 // sample_tokens   for row n, with m = max_c x_c and kept(c) = "c is among the first k
-//                 in decoding order" (larger x first, the lower c first on ties; every
-//                 c when k = V):
+//                 in decoding order" (larger x first, NaN above every number, the lower
+//                 c first on ties; every c when k = V):
 //                   w_c = kept(c) ? exp((x_c - m) / T) : 0
 //                   probs[n, c] = w_c / sum_c w_c                (0 outside the top k)
 //                   tokens[n] = the first kept c with u sum_c w_c < w_0 + .. + w_c
@@ -20,10 +20,12 @@
 // Layout of the work: one workgroup per row; invocation i owns the contiguous chunk
 // [i C, (i+1) C) of the row, C = ceil(V / ROW_WG), so that the draw is chunk sums, one
 // invocation's exclusive prefix over the ROW_WG chunk sums, and a scan of the single
-// chunk holding the goal u sum w (`target` is a WGSL keyword). The top-k threshold is k rounds of "the next element in
-// decoding order after the previous pick", as cross_entropy.wgsl's top_k (no sort, no
-// mark per element). Every sum is a fixed order, never an atomic: the result depends
-// only on the inputs, the seed, the step and ROW_WG. NaN logits give NaN probabilities.
+// chunk holding the goal u sum w (`target` is a WGSL keyword). The maximum and the top-k
+// threshold are k rounds of next_pick, "the next element in decoding order after the
+// previous pick", as cross_entropy.wgsl's top_k (no sort, no mark per element): the
+// order, next_pick, NONE, MAX_WG and ROW_WG are in common_select.wgsl, prepended to both
+// families. Every sum is a fixed order, never an atomic: the result depends only on the
+// inputs, the seed, the step and ROW_WG. NaN logits give NaN probabilities.
 
 struct Params {
     rows: u32,
@@ -42,17 +44,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>;    // [N]
 @group(0) @binding(3) var<uniform> params: Params;
 
-// Invocations per row: a power of two (the tree halves it), at most MAX_WG.
-override ROW_WG: u32 = 64u;
-const MAX_WG: u32 = 256u;
-// "No element yet" in the selection tree.
-const NONE: u32 = 0xffffffffu;
 // Word 1 of the counter: keeps sampling's random streams apart from dropout's (whose
 // word 1 is always 0) under the same seed.
 const SAMPLE_TAG: u32 = 0x53414D50u;
 
-var<workgroup> red_value: array<f32, MAX_WG>;
-var<workgroup> red_index: array<u32, MAX_WG>;
 // Chunk sums, then (after invocation 0's pass) their exclusive prefix.
 var<workgroup> chunk_sum: array<f32, MAX_WG>;
 // Invocation 0's answer: the chunk that holds the goal, and the goal.
@@ -60,54 +55,11 @@ var<workgroup> draw_owner: u32;
 var<workgroup> draw_goal: f32;
 var<workgroup> draw_total: f32;
 
-struct Pick {
-    value: f32,
-    index: u32,
-}
-
-// True when (a, ia) comes before (b, ib) in decoding order.
-fn ranks_before(a: f32, ia: u32, b: f32, ib: u32) -> bool {
-    return a > b || (a == b && ia < ib);
-}
-
 // [lo, hi) of invocation lid's chunk (empty past the end of the row).
 fn chunk_of(lid: u32) -> vec2<u32> {
     let size = div_ceil_u32(params.vocab, ROW_WG);
     let lo = min(lid * size, params.vocab);
     return vec2<u32>(lo, min(lo + size, params.vocab));
-}
-
-// The first element of row `base` in decoding order strictly after (prev, prev_index),
-// or the first of all when prev_index is NONE. Called by every invocation (barriers).
-fn next_pick(base: u32, lid: u32, prev: f32, prev_index: u32) -> Pick {
-    var best = Pick(0.0, NONE);
-    let span = chunk_of(lid);
-    for (var c = span.x; c < span.y; c++) {
-        let x = logits[base + c];
-        let after_prev = prev_index == NONE || ranks_before(prev, prev_index, x, c);
-        if (after_prev && (best.index == NONE || ranks_before(x, c, best.value, best.index))) {
-            best = Pick(x, c);
-        }
-    }
-    red_value[lid] = best.value;
-    red_index[lid] = best.index;
-    workgroupBarrier();
-    for (var stride = ROW_WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            let other_index = red_index[lid + stride];
-            let other_value = red_value[lid + stride];
-            let mine = red_index[lid];
-            if (other_index != NONE && (mine == NONE || ranks_before(other_value, other_index, red_value[lid], mine))) {
-                red_value[lid] = other_value;
-                red_index[lid] = other_index;
-            }
-        }
-        workgroupBarrier();
-    }
-    let pick = Pick(red_value[0], red_index[0]);
-    // Everyone has read slot 0 before a next round overwrites it.
-    workgroupBarrier();
-    return pick;
 }
 
 @compute @workgroup_size(ROW_WG)

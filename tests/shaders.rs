@@ -86,7 +86,12 @@ fn every_entry_point_binds_at_most_eight_storage_buffers() {
 }
 
 /// The files src/gpu/pipeline.rs prepends to families: not families themselves.
-const PRELUDES: [&str; 3] = ["common.wgsl", "common_subgroup.wgsl", "common_recurrent.wgsl"];
+const PRELUDES: [&str; 4] = [
+    "common.wgsl",
+    "common_subgroup.wgsl",
+    "common_recurrent.wgsl",
+    "common_select.wgsl",
+];
 
 #[test]
 fn every_wgsl_file_is_a_registered_family() {

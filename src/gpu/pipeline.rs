@@ -2,10 +2,11 @@
 //!
 //! A *family* is one file of `shaders/`, compiled once per context with
 //! `shaders/common.wgsl` prepended, and after it the prelude the family shares with its
-//! kin, if any (`common_recurrent.wgsl` for the three recurrent cells). A *kernel* is one entry point of a family with its
-//! explicit bind group layout; a *pipeline* is a kernel with a set of `override`
-//! constants (tile and workgroup sizes). Pipelines are built on first use and cached by
-//! (family, entry point, overrides).
+//! kin, if any (`common_recurrent.wgsl` for the three recurrent cells,
+//! `common_select.wgsl` for the selection kernels). A *kernel* is one entry point of a
+//! family with its explicit bind group layout; a *pipeline* is a kernel with a set of
+//! `override` constants (tile and workgroup sizes). Pipelines are built on first use and
+//! cached by (family, entry point, overrides).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,13 @@ const COMMON_SUBGROUP_WGSL: &str = include_str!("../../shaders/common_subgroup.w
 const COMMON_RECURRENT: Prelude = Prelude {
     name: "common_recurrent",
     source: include_str!("../../shaders/common_recurrent.wgsl"),
+};
+
+/// The decoding order and the per-row pick of argmax, top_k and sampling. Prepended to
+/// the cross-entropy and sampling families only.
+const COMMON_SELECT: Prelude = Prelude {
+    name: "common_select",
+    source: include_str!("../../shaders/common_select.wgsl"),
 };
 
 /// A file of helpers shared by a few families, prepended after `COMMON_WGSL` to each of
@@ -158,7 +166,7 @@ pub(crate) const ATTENTION: ShaderFamily = ShaderFamily {
 /// Fused softmax cross-entropy with its gradient, argmax and top-k.
 pub(crate) const CROSS_ENTROPY: ShaderFamily = ShaderFamily {
     name: "cross_entropy",
-    prelude: None,
+    prelude: Some(&COMMON_SELECT),
     source: include_str!("../../shaders/cross_entropy.wgsl"),
 };
 
@@ -208,7 +216,7 @@ pub(crate) const BEAM: ShaderFamily = ShaderFamily {
 /// Softmax with temperature, top-k and a seeded draw per row (a game's generator).
 pub(crate) const SAMPLING: ShaderFamily = ShaderFamily {
     name: "sampling",
-    prelude: None,
+    prelude: Some(&COMMON_SELECT),
     source: include_str!("../../shaders/sampling.wgsl"),
 };
 
@@ -413,6 +421,22 @@ mod tests {
         assert!(!MATMUL.in_subgroup_section("matmul_forward"));
         assert!(!MATMUL.in_subgroup_section("no_such_kernel"));
         assert!(LSTM_CELL.in_subgroup_section("lstm_cell_backward_subgroup"));
+    }
+
+    #[test]
+    fn a_prelude_is_composed_only_into_its_families_and_its_section_only_with_theirs() {
+        for family in [&LSTM_CELL, &GRU_CELL, &RNN_CELL] {
+            let portable = family.composed_source(false);
+            assert!(portable.contains("fn step_len(") && !portable.contains("fn h_prev_share("));
+            assert!(family.composed_source(true).contains("fn h_prev_share("));
+        }
+        for family in [&CROSS_ENTROPY, &SAMPLING] {
+            assert!(family.composed_source(false).contains("fn next_pick("));
+        }
+        for family in [&MATMUL, &ATTENTION, &OPTIM, &BEAM] {
+            let source = family.composed_source(true);
+            assert!(!source.contains("common_recurrent.wgsl ----") && !source.contains("common_select.wgsl ----"));
+        }
     }
 
     #[test]
