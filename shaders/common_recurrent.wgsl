@@ -1,6 +1,7 @@
 // common_recurrent.wgsl: what the three recurrent families (lstm_cell, gru_cell,
-// rnn_cell) share: the step parameters, the bindings they all have, the launch overrides
-// and the helpers that read h_{t-1}, W_hh and dgates_{t+1}. Prepended after common.wgsl
+// rnn_cell) share: the step parameters, the bindings they all have, the launch overrides,
+// the helpers that read h_{t-1}, W_hh and dgates_{t+1}, and the loops around each
+// family's cell (sequence_forward, backward_step). Prepended after common.wgsl
 // to those three families only, by src/gpu/pipeline.rs (the one place that does it). Its
 // part from the section line below on is compiled only together with the family's.
 //
@@ -14,6 +15,10 @@
 //                                     w_block and w_gates_k4 compile away)
 //   fn cell_step(t, b0, u0)          the forward of step t for batch rows
 //                                    b0 .. b0+BATCH_BLOCK and units u0 .. u0+4
+//   fn dgates_next_chunk(b, j)       rows j .. j+4 (of G H) of the gradient that
+//                                    meets W_hh, at step next = t + 1 (zero past G H)
+//   fn cell_backward(t, b, u, r)     the backward of (b, u) at step t, given r, the
+//                                    recurrent part of dh
 //   its own bindings: 5, 6, 11, 12 (and 17, 18, 21, 22 after its section line).
 
 // Mirrored by StepParams in src/kernels/recurrent.rs (one block for the three cells).
@@ -131,6 +136,40 @@ fn sequence_forward(lid: u32) {
         }
         // Step t+1 reads h_t written by other invocations.
         storageBarrier();
+    }
+}
+
+// The backward of step params.t for batch rows b0 .. b0+BATCH_BLOCK and units
+// u0 .. u0+4: the recurrent part of dh, (dgates[b, t+1] W_hh)[u], with W_hh's 4 x 4
+// blocks loaded once for all the rows, then each family's cell_backward per (b, u).
+fn backward_step(b0: u32, u0: u32) {
+    let batch = params.batch;
+    let hidden = params.hidden;
+    let b_last = batch - 1u;
+    // carried[bi] = (dgates[b0 + bi, next] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
+    var carried = mat4x4<f32>();
+    if (params.has_next != 0u) {
+        for (var j = 0u; j < GATES * hidden; j += 4u) {
+            // Column c: W_hh[j + c, u0 .. u0+4].
+            let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
+            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+                carried[bi] += w * dgates_next_chunk(min(b0 + bi, b_last), j);
+            }
+        }
+    }
+    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
+        let b = b0 + bi;
+        if (b >= batch) {
+            break;
+        }
+        // Rows whose step t+1 was padded got no dgates there: dh is carried in dstate.
+        let next_ran = params.has_next != 0u && params.next < step_len(b);
+        for (var q = 0u; q < 4u; q++) {
+            let u = u0 + q;
+            if (u < hidden) {
+                cell_backward(params.t, b, u, select(0.0, carried[bi][q], next_ran));
+            }
+        }
     }
 }
 

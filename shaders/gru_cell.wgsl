@@ -28,8 +28,9 @@
 //
 // The step parameters, the bindings the three cells share, the launch overrides and the
 // loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_chunk, w_block,
-// w_row_units, ...) are in common_recurrent.wgsl, prepended with GATES = 3 (w_block's
-// fourth row is zero) and GATE_COLUMNS = 4.
+// w_row_units, ...) and the loops around cell_step and cell_backward (sequence_forward,
+// backward_step) are in common_recurrent.wgsl, prepended with GATES = 3 and
+// GATE_COLUMNS = 4.
 
 // For common_recurrent.wgsl: 3 gate rows of W_hh per unit (r, z, n), 4 columns of gates
 // and dgates (r, z, n, hn).
@@ -157,7 +158,7 @@ fn gru_sequence_forward(@builtin(local_invocation_index) lid: u32) {
 
 // dgh[b, next, j .. j+4] for rows j of W_hh (0 <= j < 3H): dgh is dgates without its
 // third quarter (dn_pre), i.e. row j >= 2H reads column j + H. Rows past 3H read 0.
-fn dgh_chunk(b: u32, j: u32) -> vec4<f32> {
+fn dgates_next_chunk(b: u32, j: u32) -> vec4<f32> {
     let hidden = params.hidden;
     let base = (b * params.steps + params.next) * 4u * hidden;
     var chunk = vec4<f32>();
@@ -172,37 +173,11 @@ fn dgh_chunk(b: u32, j: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn gru_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let batch = params.batch;
-    let hidden = params.hidden;
-    let u0 = gid.x * 4u;
-    let b0 = gid.y * BATCH_BLOCK;
-    let b_last = batch - 1u;
-    // carried[bi] = (dgh[b0 + bi, next] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
-    var carried = mat4x4<f32>();
-    if (params.has_next != 0u) {
-        for (var j = 0u; j < 3u * hidden; j += 4u) {
-            let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
-            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-                carried[bi] += w * dgh_chunk(min(b0 + bi, b_last), j);
-            }
-        }
-    }
-    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-        let b = b0 + bi;
-        if (b >= batch) {
-            break;
-        }
-        let next_ran = params.has_next != 0u && params.next < step_len(b);
-        for (var q = 0u; q < 4u; q++) {
-            let u = u0 + q;
-            if (u < hidden) {
-                gru_pointwise_backward(params.t, b, u, select(0.0, carried[bi][q], next_ran));
-            }
-        }
-    }
+    backward_step(gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
-fn gru_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
+// The backward of (b, u) at step t, given the recurrent part of dh (`carried`).
+fn cell_backward(t: u32, b: u32, u: u32, carried: f32) {
     let hidden = params.hidden;
     let steps = params.steps;
     let dh_index = b * hidden + u;
@@ -329,7 +304,7 @@ fn gru_cell_forward_subgroup(
 }
 
 // The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,
-// unit u0 + q) at step t, as gru_pointwise_backward, on vec4s of the 4 units.
+// unit u0 + q) at step t, as cell_backward, on vec4s of the 4 units.
 fn gru_pointwise_backward_rows4(t: u32, b0: u32, u0: u32, carried: mat4x4<f32>) {
     let hidden = params.hidden;
     let steps = params.steps;

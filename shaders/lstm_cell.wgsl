@@ -34,7 +34,9 @@
 // The step parameters, the bindings the three cells share (xproj, W_hh, lengths,
 // h_states, output, dgates, dy, dstate and their vec4 views), the launch overrides and
 // the loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_block, w_row_units,
-// h_prev_share, w_gates_k4, ...) are in common_recurrent.wgsl, prepended with GATES = 4.
+// h_prev_share, w_gates_k4, ...) and the loops of the sequence kernel and of the
+// backward's recurrent part (sequence_forward, backward_step, around this file's
+// cell_step and cell_backward) are in common_recurrent.wgsl, prepended with GATES = 4.
 
 // For common_recurrent.wgsl: 4 gate rows of W_hh per unit (i, f, g, o), 4 columns of
 // gates and dgates.
@@ -165,51 +167,26 @@ fn lstm_sequence_forward(@builtin(local_invocation_index) lid: u32) {
     sequence_forward(lid);
 }
 
-// dgates[b, t+1, j .. j+4] (clamped rows keep loads in bounds; j < 4H always).
-fn dgates_chunk(b: u32, t: u32, j: u32) -> vec4<f32> {
-    let base = (b * params.steps + t) * 4u * params.hidden + j;
+// dgates[b, next, j .. j+4] (j < 4H always: no row past the end).
+fn dgates_next_chunk(b: u32, j: u32) -> vec4<f32> {
+    let base = (b * params.steps + params.next) * 4u * params.hidden + j;
     return vec4<f32>(dgates[base], dgates[base + 1u], dgates[base + 2u], dgates[base + 3u]);
 }
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn lstm_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let batch = params.batch;
-    let hidden = params.hidden;
-    let u0 = gid.x * 4u;
-    let b0 = gid.y * BATCH_BLOCK;
-    let b_last = batch - 1u;
-    let t = params.t;
-    let next = params.next;
-    // carried[bi] = (dgates[b0 + bi, t+1] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
-    var carried = mat4x4<f32>();
-    if (params.has_next != 0u) {
-        let width = 4u * hidden;
-        for (var j = 0u; j < width; j += 4u) {
-            // Column c: W_hh[j + c, u0 .. u0+4], loaded once for all the block's rows.
-            let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
-            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-                carried[bi] += w * dgates_chunk(min(b0 + bi, b_last), next, j);
-            }
-        }
-    }
-    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-        let b = b0 + bi;
-        if (b >= batch) {
-            break;
-        }
-        // Rows whose step t+1 was padded got no dgates there: dh is carried in dstate.
-        let next_ran = params.has_next != 0u && next < step_len(b);
-        for (var q = 0u; q < 4u; q++) {
-            let u = u0 + q;
-            if (u < hidden) {
-                let grads = lstm_pointwise_backward(t, b, u, select(0.0, carried[bi][q], next_ran));
-                if (grads.write) {
-                    let gate_base = (b * params.steps + t) * 4u * hidden + u;
-                    for (var gate = 0u; gate < 4u; gate++) {
-                        dgates[gate_base + gate * hidden] = grads.values[gate];
-                    }
-                }
-            }
+    backward_step(gid.y * BATCH_BLOCK, gid.x * 4u);
+}
+
+// lstm_pointwise_backward of (b, u), with its gate gradients written through the scalar
+// view of dgates.
+fn cell_backward(t: u32, b: u32, u: u32, carried: f32) {
+    let grads = lstm_pointwise_backward(t, b, u, carried);
+    if (grads.write) {
+        let hidden = params.hidden;
+        let gate_base = (b * params.steps + t) * 4u * hidden + u;
+        for (var gate = 0u; gate < 4u; gate++) {
+            dgates[gate_base + gate * hidden] = grads.values[gate];
         }
     }
 }

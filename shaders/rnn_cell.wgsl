@@ -22,7 +22,8 @@
 //
 // The step parameters, the bindings the three cells share, the launch overrides and the
 // loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_chunk, w_row_units, ...)
-// are in common_recurrent.wgsl, prepended with GATES = GATE_COLUMNS = 1.
+// and the loops around cell_step and cell_backward (sequence_forward, backward_step) are
+// in common_recurrent.wgsl, prepended with GATES = GATE_COLUMNS = 1.
 
 // For common_recurrent.wgsl: one row of W_hh and one column of dgates per unit.
 const GATES: u32 = 1u;
@@ -111,7 +112,7 @@ fn rnn_sequence_forward(@builtin(local_invocation_index) lid: u32) {
 }
 
 // dgates[b, next, j .. j+4], zero past H.
-fn dgates_chunk(b: u32, j: u32) -> vec4<f32> {
+fn dgates_next_chunk(b: u32, j: u32) -> vec4<f32> {
     let hidden = params.hidden;
     let base = (b * params.steps + params.next) * hidden;
     var chunk = vec4<f32>();
@@ -125,37 +126,11 @@ fn dgates_chunk(b: u32, j: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG_X, 1, 1)
 fn rnn_cell_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let batch = params.batch;
-    let hidden = params.hidden;
-    let u0 = gid.x * 4u;
-    let b0 = gid.y * BATCH_BLOCK;
-    let b_last = batch - 1u;
-    // carried[bi] = (dgates[b0 + bi, next] W_hh)[u0 .. u0+4], bi < BATCH_BLOCK
-    var carried = mat4x4<f32>();
-    if (params.has_next != 0u) {
-        for (var j = 0u; j < hidden; j += 4u) {
-            let w = mat4x4<f32>(w_row_units(j, u0), w_row_units(j + 1u, u0), w_row_units(j + 2u, u0), w_row_units(j + 3u, u0));
-            for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-                carried[bi] += w * dgates_chunk(min(b0 + bi, b_last), j);
-            }
-        }
-    }
-    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-        let b = b0 + bi;
-        if (b >= batch) {
-            break;
-        }
-        let next_ran = params.has_next != 0u && params.next < step_len(b);
-        for (var q = 0u; q < 4u; q++) {
-            let u = u0 + q;
-            if (u < hidden) {
-                rnn_pointwise_backward(params.t, b, u, select(0.0, carried[bi][q], next_ran));
-            }
-        }
-    }
+    backward_step(gid.y * BATCH_BLOCK, gid.x * 4u);
 }
 
-fn rnn_pointwise_backward(t: u32, b: u32, u: u32, carried: f32) {
+// The backward of (b, u) at step t, given the recurrent part of dh (`carried`).
+fn cell_backward(t: u32, b: u32, u: u32, carried: f32) {
     let hidden = params.hidden;
     let steps = params.steps;
     let dh_index = b * hidden + u;
