@@ -1,7 +1,7 @@
 //! The benchmark workloads (described in `benches/RESULTS.md`) through the public API
 //! (`graph` and `nn`), as a user runs them: K1 (LSTM layer), K2 (GRU layer), K3 (batch-1 LSTM inference), S1 (the
 //! chapter's sentiment model, one training step) and S2 (the chapter's translator, one
-//! training step), plus tokens/s for S1 and S2. K4 (matmul) is in `benches/kernels.rs`.
+//! training step), plus tokens/s for S1 and S2. K4 (matmul) is in `benches/kernels/matmul.rs`.
 //!
 //! Each workload is checked once against a composition of the CPU references before it
 //! is timed (S1 and S2 in eval mode, where dropout is the identity), and every timed
