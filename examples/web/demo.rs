@@ -63,8 +63,8 @@ pub const SIZES: Sizes = Sizes {
     char_embed: 16,
     char_hidden: 64,
     char_steps: 300,
-    window: 24,
-    generate: 60,
+    window: 56,
+    generate: 56,
     report_every: 10,
 };
 
