@@ -2,6 +2,7 @@
 //! tolerance, and comparisons that print the worst element and the first mismatches.
 #![allow(dead_code)]
 
+pub mod elementwise;
 pub mod models;
 
 use std::cell::Cell;
