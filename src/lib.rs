@@ -58,3 +58,9 @@ pub use tensor::{DType, Element, Tensor};
 /// The wgpu tsumugi speaks (its major version decides which hosts and engines can share
 /// their `Device` and `Queue` with it), so that a host names exactly this one.
 pub use wgpu;
+
+/// The README's Rust blocks, compiled as doc tests so that the front page stays true to the
+/// API (`cargo test --doc`).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
