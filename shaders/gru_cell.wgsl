@@ -30,7 +30,9 @@
 // loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_chunk, w_block,
 // w_row_units, ...) and the loops around cell_step and cell_backward (sequence_forward,
 // backward_step) are in common_recurrent.wgsl, prepended with GATES = 3 and
-// GATE_COLUMNS = 4.
+// GATE_COLUMNS = 4; the forward step of both paths (cell_step and its vec4 form,
+// around this file's cell_pointwise and cell_pointwise_units4), the same as LSTM's, in
+// common_gated.wgsl.
 
 // For common_recurrent.wgsl: 3 gate rows of W_hh per unit (r, z, n), 4 columns of gates
 // and dgates (r, z, n, hn).
@@ -44,36 +46,9 @@ const GATE_COLUMNS: u32 = 4u;
 @group(0) @binding(11) var<storage, read> saved_gates: array<f32>;     // [B, T, 4H]
 @group(0) @binding(12) var<storage, read> saved_h: array<f32>;         // [B, T+1, H]
 
-// The forward of step t for batch rows b0 .. b0+BATCH_BLOCK and units u0 .. u0+4.
-fn cell_step(t: u32, b0: u32, u0: u32) {
-    let b_last = params.batch - 1u;
-    let u_last = params.hidden - 1u;
-    var acc0 = mat4x4<f32>();
-    var acc1 = mat4x4<f32>();
-    var acc2 = mat4x4<f32>();
-    var acc3 = mat4x4<f32>();
-    for (var k = 0u; k < params.hidden; k += 4u) {
-        let w0 = w_block(min(u0, u_last), k);
-        let w1 = w_block(min(u0 + 1u, u_last), k);
-        let w2 = w_block(min(u0 + 2u, u_last), k);
-        let w3 = w_block(min(u0 + 3u, u_last), k);
-        for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-            let h = h_chunk(min(b0 + bi, b_last), t, k);
-            acc0[bi] += w0 * h;
-            acc1[bi] += w1 * h;
-            acc2[bi] += w2 * h;
-            acc3[bi] += w3 * h;
-        }
-    }
-    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-        gru_pointwise(t, b0 + bi, u0, acc0[bi]);
-        gru_pointwise(t, b0 + bi, u0 + 1u, acc1[bi]);
-        gru_pointwise(t, b0 + bi, u0 + 2u, acc2[bi]);
-        gru_pointwise(t, b0 + bi, u0 + 3u, acc3[bi]);
-    }
-}
-
-fn gru_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
+// The forward of (b, u) at step t from h's part of its gates (recurrent = (h W_hh^T)
+// for r, z, n; common_gated.wgsl's cell_step calls it).
+fn cell_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
     let hidden = params.hidden;
     let steps = params.steps;
     if (b >= params.batch || u >= hidden) {
@@ -216,11 +191,11 @@ fn cell_backward(t: u32, b: u32, u: u32, carried: f32) {
 // lanes (src/gpu/pipeline.rs leaves this section out elsewhere), for H % 4 == 0; the
 // layout of lstm_cell.wgsl's subgroup kernels (helpers in common_subgroup.wgsl).
 //
-// gru_cell_forward_subgroup   step t of gru_cell_forward: a workgroup owns SG_ROWS batch
-//     rows x SG_WG units, an invocation one unit (its 3 gate rows of W_hh, loaded once
-//     per 4 steps of k for all the rows) and every row; each group of 8 lanes loads the
-//     rows' h_{t-1} once and shuffles it round, then turns the gates round so that an
-//     invocation takes one row and 4 units for the pointwise part (vec4s throughout).
+// gru_cell_forward_subgroup   step t of gru_cell_forward (common_gated.wgsl's
+//     gated_forward_subgroup): a workgroup owns SG_ROWS batch rows x SG_WG units, an
+//     invocation one unit (its 3 gate rows of W_hh) and every row; each group of 8 lanes
+//     loads the rows' h_{t-1} once and shuffles it round, then turns the gates round so
+//     that an invocation takes one row and 4 units for the pointwise part.
 // gru_cell_backward_subgroup  step t of gru_cell_backward: an invocation owns 4 units
 //     (4 columns of W_hh) of every row, the rows of dgh[b, t+1] are loaded once per 8 lanes
 //     and shuffled, and the pointwise part is on vec4s of the 4 units.
@@ -231,9 +206,9 @@ fn cell_backward(t: u32, b: u32, u: u32, carried: f32) {
 @group(0) @binding(21) var<storage, read> b_hh4: array<vec4<f32>>;            // b_hh
 @group(0) @binding(22) var<storage, read_write> gates4: array<vec4<f32>>;     // gates
 
-// gru_pointwise of row b and units u0 .. u0+4, from `recurrent` (column q: gate q's part
+// cell_pointwise of row b and units u0 .. u0+4, from `recurrent` (column q: gate q's part
 // h W_hh^T for the 4 units; q = 3 unused).
-fn gru_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
+fn cell_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
     let hidden = params.hidden;
     let steps = params.steps;
     let h4 = hidden / 4u;
@@ -273,34 +248,7 @@ fn gru_cell_forward_subgroup(
     @builtin(subgroup_size) subgroup_size: u32,
     @builtin(subgroup_id) subgroup: u32,
 ) {
-    let t = params.t;
-    let lane8 = lane & 7u;
-    let lane0 = lane & ~7u;
-    // Units follow the subgroup lanes, so that a group of 8 lanes holds 8 consecutive units.
-    let unit0 = wid.x * SG_WG + subgroup * subgroup_size + lane0;
-    let b0 = wid.y * SG_ROWS;
-    let w_unit = min(unit0 + lane8, params.hidden - 1u);
-    // acc_q[i] = h's part of the 3 gates of this lane's unit, row b0 + 4q + i.
-    var acc0 = mat4x4<f32>();
-    var acc1 = mat4x4<f32>();
-    var acc2 = mat4x4<f32>();
-    var acc3 = mat4x4<f32>();
-    var acc4 = mat4x4<f32>();
-    var acc5 = mat4x4<f32>();
-    var acc6 = mat4x4<f32>();
-    var acc7 = mat4x4<f32>();
-    for (var k = 0u; k < params.hidden; k += 4u) {
-        let w = w_gates_k4(w_unit, k);
-        let share = h_prev_share(b0, lane8, t, k);
-        accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
-    }
-    // Turned round, each invocation takes one row and 4 units of every block of 4 rows.
-    let r = lane8 % 4u;
-    let u4 = unit0 + 4u * (lane8 / 4u);
-    let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-    for (var q = 0u; q < SG_ROWS / 4u; q++) {
-        gru_pointwise_units4(t, b0 + 4u * q + r, u4, units4_of_row(blocks[q], lane0, lane8));
-    }
+    gated_forward_subgroup(wid, lane, subgroup_size, subgroup);
 }
 
 // The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,

@@ -36,7 +36,9 @@
 // the loads of h_{t-1}, W_hh and dgates_{t+1} (step_len, h_chunk, w_block, w_row_units,
 // h_prev_share, w_gates_k4, ...) and the loops of the sequence kernel and of the
 // backward's recurrent part (sequence_forward, backward_step, around this file's
-// cell_step and cell_backward) are in common_recurrent.wgsl, prepended with GATES = 4.
+// cell_backward) are in common_recurrent.wgsl, prepended with GATES = 4; the forward
+// step of both paths (cell_step and its vec4 form, around this file's
+// cell_pointwise and cell_pointwise_units4), the same for GRU, in common_gated.wgsl.
 
 // For common_recurrent.wgsl: 4 gate rows of W_hh per unit (i, f, g, o), 4 columns of
 // gates and dgates.
@@ -49,40 +51,6 @@ const GATE_COLUMNS: u32 = 4u;
 // Backward bindings (their own entry point layout).
 @group(0) @binding(11) var<storage, read> saved_gates: array<f32>;     // [B, T, 4H]
 @group(0) @binding(12) var<storage, read> saved_c: array<f32>;         // [B, T+1, H]
-
-// The forward of step t for batch rows b0 .. b0+BATCH_BLOCK and units u0 .. u0+4.
-fn cell_step(t: u32, b0: u32, u0: u32) {
-    let batch = params.batch;
-    let hidden = params.hidden;
-    let b_last = batch - 1u;
-    let u_last = hidden - 1u;
-    // acc_q[bi] = the 4 gate pre-activations (recurrent part) of unit u0 + q, row b0 + bi
-    // (columns past BATCH_BLOCK stay unused).
-    var acc0 = mat4x4<f32>();
-    var acc1 = mat4x4<f32>();
-    var acc2 = mat4x4<f32>();
-    var acc3 = mat4x4<f32>();
-    for (var k = 0u; k < hidden; k += 4u) {
-        let w0 = w_block(min(u0, u_last), k);
-        let w1 = w_block(min(u0 + 1u, u_last), k);
-        let w2 = w_block(min(u0 + 2u, u_last), k);
-        let w3 = w_block(min(u0 + 3u, u_last), k);
-        // A constant trip count once BATCH_BLOCK is set: the compiler may unroll it.
-        for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-            let h = h_chunk(min(b0 + bi, b_last), t, k);
-            acc0[bi] += w0 * h;
-            acc1[bi] += w1 * h;
-            acc2[bi] += w2 * h;
-            acc3[bi] += w3 * h;
-        }
-    }
-    for (var bi = 0u; bi < BATCH_BLOCK; bi++) {
-        lstm_pointwise_scalar_h(t, b0 + bi, u0, acc0[bi]);
-        lstm_pointwise_scalar_h(t, b0 + bi, u0 + 1u, acc1[bi]);
-        lstm_pointwise_scalar_h(t, b0 + bi, u0 + 2u, acc2[bi]);
-        lstm_pointwise_scalar_h(t, b0 + bi, u0 + 3u, acc3[bi]);
-    }
-}
 
 // What the forward of (b, u) at step t gives h_states (written by the caller, through
 // its own view of the buffer): h_t, or, at a padded step (ran false), "copy h_{t-1}".
@@ -143,8 +111,9 @@ fn lstm_cell_forward_values(pre: mat4x4<f32>, c_prev: vec4<f32>) -> CellValues {
     return CellValues(mat4x4<f32>(i, f, g, o), c, o * tanh_stable4(c));
 }
 
-// lstm_pointwise of (b, u), with h_t written through the scalar view of h_states.
-fn lstm_pointwise_scalar_h(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
+// lstm_pointwise of (b, u), with h_t written through the scalar view of h_states
+// (common_gated.wgsl's cell_step calls it).
+fn cell_pointwise(t: u32, b: u32, u: u32, recurrent: vec4<f32>) {
     if (b >= params.batch || u >= params.hidden) {
         return;
     }
@@ -265,12 +234,11 @@ fn lstm_cell_grads(dh: vec4<f32>, dc_in: vec4<f32>, gates: mat4x4<f32>, c_prev: 
 // lanes (src/gpu/pipeline.rs leaves this section out elsewhere).
 //
 // lstm_cell_forward_subgroup   step t of lstm_cell_forward for H % 4 == 0, laid out like
-//     matmul.wgsl's matmul_forward_subgroup: a workgroup owns SG_ROWS batch rows x SG_WG
-//     units, an invocation one unit (its 4 gate rows of W_hh, loaded once per 4 steps of
-//     k for all the rows) and every row of the workgroup. Each group of 8 lanes loads the
-//     rows' h_{t-1} once, SG_ROWS / 8 rows per lane, and hands them round with
-//     subgroupShuffle. For the pointwise part the gates are shuffled round once more, so
-//     that an invocation takes one row and 4 units: one vec4 of every tensor.
+//     matmul.wgsl's matmul_forward_subgroup (common_gated.wgsl's gated_forward_subgroup):
+//     a workgroup owns SG_ROWS batch rows x SG_WG units, an invocation one unit (its 4
+//     gate rows of W_hh) and every row of the workgroup, whose h_{t-1} each group of 8
+//     lanes loads once and hands round with subgroupShuffle; then an invocation takes one
+//     row and 4 units for the pointwise part: one vec4 of every tensor.
 // lstm_cell_backward_subgroup  step t of lstm_cell_backward the same way round, for
 //     H % 4 == 0: an invocation owns 4 units (4 columns of W_hh, one vec4 of every
 //     per-unit tensor) of every row of the workgroup, and the rows of dgates[b, t+1] are
@@ -285,7 +253,7 @@ fn lstm_cell_grads(dh: vec4<f32>, dc_in: vec4<f32>, gates: mat4x4<f32>, c_prev: 
 
 // lstm_pointwise of row b and units u0 .. u0+4 (H % 4 == 0: one vec4 of each tensor),
 // from `recurrent` (column q: gate q's recurrent part for the 4 units).
-fn lstm_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
+fn cell_pointwise_units4(t: u32, b: u32, u0: u32, recurrent: mat4x4<f32>) {
     let hidden = params.hidden;
     let steps = params.steps;
     let h4 = hidden / 4u;
@@ -323,36 +291,7 @@ fn lstm_cell_forward_subgroup(
     @builtin(subgroup_size) subgroup_size: u32,
     @builtin(subgroup_id) subgroup: u32,
 ) {
-    let t = params.t;
-    let lane8 = lane & 7u;
-    let lane0 = lane & ~7u;
-    // Units follow the subgroup lanes, so that a group of 8 lanes holds 8 consecutive units.
-    let unit0 = wid.x * SG_WG + subgroup * subgroup_size + lane0;
-    let u = unit0 + lane8;
-    let b0 = wid.y * SG_ROWS;
-    let w_unit = min(u, params.hidden - 1u);
-    // acc_q[i] = the recurrent part of the 4 gates of unit u, row b0 + 4q + i.
-    var acc0 = mat4x4<f32>();
-    var acc1 = mat4x4<f32>();
-    var acc2 = mat4x4<f32>();
-    var acc3 = mat4x4<f32>();
-    var acc4 = mat4x4<f32>();
-    var acc5 = mat4x4<f32>();
-    var acc6 = mat4x4<f32>();
-    var acc7 = mat4x4<f32>();
-    for (var k = 0u; k < params.hidden; k += 4u) {
-        let share = h_prev_share(b0, lane8, t, k);
-        let w = w_gates_k4(w_unit, k);
-        accumulate_shared_rows(&acc0, &acc1, &acc2, &acc3, &acc4, &acc5, &acc6, &acc7, share, lane0, w);
-    }
-    // Turned round, each invocation takes one row and 4 units of every block of 4 rows:
-    // lane8 = 4h + r takes row r and units 4h .. 4h+4 of the group's 8.
-    let r = lane8 % 4u;
-    let u4 = unit0 + 4u * (lane8 / 4u);
-    let blocks = array<mat4x4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-    for (var q = 0u; q < SG_ROWS / 4u; q++) {
-        lstm_pointwise_units4(t, b0 + 4u * q + r, u4, units4_of_row(blocks[q], lane0, lane8));
-    }
+    gated_forward_subgroup(wid, lane, subgroup_size, subgroup);
 }
 
 // The backward of rows b0 .. b0+4 and units u0 .. u0+4 (carried[i][q] is row b0 + i,

@@ -86,10 +86,11 @@ fn every_entry_point_binds_at_most_eight_storage_buffers() {
 }
 
 /// The files src/gpu/pipeline.rs prepends to families: not families themselves.
-const PRELUDES: [&str; 4] = [
+const PRELUDES: [&str; 5] = [
     "common.wgsl",
     "common_subgroup.wgsl",
     "common_recurrent.wgsl",
+    "common_gated.wgsl",
     "common_select.wgsl",
 ];
 

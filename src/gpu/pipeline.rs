@@ -1,9 +1,10 @@
 //! Shader families and the pipeline cache.
 //!
 //! A *family* is one file of `shaders/`, compiled once per context with
-//! `shaders/common.wgsl` prepended, and after it the prelude the family shares with its
-//! kin, if any (`common_recurrent.wgsl` for the three recurrent cells,
-//! `common_select.wgsl` for the selection kernels). A *kernel* is one entry point of a
+//! `shaders/common.wgsl` prepended, and after it the preludes the family shares with its
+//! kin, if any (`common_recurrent.wgsl` for the three recurrent cells and
+//! `common_gated.wgsl` for LSTM and GRU, `common_select.wgsl` for the selection
+//! kernels). A *kernel* is one entry point of a
 //! family with its explicit bind group layout; a *pipeline* is a kernel with a set of
 //! `override` constants (tile and workgroup sizes). Pipelines are built on first use and
 //! cached by (family, entry point, overrides).
@@ -22,10 +23,18 @@ const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
 const COMMON_SUBGROUP_WGSL: &str = include_str!("../../shaders/common_subgroup.wgsl");
 
 /// What the recurrent families (LSTM, GRU, RNN) share: step parameters, common bindings,
-/// launch overrides and the loads of h, W_hh and dgates. Prepended to those three only.
+/// launch overrides, the loads of h, W_hh and dgates, and the sequence and backward-step
+/// loops around each cell. Prepended to those three only.
 const COMMON_RECURRENT: Prelude = Prelude {
     name: "common_recurrent",
     source: include_str!("../../shaders/common_recurrent.wgsl"),
+};
+
+/// The forward step of the gated cells (LSTM, GRU) on both paths, around the family's
+/// pointwise part. Prepended after `COMMON_RECURRENT` to those two only.
+const COMMON_GATED: Prelude = Prelude {
+    name: "common_gated",
+    source: include_str!("../../shaders/common_gated.wgsl"),
 };
 
 /// The decoding order and the per-row pick of argmax, top_k and sampling. Prepended to
@@ -35,8 +44,9 @@ const COMMON_SELECT: Prelude = Prelude {
     source: include_str!("../../shaders/common_select.wgsl"),
 };
 
-/// A file of helpers shared by a few families, prepended after `COMMON_WGSL` to each of
-/// them. Like a family it may have a subgroup section, compiled only with the family's.
+/// A file of helpers shared by a few families, prepended after `COMMON_WGSL` (and the
+/// preludes listed before it) to each of them. Like a family it may have a subgroup
+/// section, compiled only with the family's.
 #[derive(Debug)]
 struct Prelude {
     name: &'static str,
@@ -58,15 +68,16 @@ const ENABLE_SUBGROUPS: &str = "enable subgroups;";
 pub struct ShaderFamily {
     /// The file name without `.wgsl`.
     pub name: &'static str,
-    prelude: Option<&'static Prelude>,
+    /// Prepended after `COMMON_WGSL`, in this order.
+    preludes: &'static [&'static Prelude],
     source: &'static str,
 }
 
 impl ShaderFamily {
-    /// The WGSL that is compiled: `common.wgsl`, the family's prelude (if it has one) and
-    /// the family's file, the latter two without their subgroup sections (from the line
-    /// [`SUBGROUP_SECTION`] on) unless `subgroups` and the family has a section; with the
-    /// sections, `common_subgroup.wgsl` comes after `common.wgsl`.
+    /// The WGSL that is compiled: `common.wgsl`, the family's preludes (if any) and the
+    /// family's file, each prelude and the file without its subgroup section (from the
+    /// line [`SUBGROUP_SECTION`] on) unless `subgroups` and the family has a section; with
+    /// the sections, `common_subgroup.wgsl` comes after `common.wgsl`.
     pub fn composed_source(&self, subgroups: bool) -> String {
         let sections = subgroups && self.has_subgroup_section();
         let part = |text: &'static str| match text.find(SUBGROUP_SECTION) {
@@ -78,7 +89,7 @@ impl ShaderFamily {
             source.push('\n');
             source.push_str(COMMON_SUBGROUP_WGSL);
         }
-        if let Some(prelude) = self.prelude {
+        for prelude in self.preludes {
             source.push_str(&format!(
                 "\n// ---- {}.wgsl ----\n{}",
                 prelude.name,
@@ -131,63 +142,63 @@ impl ShaderFamily {
 /// Batched matmul and its backward.
 pub(crate) const MATMUL: ShaderFamily = ShaderFamily {
     name: "matmul",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/matmul.wgsl"),
 };
 
 /// LSTM step forward/backward and the whole-sequence kernel.
 pub(crate) const LSTM_CELL: ShaderFamily = ShaderFamily {
     name: "lstm_cell",
-    prelude: Some(&COMMON_RECURRENT),
+    preludes: &[&COMMON_RECURRENT, &COMMON_GATED],
     source: include_str!("../../shaders/lstm_cell.wgsl"),
 };
 
 /// GRU step forward/backward and the whole-sequence kernel.
 pub(crate) const GRU_CELL: ShaderFamily = ShaderFamily {
     name: "gru_cell",
-    prelude: Some(&COMMON_RECURRENT),
+    preludes: &[&COMMON_RECURRENT, &COMMON_GATED],
     source: include_str!("../../shaders/gru_cell.wgsl"),
 };
 
 /// Elman RNN (tanh, relu) step forward/backward and the whole-sequence kernel.
 pub(crate) const RNN_CELL: ShaderFamily = ShaderFamily {
     name: "rnn_cell",
-    prelude: Some(&COMMON_RECURRENT),
+    preludes: &[&COMMON_RECURRENT],
     source: include_str!("../../shaders/rnn_cell.wgsl"),
 };
 
 /// Additive (Bahdanau) and dot (Luong) attention for one decoder step, and its backward.
 pub(crate) const ATTENTION: ShaderFamily = ShaderFamily {
     name: "attention",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/attention.wgsl"),
 };
 
 /// Fused softmax cross-entropy with its gradient, argmax and top-k.
 pub(crate) const CROSS_ENTROPY: ShaderFamily = ShaderFamily {
     name: "cross_entropy",
-    prelude: Some(&COMMON_SELECT),
+    preludes: &[&COMMON_SELECT],
     source: include_str!("../../shaders/cross_entropy.wgsl"),
 };
 
 /// Adam, SGD and global gradient-norm clipping.
 pub(crate) const OPTIM: ShaderFamily = ShaderFamily {
     name: "optim",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/optim.wgsl"),
 };
 
 /// Embedding lookup and its sorted, atomic-free backward.
 pub(crate) const EMBEDDING: ShaderFamily = ShaderFamily {
     name: "embedding",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/embedding.wgsl"),
 };
 
 /// Pointwise ops, concat/split, full reductions and dropout.
 pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
     name: "elementwise",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/elementwise.wgsl"),
 };
 
@@ -195,28 +206,28 @@ pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
 /// and slices along one.
 pub(crate) const POINTWISE: ShaderFamily = ShaderFamily {
     name: "pointwise",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/pointwise.wgsl"),
 };
 
 /// Per-row reversal of sequences within their lengths.
 pub(crate) const SEQUENCE: ShaderFamily = ShaderFamily {
     name: "sequence",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/sequence.wgsl"),
 };
 
 /// Beam-search expansion and selection (decoding only, no backward).
 pub(crate) const BEAM: ShaderFamily = ShaderFamily {
     name: "beam",
-    prelude: None,
+    preludes: &[],
     source: include_str!("../../shaders/beam.wgsl"),
 };
 
 /// Softmax with temperature, top-k and a seeded draw per row (a game's generator).
 pub(crate) const SAMPLING: ShaderFamily = ShaderFamily {
     name: "sampling",
-    prelude: Some(&COMMON_SELECT),
+    preludes: &[&COMMON_SELECT],
     source: include_str!("../../shaders/sampling.wgsl"),
 };
 
@@ -393,7 +404,7 @@ mod tests {
 
     const BROKEN: ShaderFamily = ShaderFamily {
         name: "broken",
-        prelude: None,
+        preludes: &[],
         source: "@compute @workgroup_size(1) fn broken_entry() { let x: u32 = 1.5; }",
     };
 
@@ -430,6 +441,9 @@ mod tests {
             assert!(portable.contains("fn step_len(") && !portable.contains("fn h_prev_share("));
             assert!(family.composed_source(true).contains("fn h_prev_share("));
         }
+        // The gated step is LSTM's and GRU's; RNN has its own cell_step.
+        assert!(GRU_CELL.composed_source(true).contains("fn gated_forward_subgroup("));
+        assert!(!RNN_CELL.composed_source(true).contains("common_gated.wgsl ----"));
         for family in [&CROSS_ENTROPY, &SAMPLING] {
             assert!(family.composed_source(false).contains("fn next_pick("));
         }
