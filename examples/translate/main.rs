@@ -11,12 +11,13 @@
 //! cargo run --release --example translate -- --help
 //! ```
 //!
-//! This file is the program (flags, training, evaluation); `translator.rs` holds the model
-//! with its vocabularies and checkpoint, `heat_maps.rs` the attention heat maps, `toy.rs`
-//! the `--toy` run.
+//! This file is the program (flags, training); `evaluate.rs` scores translations (and runs
+//! `--translate` / `--eval`), `translator.rs` holds the model with its vocabularies and
+//! checkpoint, `heat_maps.rs` the attention heat maps, `toy.rs` the `--toy` run.
 
 #[path = "../cli/mod.rs"]
 mod cli;
+mod evaluate;
 mod heat_maps;
 mod run;
 mod toy;
@@ -32,11 +33,11 @@ use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
-use tsumugi::metrics::{char_bleu, chrf};
 use tsumugi::nn::seq2seq::Seq2Seq;
 use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Error, Tensor};
 
+use evaluate::{decoding_name, evaluate, evaluate_checkpoint, print_samples};
 use heat_maps::heat_maps;
 use run::{EpochRecord, History, Schedule};
 use toy::toy;
@@ -235,33 +236,7 @@ fn run(args: &Args) -> AnyResult<()> {
         .clone()
         .unwrap_or_else(|| args.out.join("translate.safetensors"));
     if args.eval.is_some() || args.translate.is_some() {
-        let ctx = Context::new()?;
-        let mut store = ParamStore::new();
-        let (model, meta, _) = Translator::load(&ctx, &mut store, &checkpoint)?;
-        if let Some(text) = &args.translate {
-            let out = model.translate(&ctx, &mut store, &[text.as_str()], args.beam)?;
-            println!("{text}\n-> {}", out[0]);
-        }
-        if let Some(path) = &args.eval {
-            let pairs = read_tsv(path)?;
-            if pairs.is_empty() {
-                return Err(format!("{}: no sentence pairs", path.display()).into());
-            }
-            let start = Instant::now();
-            let scores = evaluate(&ctx, &mut store, &model, &pairs, args.beam)?;
-            println!(
-                "{}: {} pairs, chrF {:.1}, char-BLEU {:.1} ({}, {:.0} s; checkpoint after epoch {})",
-                path.display(),
-                pairs.len(),
-                scores.chrf,
-                scores.bleu,
-                decoding_name(args.beam),
-                start.elapsed().as_secs_f64(),
-                meta.epoch
-            );
-            print_samples(&pairs, &scores.hypotheses, 5);
-        }
-        return Ok(());
+        return evaluate_checkpoint(args, &checkpoint);
     }
     train(args, &checkpoint)
 }
@@ -288,14 +263,6 @@ fn check_output_paths(out: &Path, checkpoint: &Path) -> AnyResult<()> {
         .map_err(|err| format!("--checkpoint {}: cannot write there: {err}", checkpoint.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-fn decoding_name(beam: usize) -> String {
-    if beam == 1 {
-        "greedy".to_string()
-    } else {
-        format!("beam {beam}")
-    }
 }
 
 /// The training pairs: `train.tsv`, or with `--full` the xz-compressed `train_full.tsv.xz`.
@@ -340,47 +307,6 @@ fn check_sentence_lengths(path: &Path, pairs: &[Pair]) -> AnyResult<()> {
         }
     }
     Ok(())
-}
-
-struct Scores {
-    chrf: f64,
-    bleu: f64,
-    hypotheses: Vec<String>,
-}
-
-/// Translates every pair's source (in batches of similar source length) and scores the
-/// translations against the targets.
-fn evaluate(
-    ctx: &Context,
-    store: &mut ParamStore,
-    model: &Translator,
-    pairs: &[Pair],
-    beam: usize,
-) -> AnyResult<Scores> {
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    order.sort_by_key(|&i| word_tokens(&pairs[i].source).len());
-    let chunk = if beam > 1 { 64 } else { 200 };
-    let mut hypotheses = vec![String::new(); pairs.len()];
-    for indices in order.chunks(chunk) {
-        let sentences: Vec<&str> = indices.iter().map(|&i| pairs[i].source.as_str()).collect();
-        let out = model.translate(ctx, store, &sentences, beam)?;
-        for (&i, text) in indices.iter().zip(out) {
-            hypotheses[i] = text;
-        }
-    }
-    let hyps: Vec<&str> = hypotheses.iter().map(String::as_str).collect();
-    let refs: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
-    Ok(Scores {
-        chrf: chrf(&hyps, &refs)?,
-        bleu: char_bleu(&hyps, &refs)?,
-        hypotheses,
-    })
-}
-
-fn print_samples(pairs: &[Pair], hypotheses: &[String], n: usize) {
-    for (pair, hyp) in pairs.iter().zip(hypotheses).take(n) {
-        println!("  EN:  {}\n  REF: {}\n  OUT: {}\n", pair.source, pair.target, hyp);
-    }
 }
 
 fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {

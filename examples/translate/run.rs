@@ -44,9 +44,9 @@ impl Schedule {
         let by_steps = done_steps as f64 / self.total_steps.max(1) as f64;
         // With both a budget and a step count (--minutes and --epochs), whichever ends
         // first sets the pace.
-        let by_time = self
-            .budget
-            .map_or(0.0, |budget| self.started.elapsed().as_secs_f64() / budget.as_secs_f64());
+        let by_time = self.budget.map_or(0.0, |budget| {
+            self.started.elapsed().as_secs_f64() / budget.as_secs_f64()
+        });
         by_steps.max(by_time).min(1.0)
     }
 
