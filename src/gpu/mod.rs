@@ -313,6 +313,14 @@ impl Context {
         self.inner.pool.recycle();
     }
 
+    /// Keeps the buffers released from now on from reuse until the next
+    /// [`Context::recycle_after_submit`]: what a graph recording into a host's encoder
+    /// ([`crate::graph::Graph::eval_into`]) needs, as its tensors may be dropped before
+    /// the host submits.
+    pub(crate) fn hold_until_recycled(&self) {
+        self.inner.pool.open_host_recording();
+    }
+
     /// Blocks until the GPU has finished everything submitted. For tests, benches and
     /// examples; never called on the library's own paths. Not on wasm32: see
     /// [`Context::wait_idle`].

@@ -66,8 +66,12 @@ const SIZE_GRANULE: u64 = 256;
 /// "recycle" happen as one step: another thread cannot open an encoder and write
 /// parameters in between.
 struct PoolState {
-    /// Encoders created by the context and neither submitted nor dropped.
+    /// Encoders created by the context and neither submitted nor dropped, plus the host
+    /// recordings in `host_recordings`.
     open_encoders: usize,
+    /// Graphs recording into a host's encoder since the last `recycle_after_submit`: each
+    /// counts as an open encoder until the host says it has submitted.
+    host_recordings: usize,
     uniforms: UniformArena,
     free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
     retired: Vec<(BufferKind, u64, wgpu::Buffer)>,
@@ -148,6 +152,7 @@ impl BufferPool {
         BufferPool {
             state: Arc::new(Mutex::new(PoolState {
                 open_encoders: 0,
+                host_recordings: 0,
                 uniforms: UniformArena::new(limits),
                 free: HashMap::new(),
                 retired: Vec::new(),
@@ -236,10 +241,21 @@ impl BufferPool {
         }
     }
 
-    /// Makes every retired buffer and the uniform arena reusable. Call only when every
-    /// command that used them has been submitted.
+    /// Counts a recording into a host's encoder as an open encoder, until [`recycle`]:
+    /// buffers released meanwhile are retired, not reused, as the host has not submitted.
+    pub(crate) fn open_host_recording(&self) {
+        let mut state = lock(&self.state);
+        state.open_encoders += 1;
+        state.host_recordings += 1;
+    }
+
+    /// Makes every retired buffer and the uniform arena reusable, and closes the host
+    /// recordings. Call only when every command that used them has been submitted.
     pub(crate) fn recycle(&self) {
-        lock(&self.state).recycle();
+        let mut state = lock(&self.state);
+        state.open_encoders -= state.host_recordings;
+        state.host_recordings = 0;
+        state.recycle();
     }
 
     /// Writes a dispatch's parameters into the uniform arena.

@@ -43,7 +43,7 @@ impl<'s> Graph<'s> {
             weights: &weights,
             context: &context,
         };
-        attention_forward(&self.ctx, &mut self.encoder, &forward)?;
+        attention_forward(&self.ctx, self.encoder.get(), &forward)?;
         let mut from = vec![query, keys, values];
         from.extend(v);
         let (context_var, weights_var) = (self.computed(context, &from), self.computed(weights.clone(), &from));
@@ -86,7 +86,9 @@ impl<'s> Graph<'s> {
                 Score::Additive => {
                     let rows = Tensor::empty(&ctx, &[batch, width], DType::F32)?;
                     if accumulate {
-                        g.encoder.clear_buffer(rows.buffer(), 0, Some(rows.size_in_bytes()));
+                        g.encoder
+                            .command_encoder()
+                            .clear_buffer(rows.buffer(), 0, Some(rows.size_in_bytes()));
                     }
                     Some(rows)
                 }

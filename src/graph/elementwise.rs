@@ -74,7 +74,7 @@ impl Graph<'_> {
             )
         })?;
         let y = Tensor::empty(&self.ctx, &shape, DType::F32)?;
-        binary_forward(&self.ctx, &mut self.encoder, op, &ta, &tb, &y)?;
+        binary_forward(&self.ctx, self.encoder.get(), op, &ta, &tb, &y)?;
         let out = self.computed(y, &[a, b]);
         self.record(move |g| {
             // forward: y = a op b, a broadcast operand read at i % its length; so
@@ -136,7 +136,7 @@ impl Graph<'_> {
     fn unary(&mut self, op: Unary, x: Var) -> Result<Var> {
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, tx.shape(), DType::F32)?;
-        unary_forward(&self.ctx, &mut self.encoder, op, &tx, &y)?;
+        unary_forward(&self.ctx, self.encoder.get(), op, &tx, &y)?;
         let saved = if op.saves_output() { y.clone() } else { tx };
         let out = self.computed(y, &[x]);
         self.record(move |g| {
@@ -155,7 +155,7 @@ impl Graph<'_> {
     pub fn mean(&mut self, x: Var) -> Result<Var> {
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, &[1], DType::F32)?;
-        mean_forward(&self.ctx, &mut self.encoder, &tx, &y)?;
+        mean_forward(&self.ctx, self.encoder.get(), &tx, &y)?;
         let out = self.computed(y, &[x]);
         self.record(move |g| {
             // forward: y = Σ_i x[i] / n  ⇒  dx[i] += dy / n
@@ -183,9 +183,9 @@ impl Graph<'_> {
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, &reduced_shape(tx.shape(), dim), DType::F32)?;
         if mean {
-            mean_dim_forward(&self.ctx, &mut self.encoder, &tx, dim, &y)?;
+            mean_dim_forward(&self.ctx, self.encoder.get(), &tx, dim, &y)?;
         } else {
-            sum_dim_forward(&self.ctx, &mut self.encoder, &tx, dim, &y)?;
+            sum_dim_forward(&self.ctx, self.encoder.get(), &tx, dim, &y)?;
         }
         let out = self.computed(y, &[x]);
         self.record(move |g| {
@@ -245,7 +245,7 @@ impl Graph<'_> {
     ) -> Result<Var> {
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, kept, DType::F32)?;
-        slice_forward(&self.ctx, &mut self.encoder, &tx, dim, start, &y)?;
+        slice_forward(&self.ctx, self.encoder.get(), &tx, dim, start, &y)?;
         let y = match &shape {
             Some(shape) => y.reshape(shape)?,
             None => y,

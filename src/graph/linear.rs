@@ -46,12 +46,15 @@ impl<'s> Graph<'s> {
                 tc.check_shape("linear_add: c", &shape)?;
                 tc.check_dtype("linear_add: c", DType::F32)?;
                 let bytes = tc.size_in_bytes();
-                self.encoder.copy_buffer_to_buffer(tc.buffer(), 0, y.buffer(), 0, bytes);
+                self.encoder
+                    .get()
+                    .command_encoder()
+                    .copy_buffer_to_buffer(tc.buffer(), 0, y.buffer(), 0, bytes);
                 Matmul { beta: 1.0, ..op }
             }
             None => op,
         };
-        matmul_forward(&self.ctx, &mut self.encoder, &forward_op, &x2, &tw, tb.as_ref(), &y)?;
+        matmul_forward(&self.ctx, self.encoder.get(), &forward_op, &x2, &tw, tb.as_ref(), &y)?;
         let mut from = vec![x, w];
         from.extend(b);
         from.extend(onto);
@@ -138,10 +141,20 @@ impl<'s> Graph<'s> {
             let dy_all = Tensor::empty(g.ctx, &[rows, outputs], DType::F32)?;
             let (mut x_at, mut dy_at) = (0, 0);
             for (x, dy) in &uses {
-                g.encoder
-                    .copy_buffer_to_buffer(x.buffer(), 0, x_all.buffer(), x_at, x.size_in_bytes());
-                g.encoder
-                    .copy_buffer_to_buffer(dy.buffer(), 0, dy_all.buffer(), dy_at, dy.size_in_bytes());
+                g.encoder.command_encoder().copy_buffer_to_buffer(
+                    x.buffer(),
+                    0,
+                    x_all.buffer(),
+                    x_at,
+                    x.size_in_bytes(),
+                );
+                g.encoder.command_encoder().copy_buffer_to_buffer(
+                    dy.buffer(),
+                    0,
+                    dy_all.buffer(),
+                    dy_at,
+                    dy.size_in_bytes(),
+                );
                 x_at += x.size_in_bytes();
                 dy_at += dy.size_in_bytes();
             }
@@ -174,7 +187,7 @@ impl<'s> Graph<'s> {
                 flag
             }
         };
-        embedding_forward(&self.ctx, &mut self.encoder, ids, &tw, &y, &error_flag)?;
+        embedding_forward(&self.ctx, self.encoder.get(), ids, &tw, &y, &error_flag)?;
         let out = self.computed(y, &[weight]);
         let ids = ids.clone();
         let ctx = self.ctx.clone();
@@ -207,7 +220,7 @@ impl<'s> Graph<'s> {
         };
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, tx.shape(), DType::F32)?;
-        dropout_forward(&self.ctx, &mut self.encoder, &op, &tx, &y, None)?;
+        dropout_forward(&self.ctx, self.encoder.get(), &op, &tx, &y, None)?;
         let out = self.computed(y, &[x]);
         self.record(move |g| {
             let Some(dy) = g.grad(out) else { return Ok(()) };

@@ -12,7 +12,7 @@ impl<'s> Graph<'s> {
     pub fn sum(&mut self, x: Var) -> Result<Var> {
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, &[1], DType::F32)?;
-        sum_forward(&self.ctx, &mut self.encoder, &tx, &y)?;
+        sum_forward(&self.ctx, self.encoder.get(), &tx, &y)?;
         let out = self.computed(y, &[x]);
         self.record(move |g| {
             let Some(dy) = g.grad(out) else { return Ok(()) };
@@ -39,7 +39,7 @@ impl<'s> Graph<'s> {
             row_loss: &row_loss,
             status: &status,
         };
-        cross_entropy_forward(&self.ctx, &mut self.encoder, op, &tl, targets, outputs)?;
+        cross_entropy_forward(&self.ctx, self.encoder.get(), op, &tl, targets, outputs)?;
         self.target_status = Some(status);
         let out = self.computed(loss, &[logits]);
         self.record(move |g| {
@@ -73,7 +73,7 @@ impl<'s> Graph<'s> {
         let tl = self.value(logits).clone();
         let rows = tl.shape().first().copied().unwrap_or(0);
         let out = Tensor::empty(&self.ctx, &[rows], DType::U32)?;
-        argmax(&self.ctx, &mut self.encoder, &tl, &out)?;
+        argmax(&self.ctx, self.encoder.get(), &tl, &out)?;
         Ok(out)
     }
 }

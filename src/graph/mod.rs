@@ -32,7 +32,7 @@ use params::Param;
 pub use params::{ParamId, ParamStore};
 
 use crate::kernels::elementwise::{add_backward, add_forward, BinaryGrads};
-use crate::{Context, DType, Encoder, Error, Result, Tensor};
+use crate::{Context, DType, Encoder, Error, Recorder, Result, Tensor};
 
 /// A value of the graph: the result of an op, an input or a parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +76,7 @@ pub struct RecurrentOut {
 fn copy_of(g: &mut Backward<'_>, x: &Tensor) -> Result<Tensor> {
     let copy = Tensor::empty(g.ctx, x.shape(), DType::F32)?;
     g.encoder
+        .command_encoder()
         .copy_buffer_to_buffer(x.buffer(), 0, copy.buffer(), 0, x.size_in_bytes());
     Ok(copy)
 }
@@ -83,7 +84,9 @@ fn copy_of(g: &mut Backward<'_>, x: &Tensor) -> Result<Tensor> {
 /// One training (or inference) step under construction.
 pub struct Graph<'s> {
     ctx: Context,
-    encoder: Encoder,
+    /// Where the step's commands go: an encoder of its own, submitted by
+    /// [`Graph::submit`], or a host's (see [`Graph::eval_into`]).
+    encoder: GraphRecorder<'s>,
     store: &'s mut ParamStore,
     values: Vec<Tensor>,
     sources: Vec<Source>,
@@ -102,10 +105,27 @@ pub struct Graph<'s> {
     batched: HashMap<usize, Vec<(Tensor, Tensor)>>,
 }
 
+/// Where a graph records its commands.
+enum GraphRecorder<'s> {
+    /// Its own encoder, submitted by [`Graph::submit`].
+    Own(Box<Encoder>),
+    /// A host's recorder (its frame's `wgpu::CommandEncoder`, say), submitted by the host.
+    Host(&'s mut dyn Recorder),
+}
+
+impl GraphRecorder<'_> {
+    fn get(&mut self) -> &mut dyn Recorder {
+        match self {
+            GraphRecorder::Own(encoder) => &mut **encoder,
+            GraphRecorder::Host(recorder) => &mut **recorder,
+        }
+    }
+}
+
 /// What a recorded backward sees: the gradients so far and where to write its inputs'.
 pub struct Backward<'a> {
     ctx: &'a Context,
-    encoder: &'a mut Encoder,
+    encoder: &'a mut dyn Recorder,
     store: &'a mut ParamStore,
     sources: &'a [Source],
     grads: &'a mut Vec<Option<Tensor>>,
@@ -122,6 +142,7 @@ impl Backward<'_> {
     fn zeros(&mut self, shape: &[usize]) -> Result<Tensor> {
         let zeros = Tensor::empty(self.ctx, shape, DType::F32)?;
         self.encoder
+            .command_encoder()
             .clear_buffer(zeros.buffer(), 0, Some(zeros.size_in_bytes()));
         Ok(zeros)
     }
@@ -158,8 +179,13 @@ impl Backward<'_> {
                 add_backward(self.ctx, self.encoder, grad, grads)
             }
             Some((target, false)) => {
-                self.encoder
-                    .copy_buffer_to_buffer(grad.buffer(), 0, target.buffer(), 0, grad.size_in_bytes());
+                self.encoder.command_encoder().copy_buffer_to_buffer(
+                    grad.buffer(),
+                    0,
+                    target.buffer(),
+                    0,
+                    grad.size_in_bytes(),
+                );
                 Ok(())
             }
             None => Ok(()),
@@ -238,8 +264,38 @@ impl<'s> Graph<'s> {
     /// `seed` and `step` key the dropout masks, so a run is reproducible.
     /// [`Graph::train`] and [`Graph::eval`] say which without a bool.
     pub fn new(ctx: &Context, store: &'s mut ParamStore, training: bool, seed: u64, step: u64) -> Graph<'s> {
+        Graph::with_recorder(
+            ctx,
+            store,
+            training,
+            seed,
+            step,
+            GraphRecorder::Own(Box::new(ctx.create_encoder())),
+        )
+    }
+
+    /// An inference pass (dropout off) that records into a host's `recorder` (its frame's
+    /// `wgpu::CommandEncoder`, say) instead of an encoder of its own: its ops, and
+    /// decoding with [`crate::nn::seq2seq::Seq2Seq::greedy`], encode there and leave their
+    /// results in GPU tensors; nothing is submitted and nothing waits. [`Graph::submit`]
+    /// then only ends the recording: the host submits its encoder and afterwards calls
+    /// [`Context::recycle_after_submit`], until when the buffers the graph used are kept
+    /// from reuse (so the graph's tensors may be dropped before the host submits).
+    pub fn eval_into(ctx: &Context, store: &'s mut ParamStore, recorder: &'s mut dyn Recorder) -> Graph<'s> {
+        ctx.hold_until_recycled();
+        Graph::with_recorder(ctx, store, false, 0, 0, GraphRecorder::Host(recorder))
+    }
+
+    fn with_recorder(
+        ctx: &Context,
+        store: &'s mut ParamStore,
+        training: bool,
+        seed: u64,
+        step: u64,
+        encoder: GraphRecorder<'s>,
+    ) -> Graph<'s> {
         Graph {
-            encoder: ctx.create_encoder(),
+            encoder,
             ctx: ctx.clone(),
             store,
             values: Vec::new(),
@@ -283,12 +339,13 @@ impl<'s> Graph<'s> {
         &self.ctx
     }
 
-    /// The step's command encoder, for kernels of your own (or the launchers of
+    /// Where the step records, for kernels of your own (or the launchers of
     /// [`crate::kernels`]) between the graph's ops: they run in the same submission, in
-    /// encoding order. What they write is not on the tape and gets no gradient. It derefs
-    /// to `wgpu::CommandEncoder` for copies and passes of your own.
-    pub fn encoder(&mut self) -> &mut Encoder {
-        &mut self.encoder
+    /// encoding order. What they write is not on the tape and gets no gradient.
+    /// [`Recorder::command_encoder`] gives the `wgpu::CommandEncoder` for copies and passes
+    /// of your own.
+    pub fn encoder(&mut self) -> &mut dyn Recorder {
+        self.encoder.get()
     }
 
     /// The count of token ids `>= V` that this step's embedding lookups met (`[1]` u32;
@@ -342,7 +399,7 @@ impl<'s> Graph<'s> {
             return self.binary(crate::kernels::pointwise::Binary::Add, a, b);
         }
         let y = Tensor::empty(&self.ctx, ta.shape(), DType::F32)?;
-        add_forward(&self.ctx, &mut self.encoder, &ta, &tb, &y)?;
+        add_forward(&self.ctx, self.encoder.get(), &ta, &tb, &y)?;
         let out = self.computed(y, &[a, b]);
         self.record(move |g| {
             let Some(dy) = g.grad(out) else { return Ok(()) };
@@ -402,7 +459,7 @@ impl<'s> Graph<'s> {
         // buffer, and later contributions are added into it; the caller's tensor must not
         // change.
         let grad = Tensor::empty(&self.ctx, upstream_grad.shape(), DType::F32)?;
-        self.encoder.copy_buffer_to_buffer(
+        self.encoder.get().command_encoder().copy_buffer_to_buffer(
             upstream_grad.buffer(),
             0,
             grad.buffer(),
@@ -420,7 +477,7 @@ impl<'s> Graph<'s> {
         let tape = std::mem::take(&mut self.tape);
         let mut backward = Backward {
             ctx: &self.ctx,
-            encoder: &mut self.encoder,
+            encoder: self.encoder.get(),
             store: self.store,
             sources: &self.sources,
             grads: &mut grads,
@@ -435,8 +492,11 @@ impl<'s> Graph<'s> {
     }
 
     /// Submits the step: everything encoded so far goes to the GPU in one submission.
-    /// Returns the tensors the caller still wants (e.g. the loss) untouched.
+    /// Returns the tensors the caller still wants (e.g. the loss) untouched. A graph of
+    /// [`Graph::eval_into`] submits nothing: the host submits its own encoder.
     pub fn submit(self) {
-        self.ctx.submit(self.encoder);
+        if let GraphRecorder::Own(encoder) = self.encoder {
+            self.ctx.submit(*encoder);
+        }
     }
 }

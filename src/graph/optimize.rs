@@ -37,7 +37,7 @@ impl<'s> Graph<'s> {
                 ));
             }
         }
-        let (ctx, encoder) = (&self.ctx, &mut self.encoder);
+        let (ctx, encoder) = (&self.ctx, self.encoder.get());
         // A guarded step first checks every parameter's update, so that one that would
         // make any weight or state non-finite changes none.
         if let Some(norm) = guard {
@@ -70,7 +70,7 @@ impl<'s> Graph<'s> {
             .collect();
         let total_norm = Tensor::empty(&self.ctx, &[1], DType::F32)?;
         let partials = Tensor::empty(&self.ctx, &[clip_grad_norm_partials_len(&grads)], DType::F32)?;
-        clip_grad_norm(&self.ctx, &mut self.encoder, &grads, max_norm, &total_norm, &partials)?;
+        clip_grad_norm(&self.ctx, self.encoder.get(), &grads, max_norm, &total_norm, &partials)?;
         Ok(total_norm)
     }
 
@@ -98,7 +98,7 @@ impl<'s> Graph<'s> {
             }
             first_steps.push(first_step);
         }
-        let (ctx, encoder) = (&self.ctx, &mut self.encoder);
+        let (ctx, encoder) = (&self.ctx, self.encoder.get());
         // As for Adam: every update is checked before any is made.
         if let Some(norm) = guard {
             for (p, &first_step) in self.store.params.iter_mut().filter(live).zip(&first_steps) {

@@ -68,7 +68,7 @@ impl<'s> Graph<'s> {
             gates: &gates,
             output: &output,
         };
-        lstm_forward(&self.ctx, &mut self.encoder, &forward)?;
+        lstm_forward(&self.ctx, self.encoder.get(), &forward)?;
         let mut from = vec![xproj, w_hh];
         from.extend(h0.into_iter().chain(c0));
         let h_n = self.final_state(&h_states)?;
@@ -92,10 +92,17 @@ impl<'s> Graph<'s> {
             for (i, d) in [&d_h, &d_c].into_iter().enumerate() {
                 let offset = i as u64 * half;
                 match d {
-                    Some(d) => g
+                    Some(d) => g.encoder.command_encoder().copy_buffer_to_buffer(
+                        d.buffer(),
+                        0,
+                        grad_state.buffer(),
+                        offset,
+                        half,
+                    ),
+                    None => g
                         .encoder
-                        .copy_buffer_to_buffer(d.buffer(), 0, grad_state.buffer(), offset, half),
-                    None => g.encoder.clear_buffer(grad_state.buffer(), offset, Some(half)),
+                        .command_encoder()
+                        .clear_buffer(grad_state.buffer(), offset, Some(half)),
                 }
             }
             let grad_gates = g.fresh_target(xproj, "lstm")?;
@@ -119,6 +126,7 @@ impl<'s> Graph<'s> {
                 let dc0 = Tensor::empty(&ctx, &[batch, hidden], DType::F32)?;
                 let bytes = dc0.size_in_bytes();
                 g.encoder
+                    .command_encoder()
                     .copy_buffer_to_buffer(grad_state.buffer(), bytes, dc0.buffer(), 0, bytes);
                 g.deliver(h0, &dh0)?;
                 g.deliver(c0, &dc0)?;
@@ -187,7 +195,7 @@ impl<'s> Graph<'s> {
             gates: &gates,
             output: &output,
         };
-        gru_forward(&self.ctx, &mut self.encoder, &forward)?;
+        gru_forward(&self.ctx, self.encoder.get(), &forward)?;
         let mut from = vec![xproj, weights.w_hh, weights.b_hh];
         from.extend(h0);
         let h_n = self.final_state(&h_states)?;
@@ -276,7 +284,7 @@ impl<'s> Graph<'s> {
             output: &output,
             nonlinearity,
         };
-        rnn_forward(&self.ctx, &mut self.encoder, &forward)?;
+        rnn_forward(&self.ctx, self.encoder.get(), &forward)?;
         let mut from = vec![xproj, weights.w_hh];
         from.extend(h0);
         let h_n = self.final_state(&h_states)?;
@@ -321,6 +329,8 @@ impl<'s> Graph<'s> {
         match initial {
             None => self
                 .encoder
+                .get()
+                .command_encoder()
                 .clear_buffer(states.buffer(), 0, Some(states.size_in_bytes())),
             Some(h0) => {
                 let h0_t = self.value(h0).clone();
@@ -331,7 +341,7 @@ impl<'s> Graph<'s> {
                 let row_bytes = (hidden * 4) as u64;
                 for b in 0..batch {
                     let to = (b * (steps + 1) * hidden * 4) as u64;
-                    self.encoder.copy_buffer_to_buffer(
+                    self.encoder.get().command_encoder().copy_buffer_to_buffer(
                         h0_t.buffer(),
                         b as u64 * row_bytes,
                         states.buffer(),
@@ -368,8 +378,13 @@ impl<'s> Graph<'s> {
         let row_bytes = (hidden * 4) as u64;
         for b in 0..batch {
             let from = ((b * slots + slots - 1) * hidden * 4) as u64;
-            self.encoder
-                .copy_buffer_to_buffer(states.buffer(), from, last.buffer(), b as u64 * row_bytes, row_bytes);
+            self.encoder.get().command_encoder().copy_buffer_to_buffer(
+                states.buffer(),
+                from,
+                last.buffer(),
+                b as u64 * row_bytes,
+                row_bytes,
+            );
         }
         Ok(last)
     }

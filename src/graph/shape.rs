@@ -39,7 +39,7 @@ impl<'s> Graph<'s> {
         *shape_b.last_mut().unwrap_or(&mut 0) = width - at;
         let ya = Tensor::empty(&self.ctx, &shape_a, DType::F32)?;
         let yb = Tensor::empty(&self.ctx, &shape_b, DType::F32)?;
-        split_forward(&self.ctx, &mut self.encoder, &tx, &ya, &yb)?;
+        split_forward(&self.ctx, self.encoder.get(), &tx, &ya, &yb)?;
         let a = self.computed(ya, &[x]);
         let b = self.computed(yb, &[x]);
         self.record(move |g| {
@@ -72,7 +72,7 @@ impl<'s> Graph<'s> {
         };
         *last += b_last;
         let y = Tensor::empty(&self.ctx, &shape, DType::F32)?;
-        concat_forward(&self.ctx, &mut self.encoder, &ta, &tb, &y)?;
+        concat_forward(&self.ctx, self.encoder.get(), &ta, &tb, &y)?;
         let out = self.computed(y, &[a, b]);
         self.record(move |g| {
             let Some(dy) = g.grad(out) else { return Ok(()) };
@@ -130,8 +130,13 @@ impl<'s> Graph<'s> {
         let y = Tensor::empty(&self.ctx, &shape, DType::F32)?;
         let mut offset = 0;
         for t in &pieces {
-            self.encoder
-                .copy_buffer_to_buffer(t.buffer(), 0, y.buffer(), offset, t.size_in_bytes());
+            self.encoder.get().command_encoder().copy_buffer_to_buffer(
+                t.buffer(),
+                0,
+                y.buffer(),
+                offset,
+                t.size_in_bytes(),
+            );
             offset += t.size_in_bytes();
         }
         let out = self.computed(y, xs);
@@ -145,6 +150,7 @@ impl<'s> Graph<'s> {
                     // A fresh slice per piece: deliver hands it over or adds it.
                     let dx = Tensor::empty(g.ctx, t.shape(), DType::F32)?;
                     g.encoder
+                        .command_encoder()
                         .copy_buffer_to_buffer(dy.buffer(), offset, dx.buffer(), 0, bytes);
                     g.deliver(Some(x), &dx)?;
                 }
@@ -174,8 +180,13 @@ impl<'s> Graph<'s> {
         let mut outs = Vec::with_capacity(pieces);
         for i in 0..pieces {
             let y = Tensor::empty(&self.ctx, &piece_shape, DType::F32)?;
-            self.encoder
-                .copy_buffer_to_buffer(tx.buffer(), i as u64 * bytes, y.buffer(), 0, bytes);
+            self.encoder.get().command_encoder().copy_buffer_to_buffer(
+                tx.buffer(),
+                i as u64 * bytes,
+                y.buffer(),
+                0,
+                bytes,
+            );
             outs.push(self.computed(y, &[x]));
         }
         let outs_for_backward = outs.clone();
@@ -188,11 +199,16 @@ impl<'s> Graph<'s> {
             for (i, dy) in grads.iter().enumerate() {
                 let offset = i as u64 * bytes;
                 match dy {
-                    Some(dy) => g
-                        .encoder
-                        .copy_buffer_to_buffer(dy.buffer(), 0, dx.buffer(), offset, bytes),
+                    Some(dy) => {
+                        g.encoder
+                            .command_encoder()
+                            .copy_buffer_to_buffer(dy.buffer(), 0, dx.buffer(), offset, bytes)
+                    }
                     // A piece nothing downstream used sends back zeros.
-                    None => g.encoder.clear_buffer(dx.buffer(), offset, Some(bytes)),
+                    None => g
+                        .encoder
+                        .command_encoder()
+                        .clear_buffer(dx.buffer(), offset, Some(bytes)),
                 }
             }
             g.deliver(Some(x), &dx)
@@ -205,7 +221,7 @@ impl<'s> Graph<'s> {
     pub fn reverse_sequence(&mut self, x: Var, lengths: Option<&Lengths>) -> Result<Var> {
         let tx = self.value(x).clone();
         let y = Tensor::empty(&self.ctx, tx.shape(), DType::F32)?;
-        reverse_sequence_forward(&self.ctx, &mut self.encoder, &tx, lengths, &y)?;
+        reverse_sequence_forward(&self.ctx, self.encoder.get(), &tx, lengths, &y)?;
         let out = self.computed(y, &[x]);
         let lengths = lengths.cloned();
         self.record(move |g| {

@@ -215,8 +215,13 @@ impl Decoder {
         for (t, step_ids) in inputs.iter().enumerate() {
             step_ids.check_dtype("decoder: step ids", DType::U32)?;
             step_ids.check_shape("decoder: step ids", &[batch, 1])?;
-            g.encoder()
-                .copy_buffer_to_buffer(step_ids.buffer(), 0, ids.buffer(), t as u64 * bytes, bytes);
+            g.encoder().command_encoder().copy_buffer_to_buffer(
+                step_ids.buffer(),
+                0,
+                ids.buffer(),
+                t as u64 * bytes,
+                bytes,
+            );
         }
         let [w_ih, w_hh, b_ih, b_hh] = self
             .lstm
