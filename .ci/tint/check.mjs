@@ -130,9 +130,18 @@ async function checkOnChromium(plan, timeoutMs = 240000) {
     return result.report;
   } finally {
     clearTimeout(timer);
-    browser.kill();
     server.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    // Chromium writes into its profile until it has exited: wait for that (10 s at most)
+    // before removing the profile, and never fail the check on a leftover temp folder.
+    if (browser.exitCode === null && browser.signalCode === null) {
+      browser.kill();
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10000))]);
+    }
+    try {
+      fs.rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+    } catch (error) {
+      console.log(`note: could not remove ${profile}: ${error.message}`);
+    }
   }
 }
 

@@ -6,7 +6,8 @@
 // pipelines the test suite built: entry point, override constants, bindings.
 
 // The WebGPU defaults of core (not compatibility) devices that bound a kernel: a kernel
-// must fit them on every implementation (shaders/README.md), so no more is requested.
+// must fit them on every implementation (shaders/README.md), so no more is requested,
+// but for workgroup memory where a launcher checks the device's limit (checkPlan).
 const CORE_DEFAULTS = {
   maxStorageBuffersPerShaderStage: 8,
   maxComputeWorkgroupStorageSize: 16384,
