@@ -49,6 +49,10 @@ impl<'s> Graph<'s> {
         let (context_var, weights_var) = (self.computed(context, &from), self.computed(weights.clone(), &from));
         let lengths = lengths.cloned();
         self.record(move |g| {
+            // forward: score[b, s] = vᵀ tanh(q[b] W1ᵀ + keys[b, s]) (additive; q[b]·keys[b, s] for dot),
+            // w[b] = masked softmax(score[b]), context[b] = Σ_s w[b, s] values[b, s]; so now
+            // dw[b, s] = dcontext[b]·values[b, s];  dvalues[b, s] += w[b, s] dcontext[b];
+            // dscore = w ⊙ (dw - Σ_s w dw);  and through tanh into dq, dkeys and dv (the kernels).
             let (d_context, d_weights) = (g.grad(context_var), g.grad(weights_var));
             if d_context.is_none() && d_weights.is_none() {
                 return Ok(());

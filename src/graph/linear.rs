@@ -60,6 +60,7 @@ impl<'s> Graph<'s> {
         from.extend(onto);
         let out = self.computed(y.reshape(&shape)?, &from);
         self.record(move |g| {
+            // forward: y = x Wᵀ + b (+ c)  ⇒  dx = dy W;  dW += dyᵀ x;  db += Σ_rows dy;  dc += dy
             let Some(dy_out) = g.grad(out) else { return Ok(()) };
             let dy = dy_out.reshape(&[rows, outputs])?;
             // One matmul_backward per target, each with its own accumulate flag.
@@ -126,6 +127,8 @@ impl<'s> Graph<'s> {
         let alias = self.computed(tw.clone(), &[w]);
         self.batched.insert(alias.0, Vec::new());
         self.record(move |g| {
+            // forward: each use of the alias is y_u = x_u Wᵀ  ⇒  dW += Σ_u dy_uᵀ x_u, here as one
+            // product over the stacked (x_u, dy_u) of every use, handed to W as the alias's gradient.
             let uses = g.batched.remove(&alias.0).unwrap_or_default();
             if let Some(d_alias) = g.grad(alias) {
                 g.deliver(Some(w), &d_alias)?;
@@ -192,6 +195,7 @@ impl<'s> Graph<'s> {
         let ids = ids.clone();
         let ctx = self.ctx.clone();
         self.record(move |g| {
+            // forward: y[n] = W[ids[n]]  ⇒  dW[v] += Σ_{n: ids[n] = v} dy[n] (none for the padding row)
             let Some(dy) = g.grad(out) else { return Ok(()) };
             if let Some((grad, accumulate)) = g.target(weight)? {
                 let workspace = EmbeddingWorkspace::new(&ctx, ids.len())?;
@@ -223,6 +227,7 @@ impl<'s> Graph<'s> {
         dropout_forward(&self.ctx, self.encoder.get(), &op, &tx, &y, None)?;
         let out = self.computed(y, &[x]);
         self.record(move |g| {
+            // forward: y = x ⊙ keep / (1 - p)  ⇒  dx += dy ⊙ keep / (1 - p), the same mask
             let Some(dy) = g.grad(out) else { return Ok(()) };
             if let Some((grad, accumulate)) = g.target(x)? {
                 dropout_backward(g.ctx, g.encoder, &op, &dy, &grad, accumulate)?;

@@ -15,6 +15,7 @@ impl<'s> Graph<'s> {
         sum_forward(&self.ctx, self.encoder.get(), &tx, &y)?;
         let out = self.computed(y, &[x]);
         self.record(move |g| {
+            // forward: y = Σ_i x[i]  ⇒  dx[i] += dy
             let Some(dy) = g.grad(out) else { return Ok(()) };
             if let Some((grad, accumulate)) = g.target(x)? {
                 sum_backward(g.ctx, g.encoder, &dy, &grad, accumulate)?;

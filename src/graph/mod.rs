@@ -402,6 +402,7 @@ impl<'s> Graph<'s> {
         add_forward(&self.ctx, self.encoder.get(), &ta, &tb, &y)?;
         let out = self.computed(y, &[a, b]);
         self.record(move |g| {
+            // forward: y = a + b (same shapes)  ⇒  da += dy;  db += dy
             let Some(dy) = g.grad(out) else { return Ok(()) };
             // Nothing reads out's gradient after this, so one fresh input may take it as
             // its own (no kernel); the other gets a copy, as the two may be added to

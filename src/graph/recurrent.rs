@@ -81,6 +81,10 @@ impl<'s> Graph<'s> {
         let lengths = lengths.cloned();
         let ctx = self.ctx.clone();
         self.record(move |g| {
+            // forward, each step: gates = xproj_t + h_{t-1} W_hhᵀ; i, f, o = σ, g = tanh of their
+            // blocks; c_t = f c_{t-1} + i g;  h_t = o tanh(c_t). So now, backwards in t: dgates_t
+            // from dh_t and dc_t;  dh_{t-1} = dgates_t W_hh;  dc_{t-1} = dc_t f; and after the loop
+            // dW_hh = Σ_t dgates_tᵀ h_{t-1}, dxproj = dgates (the input projection's backward).
             let (d_out, d_h, d_c) = (g.grad(out), g.grad(h_n), g.grad(c_n));
             if d_out.is_none() && d_h.is_none() && d_c.is_none() {
                 return Ok(());
@@ -203,6 +207,10 @@ impl<'s> Graph<'s> {
         let (w_hh, b_hh, lengths) = (weights.w_hh, weights.b_hh, lengths.cloned());
         let ctx = self.ctx.clone();
         self.record(move |g| {
+            // forward, each step: r, z = σ(xproj_t + h_{t-1} W_hhᵀ) in their blocks;
+            // n = tanh(xn_t + r ⊙ (h_{t-1} W_hnᵀ + b_hn));  h_t = (1 - z) n + z h_{t-1}. So now,
+            // backwards in t: dgates_t from dh_t;  dh_{t-1} = z dh_t + dgates_t W_hh (r scaling n's
+            // block); after the loop dW_hh = Σ_t dgates_tᵀ h_{t-1}, dxproj = dgates.
             let (d_out, d_h) = (g.grad(out), g.grad(h_n));
             if d_out.is_none() && d_h.is_none() {
                 return Ok(());
@@ -291,6 +299,9 @@ impl<'s> Graph<'s> {
         let (out, h_n) = (self.computed(output, &from), self.computed(h_n, &from));
         let (w_hh, lengths) = (weights.w_hh, lengths.cloned());
         self.record(move |g| {
+            // forward, each step: h_t = act(xproj_t + h_{t-1} W_hhᵀ)  ⇒  backwards in t:
+            // dpre_t = dh_t ⊙ act'(pre_t);  dh_{t-1} += dpre_t W_hh; after the loop
+            // dW_hh = Σ_t dpre_tᵀ h_{t-1}, dxproj = dpre.
             let (d_out, d_h) = (g.grad(out), g.grad(h_n));
             if d_out.is_none() && d_h.is_none() {
                 return Ok(());

@@ -15,6 +15,7 @@ impl<'s> Graph<'s> {
         let out = self.computed(y, &[x]);
         let x_shape = tx.shape().to_vec();
         self.record(move |g| {
+            // forward: y = x with another shape  ⇒  dx = dy with x's shape
             // Only this op consumes `out`, so its gradient can become x's as it is.
             let Some(dy) = g.grad(out) else { return Ok(()) };
             g.deliver(Some(x), &dy.reshape(&x_shape)?)
@@ -43,6 +44,8 @@ impl<'s> Graph<'s> {
         let a = self.computed(ya, &[x]);
         let b = self.computed(yb, &[x]);
         self.record(move |g| {
+            // forward: (a, b) = (x[.., :at], x[.., at:])  ⇒  dx[.., :at] += da;  dx[.., at:] += db
+            // (zero where one of them has no gradient)
             let (da, db) = (g.grad(a), g.grad(b));
             if da.is_none() && db.is_none() {
                 return Ok(());
@@ -75,6 +78,7 @@ impl<'s> Graph<'s> {
         concat_forward(&self.ctx, self.encoder.get(), &ta, &tb, &y)?;
         let out = self.computed(y, &[a, b]);
         self.record(move |g| {
+            // forward: y = [a, b] along the last dimension  ⇒  da += dy[.., :A];  db += dy[.., A:]
             let Some(dy) = g.grad(out) else { return Ok(()) };
             // One split per target: each has its own accumulate flag.
             if let Some((grad, accumulate)) = g.target(a)? {
@@ -142,6 +146,7 @@ impl<'s> Graph<'s> {
         let out = self.computed(y, xs);
         let xs = xs.to_vec();
         self.record(move |g| {
+            // forward: y = [x_0; x_1; ...] along the first dimension  ⇒  dx_i += dy[rows of x_i]
             let Some(dy) = g.grad(out) else { return Ok(()) };
             let mut offset = 0;
             for (&x, t) in xs.iter().zip(&pieces) {
@@ -191,6 +196,7 @@ impl<'s> Graph<'s> {
         }
         let outs_for_backward = outs.clone();
         self.record(move |g| {
+            // forward: y_i = x[rows i]  ⇒  dx[rows i] = dy_i (zero where y_i has no gradient)
             let grads: Vec<Option<Tensor>> = outs_for_backward.iter().map(|&y| g.grad(y)).collect();
             if grads.iter().all(Option::is_none) || !g.target_needed(x) {
                 return Ok(());
@@ -225,6 +231,8 @@ impl<'s> Graph<'s> {
         let out = self.computed(y, &[x]);
         let lengths = lengths.cloned();
         self.record(move |g| {
+            // forward: y[b, t] = x[b, len_b - 1 - t] for t < len_b, 0 past it  ⇒
+            // dx[b, t] += dy[b, len_b - 1 - t] for t < len_b (the same reversal)
             let Some(dy) = g.grad(out) else { return Ok(()) };
             if let Some((grad, accumulate)) = g.target(x)? {
                 reverse_sequence_backward(g.ctx, g.encoder, &dy, lengths.as_ref(), &grad, accumulate)?;
