@@ -6,9 +6,8 @@ use super::{copy_of, Backward, Graph, RecurrentOut, RecurrentWeights, Var};
 use crate::kernels::elementwise::split_forward;
 use crate::kernels::gru_cell::{gru_backward, gru_forward, GruBackward, GruForward};
 use crate::kernels::lstm_cell::{lstm_backward, lstm_cell_backward, lstm_forward, LstmBackward, LstmForward};
-use crate::kernels::matmul::{
-    encode_strided_column_sums, matmul_forward, matmul_strided, Matmul, MatrixView, StridedMatmul, Strides,
-};
+use crate::kernels::matmul::{encode_strided_column_sums, matmul_forward, Matmul, MatrixView, Strides};
+use crate::kernels::recurrent::{last_state_slot, recurrent_weight_grad, state_slots, StateSlots};
 use crate::kernels::rnn_cell::{rnn_backward, rnn_forward, Nonlinearity, RnnBackward, RnnForward};
 use crate::kernels::Lengths;
 use crate::{DType, Error, Result, Tensor};
@@ -331,38 +330,11 @@ impl<'s> Graph<'s> {
         })
     }
 
-    /// A `[B, T+1, H]` state buffer whose slot 0 holds `initial` `[B, H]` (zeros if None).
+    /// A `[B, T+1, H]` state-slot tensor for a layer's states (see
+    /// [`crate::kernels::recurrent::state_slots`]), slot 0 the initial state `initial` `[B, H]`.
     fn states_with(&mut self, initial: Option<Var>, batch: usize, steps: usize, hidden: usize) -> Result<Tensor> {
-        // The kernels write slots 1..=T of every row (padded steps carry the state), so
-        // only slot 0 needs a value; zeros are cleared on the GPU inside the step, not
-        // uploaded from the host.
-        let states = Tensor::empty(&self.ctx, &[batch, steps + 1, hidden], DType::F32)?;
-        match initial {
-            None => self
-                .encoder
-                .get()
-                .command_encoder()
-                .clear_buffer(states.buffer(), 0, Some(states.size_in_bytes())),
-            Some(h0) => {
-                let h0_t = self.value(h0).clone();
-                h0_t.check_shape("recurrent layer: initial state", &[batch, hidden])?;
-                h0_t.check_dtype("recurrent layer: initial state", DType::F32)?;
-                // One buffer copy per row into its slot 0, rather than a kernel writing
-                // every slot (the mirror of final_state).
-                let row_bytes = (hidden * 4) as u64;
-                for b in 0..batch {
-                    let to = (b * (steps + 1) * hidden * 4) as u64;
-                    self.encoder.get().command_encoder().copy_buffer_to_buffer(
-                        h0_t.buffer(),
-                        b as u64 * row_bytes,
-                        states.buffer(),
-                        to,
-                        row_bytes,
-                    );
-                }
-            }
-        }
-        Ok(states)
+        let initial = initial.map(|h0| self.value(h0).clone());
+        state_slots(&self.ctx, self.encoder.get(), initial.as_ref(), batch, steps, hidden)
     }
 
     /// (B, T, H) of a recurrent layer over `x` `[B, T, I]` with `w_hh` `[gates H, H]`.
@@ -377,34 +349,15 @@ impl<'s> Graph<'s> {
         }
     }
 
-    /// Slot T of a `[B, T+1, H]` state buffer (padded steps carry each row's last state
-    /// there): the last H of each row viewed `[B, (T+1) H]`.
+    /// Slot T of a `[B, T+1, H]` state-slot tensor: each row's state after its last step.
     fn final_state(&mut self, states: &Tensor) -> Result<Tensor> {
-        let [batch, slots, hidden] = states.shape()[..] else {
-            return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", states.shape()));
-        };
-        // One buffer copy per row of just its last slot (f32 offsets keep the 4-byte
-        // alignment copies need), rather than a kernel moving every slot.
-        let last = Tensor::empty(&self.ctx, &[batch, hidden], DType::F32)?;
-        let row_bytes = (hidden * 4) as u64;
-        for b in 0..batch {
-            let from = ((b * slots + slots - 1) * hidden * 4) as u64;
-            self.encoder.get().command_encoder().copy_buffer_to_buffer(
-                states.buffer(),
-                from,
-                last.buffer(),
-                b as u64 * row_bytes,
-                row_bytes,
-            );
-        }
-        Ok(last)
+        last_state_slot(&self.ctx, self.encoder.get(), states)
     }
 }
 
 impl Backward<'_> {
-    /// `dW_hh (+)= sum_b dgates[b]^T h_states[b, 0..T]`, in pieces: each piece
-    /// (first column block, first row block, blocks) maps `blocks` H-wide column blocks of
-    /// `grad_gates` `[B, T, width H]` to the same number of H-row blocks of dW_hh.
+    /// `dW_hh (+)= Σ_b dgates[b]ᵀ h_states[b, 0..T]` into `w_hh`'s gradient, if it takes
+    /// one (see [`crate::kernels::recurrent::recurrent_weight_grad`] for `pieces`).
     fn recurrent_weight_grad(
         &mut self,
         w_hh: Var,
@@ -416,62 +369,11 @@ impl Backward<'_> {
         let Some((grad, accumulate)) = self.target(w_hh)? else {
             return Ok(());
         };
-        let [batch, slots, hidden] = h_states.shape()[..] else {
-            return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", h_states.shape()));
+        let slots = StateSlots {
+            grad_gates,
+            width,
+            h_states,
         };
-        let steps = slots - 1;
-        // With one step (a decoder run step by step) the batch folds into the inner
-        // dimension: one product over K = B instead of B products over K = 1, which the
-        // tiled kernel runs several times faster.
-        let (inner, products, lhs_col, rhs_row) = if steps == 1 {
-            (batch, 1, width * hidden, slots * hidden)
-        } else {
-            (steps, batch, width * hidden, hidden)
-        };
-        for &(column, row, blocks) in pieces {
-            let op = StridedMatmul {
-                rows: blocks * hidden,
-                cols: hidden,
-                inner,
-                batch: products,
-                sum_batches: true,
-                beta: if accumulate { 1.0 } else { 0.0 },
-            };
-            let lhs = Strides {
-                offset: column * hidden,
-                batch: steps * width * hidden,
-                row: 1,
-                col: lhs_col,
-            };
-            let rhs = Strides {
-                offset: 0,
-                batch: slots * hidden,
-                row: rhs_row,
-                col: 1,
-            };
-            let out = Strides {
-                offset: row * hidden * hidden,
-                ..Strides::row_major(blocks * hidden, hidden)
-            };
-            matmul_strided(
-                self.ctx,
-                self.encoder,
-                &op,
-                MatrixView {
-                    tensor: grad_gates,
-                    strides: lhs,
-                },
-                MatrixView {
-                    tensor: h_states,
-                    strides: rhs,
-                },
-                None,
-                MatrixView {
-                    tensor: &grad,
-                    strides: out,
-                },
-            )?;
-        }
-        Ok(())
+        recurrent_weight_grad(self.ctx, self.encoder, &slots, pieces, &grad, accumulate)
     }
 }

@@ -7,6 +7,7 @@
 use crate::gpu::{Context, Dispatch, KernelSpec, Recorder};
 use crate::{DType, Error, Result, Tensor};
 
+use super::matmul::{matmul_strided, MatrixView, StridedMatmul, Strides};
 use super::{check_loop_budget, check_tensors, loop_budget, Lengths};
 
 /// The sizes of one recurrent layer-direction.
@@ -408,4 +409,156 @@ pub(crate) fn backward_sequence(dims: &RecurrentDims, mut encode: impl FnMut(Ste
         encode(Step::Backward(t))?;
     }
     encode(Step::InitialState)
+}
+
+// ==== state slots ====
+//
+// A layer keeps its hidden (and cell) states in one `[B, T+1, H]` tensor per layer-
+// direction: slot 0 is the initial state, slot t the state after step t, and a padded step
+// carries the state of the one before it, so slot T holds each row's final state. The step
+// kernels read slot t and write slot t + 1; these helpers make, read and differentiate
+// through that layout.
+
+/// A `[B, T+1, H]` state-slot tensor whose slot 0 holds `initial` `[B, H]` (zeros if None).
+/// The kernels write slots 1..=T of every row, so only slot 0 needs a value; zeros are
+/// cleared on the GPU, not uploaded from the host.
+pub(crate) fn state_slots(
+    ctx: &Context,
+    recorder: &mut dyn Recorder,
+    initial: Option<&Tensor>,
+    batch: usize,
+    steps: usize,
+    hidden: usize,
+) -> Result<Tensor> {
+    let states = Tensor::empty(ctx, &[batch, steps + 1, hidden], DType::F32)?;
+    match initial {
+        None => recorder
+            .command_encoder()
+            .clear_buffer(states.buffer(), 0, Some(states.size_in_bytes())),
+        Some(h0) => {
+            h0.check_shape("recurrent layer: initial state", &[batch, hidden])?;
+            h0.check_dtype("recurrent layer: initial state", DType::F32)?;
+            // One buffer copy per row into its slot 0, rather than a kernel writing every
+            // slot (the mirror of last_state_slot).
+            let row_bytes = (hidden * 4) as u64;
+            for b in 0..batch {
+                let to = (b * (steps + 1) * hidden * 4) as u64;
+                recorder.command_encoder().copy_buffer_to_buffer(
+                    h0.buffer(),
+                    b as u64 * row_bytes,
+                    states.buffer(),
+                    to,
+                    row_bytes,
+                );
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// Slot T of a `[B, T+1, H]` state-slot tensor (padded steps carry each row's last state
+/// there): the last H of each row viewed `[B, (T+1) H]`, as a `[B, H]` tensor.
+pub(crate) fn last_state_slot(ctx: &Context, recorder: &mut dyn Recorder, states: &Tensor) -> Result<Tensor> {
+    let [batch, slots, hidden] = states.shape()[..] else {
+        return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", states.shape()));
+    };
+    // One buffer copy per row of just its last slot (f32 offsets keep the 4-byte alignment
+    // copies need), rather than a kernel moving every slot.
+    let last = Tensor::empty(ctx, &[batch, hidden], DType::F32)?;
+    let row_bytes = (hidden * 4) as u64;
+    for b in 0..batch {
+        let from = ((b * slots + slots - 1) * hidden * 4) as u64;
+        recorder.command_encoder().copy_buffer_to_buffer(
+            states.buffer(),
+            from,
+            last.buffer(),
+            b as u64 * row_bytes,
+            row_bytes,
+        );
+    }
+    Ok(last)
+}
+
+/// The operands of a recurrent weight gradient: `grad_gates` `[B, T, width H]`, the gate
+/// gradients of every step, and `h_states` `[B, T+1, H]`, the state slots.
+pub(crate) struct StateSlots<'a> {
+    pub(crate) grad_gates: &'a Tensor,
+    pub(crate) width: usize,
+    pub(crate) h_states: &'a Tensor,
+}
+
+/// `grad (+)= Σ_b dgates[b]ᵀ h_states[b, 0..T]` (`accumulate`: add to what `grad`, the
+/// `[gates H, H]` gradient of W_hh, holds), in pieces: each piece (first column block, first
+/// row block, blocks) maps `blocks` H-wide column blocks of `grad_gates` to the same number
+/// of H-row blocks of `grad`. Strided products over the slot layout: no copy of the states.
+pub(crate) fn recurrent_weight_grad(
+    ctx: &Context,
+    recorder: &mut dyn Recorder,
+    operands: &StateSlots<'_>,
+    pieces: &[(usize, usize, usize)],
+    grad: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
+    let &StateSlots {
+        grad_gates,
+        width,
+        h_states,
+    } = operands;
+    let [batch, slots, hidden] = h_states.shape()[..] else {
+        return Err(Error::shape("recurrent layer: states", "[B, T+1, H]", h_states.shape()));
+    };
+    let steps = slots - 1;
+    // With one step (a decoder run step by step) the batch folds into the inner
+    // dimension: one product over K = B instead of B products over K = 1, which the
+    // tiled kernel runs several times faster.
+    let (inner, products, lhs_col, rhs_row) = if steps == 1 {
+        (batch, 1, width * hidden, slots * hidden)
+    } else {
+        (steps, batch, width * hidden, hidden)
+    };
+    for &(column, row, blocks) in pieces {
+        let op = StridedMatmul {
+            rows: blocks * hidden,
+            cols: hidden,
+            inner,
+            batch: products,
+            sum_batches: true,
+            beta: if accumulate { 1.0 } else { 0.0 },
+        };
+        let lhs = Strides {
+            offset: column * hidden,
+            batch: steps * width * hidden,
+            row: 1,
+            col: lhs_col,
+        };
+        let rhs = Strides {
+            offset: 0,
+            batch: slots * hidden,
+            row: rhs_row,
+            col: 1,
+        };
+        let out = Strides {
+            offset: row * hidden * hidden,
+            ..Strides::row_major(blocks * hidden, hidden)
+        };
+        matmul_strided(
+            ctx,
+            recorder,
+            &op,
+            MatrixView {
+                tensor: grad_gates,
+                strides: lhs,
+            },
+            MatrixView {
+                tensor: h_states,
+                strides: rhs,
+            },
+            None,
+            MatrixView {
+                tensor: grad,
+                strides: out,
+            },
+        )?;
+    }
+    Ok(())
 }
