@@ -359,69 +359,32 @@ fn a_learning_rate_finite_in_f64_but_not_in_f32_is_refused_before_anything_is_en
         Tensor::from_slice(ctx, &[0.0f32; 4], &[4]).unwrap(),
     );
     let mut encoder = ctx.create_encoder();
-    let err = adam_step(
-        ctx,
-        &mut encoder,
-        &Adam {
-            lr: 1e39,
-            ..Adam::default()
-        },
-        1,
-        &p,
-        &g,
-        &m,
-        &v,
-    )
-    .unwrap_err();
+    let mut adam = |op: Adam| adam_step(ctx, &mut encoder, &op, 1, &p, &g, &m, &v).unwrap_err();
+    let err = adam(Adam {
+        lr: 1e39,
+        ..Adam::default()
+    });
     assert!(
         matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("lr"),
         "{err}"
     );
-    let err = sgd_step(
-        ctx,
-        &mut encoder,
-        &Sgd {
-            lr: 1e39,
-            ..Sgd::default()
-        },
-        true,
-        &p,
-        &g,
-        None,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("lr"), "{err}");
-    let err = adam_step(
-        ctx,
-        &mut encoder,
-        &Adam {
-            weight_decay: 1e300,
-            ..Adam::default()
-        },
-        1,
-        &p,
-        &g,
-        &m,
-        &v,
-    )
-    .unwrap_err();
+    let err = adam(Adam {
+        weight_decay: 1e300,
+        ..Adam::default()
+    });
     assert!(err.to_string().contains("weight_decay"), "{err}");
     // lr / (1 - beta1^t) beyond f32 at the first step although lr itself is not.
-    let err = adam_step(
-        ctx,
-        &mut encoder,
-        &Adam {
-            lr: 1e38,
-            ..Adam::default()
-        },
-        1,
-        &p,
-        &g,
-        &m,
-        &v,
-    )
-    .unwrap_err();
+    let err = adam(Adam {
+        lr: 1e38,
+        ..Adam::default()
+    });
     assert!(err.to_string().contains("beyond f32"), "{err}");
+    let sgd = Sgd {
+        lr: 1e39,
+        ..Sgd::default()
+    };
+    let err = sgd_step(ctx, &mut encoder, &sgd, true, &p, &g, None).unwrap_err();
+    assert!(err.to_string().contains("lr"), "{err}");
     ctx.submit(encoder);
     assert_eq!(p.to_vec::<f32>().unwrap(), vec![1.0; 4]);
 }
