@@ -19,7 +19,7 @@ pub mod rnn_cell;
 pub mod sampling;
 pub mod sequence;
 
-use crate::gpu::Context;
+use crate::gpu::{Context, Dispatch, KernelSpec, Recorder};
 use crate::{Error, Result, Tensor};
 
 /// Per-row sequence lengths `[B]` on the GPU, validated on the way up: every length is
@@ -169,6 +169,30 @@ pub(crate) fn row_grid(ctx: &Context, rows: usize) -> [u32; 3] {
 /// invocations, spilling into y like [`row_grid`] (the shaders' `flat_index`).
 pub(crate) fn element_grid(ctx: &Context, len: usize, wg: u32) -> [u32; 3] {
     row_grid(ctx, len.div_ceil(wg as usize))
+}
+
+/// Encodes one element-wise dispatch of `kernel` over `units` invocations in workgroups of
+/// `wg` (its `WG` override): what the element-wise families' launchers share after their
+/// checks.
+pub(crate) fn encode_elementwise<P: bytemuck::Pod>(
+    ctx: &Context,
+    encoder: &mut dyn Recorder,
+    kernel: &KernelSpec,
+    buffers: &[(u32, &wgpu::Buffer, &str)],
+    params: &P,
+    units: usize,
+    wg: u32,
+) -> Result<()> {
+    ctx.encode_dispatch(
+        encoder,
+        Dispatch {
+            kernel,
+            overrides: &[("WG", wg)],
+            buffers,
+            params,
+            workgroups: element_grid(ctx, units, wg),
+        },
+    )
 }
 
 /// Mesa's software rasterisers (lavapipe, llvmpipe: the CPU adapters) silently stop

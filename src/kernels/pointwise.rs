@@ -14,7 +14,7 @@
 //! that feeds several ops) instead of overwriting it.
 
 use super::elementwise::BinaryGrads;
-use super::{check_loop_budget, check_tensors, element_grid, row_grid};
+use super::{check_loop_budget, check_tensors, row_grid};
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, POINTWISE};
 use crate::{DType, Error, Result, Tensor};
 
@@ -211,7 +211,7 @@ pub fn reduced_shape(shape: &[usize], dim: usize) -> Vec<usize> {
     reduced
 }
 
-/// Encodes one dispatch of `units` invocations in workgroups of `WG`.
+/// Encodes one dispatch over `units` invocations of `WG`.
 fn encode(
     ctx: &Context,
     encoder: &mut dyn Recorder,
@@ -220,16 +220,7 @@ fn encode(
     params: &Params,
     units: usize,
 ) -> Result<()> {
-    ctx.encode_dispatch(
-        encoder,
-        Dispatch {
-            kernel,
-            overrides: &[("WG", WG)],
-            buffers,
-            params,
-            workgroups: element_grid(ctx, units, WG),
-        },
-    )
+    super::encode_elementwise(ctx, encoder, kernel, buffers, params, units, WG)
 }
 
 /// Encodes one reduction: a workgroup per each of `outputs` sums of `dim` terms.

@@ -22,8 +22,8 @@ pub use concat::{concat_backward, concat_forward, split_backward, split_forward}
 pub use dropout::{dropout_backward, dropout_forward, Dropout};
 pub use reduce::{mean_backward, mean_forward, sum_backward, sum_forward};
 
-use super::{check_tensors, element_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, ELEMENTWISE};
+use super::check_tensors;
+use crate::gpu::{Access, Context, KernelSpec, Recorder, ELEMENTWISE};
 use crate::{DType, Error, Result, Tensor};
 
 /// Where the backward of a two-operand op writes; `None` skips that gradient.
@@ -112,16 +112,7 @@ fn encode(
     params: &Params,
     units: usize,
 ) -> Result<()> {
-    ctx.encode_dispatch(
-        encoder,
-        Dispatch {
-            kernel,
-            overrides: &[("WG", WG)],
-            buffers,
-            params,
-            workgroups: element_grid(ctx, units, WG),
-        },
-    )
+    super::encode_elementwise(ctx, encoder, kernel, buffers, params, units, WG)
 }
 
 /// Shared body of add_forward and mul_forward: `y = a op b`, one shape.
