@@ -6,9 +6,11 @@
 //! created no device of its own. The optional readback is asynchronous: a frame loop that
 //! only polls (never waits) receives the drawn tokens a few frames later.
 
+mod common;
 #[path = "../examples/game_npc/render.rs"]
 mod render;
 
+use common::host_device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
@@ -19,19 +21,6 @@ use tsumugi::nn::generator::Generator;
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 
 use tsumugi::Context;
-
-/// The host's device, made with plain wgpu as a game would.
-fn host_device() -> (wgpu::Device, wgpu::Queue) {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("an adapter (install mesa-vulkan-drivers for lavapipe)");
-    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host"),
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }))
-    .expect("a device")
-}
 
 #[test]
 fn game_frame_bars_match_the_generator_probabilities_on_the_host_device() {

@@ -6,6 +6,9 @@
 //! buffers the graph released stay out of reuse until the host's `recycle_after_submit`,
 //! and tsumugi created no device.
 
+mod common;
+
+use common::host_device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
@@ -13,19 +16,6 @@ use tsumugi::kernels::Lengths;
 use tsumugi::nn::seq2seq::{AttentionKind, DecoderConfig, EncoderConfig, Seq2Seq};
 use tsumugi::nn::VarBuilder;
 use tsumugi::{Context, Tensor};
-
-/// The host's device, made with plain wgpu as a game would.
-fn host_device() -> (wgpu::Device, wgpu::Queue) {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("an adapter (install mesa-vulkan-drivers for lavapipe)");
-    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host"),
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }))
-    .expect("a device")
-}
 
 const STEPS: usize = 6;
 

@@ -247,3 +247,17 @@ pub fn recurrent_shapes() -> impl proptest::strategy::Strategy<Value = (usize, u
         )
     })
 }
+
+/// A device and queue made with plain wgpu, as a game or renderer makes its own: the host
+/// side of the tests that run tsumugi inside a host (`Context::from_wgpu`).
+pub fn host_device() -> (wgpu::Device, wgpu::Queue) {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("an adapter (install mesa-vulkan-drivers for lavapipe)");
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("host"),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .expect("a device")
+}
