@@ -21,7 +21,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{check_step_finite, Graph, ParamStore, Var};
-use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, Metadata};
+use tsumugi::io::{read_checkpoint, save_checkpoint_with, CheckpointFile, Metadata};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::models::RecurrentModel;
@@ -169,9 +169,10 @@ fn metadata(args: &Args, chars: &Chars) -> Metadata {
     ])
 }
 
-/// The characters and (embed, hidden, layers) of a checkpoint, from its metadata.
-fn read_metadata(path: &Path) -> AnyResult<(Chars, (usize, usize, usize))> {
-    let (_, metadata) = read_checkpoint_metadata(path)?;
+/// The characters and (embed, hidden, layers) of the checkpoint `file` (read from `path`),
+/// from its metadata.
+fn read_metadata(path: &Path, file: &CheckpointFile) -> AnyResult<(Chars, (usize, usize, usize))> {
+    let (_, metadata) = file.metadata()?;
     let get = |key: &str| -> AnyResult<&String> {
         metadata.get(key).ok_or_else(|| {
             format!(
@@ -218,11 +219,13 @@ fn run(args: &Args) -> AnyResult<()> {
             )
             .into());
         }
-        let (chars, (embed, hidden, layers)) = read_metadata(&args.checkpoint)?;
+        // One read: the characters, sizes and weights come from the same save.
+        let file = read_checkpoint(&args.checkpoint)?;
+        let (chars, (embed, hidden, layers)) = read_metadata(&args.checkpoint, &file)?;
         prime_ids(args, &chars)?;
         let model =
             RecurrentModel::char_level_rnn(&ctx, &mut store, &mut rng, chars.chars.len(), embed, hidden, layers)?;
-        let step = load_checkpoint(&args.checkpoint, &mut store)?;
+        let step = file.load_into(&mut store)?;
         println!("{} (step {step})", args.checkpoint.display());
         return sample(&ctx, &mut store, &model, &chars, args, &mut rng);
     }
@@ -283,7 +286,8 @@ fn run(args: &Args) -> AnyResult<()> {
     );
     let mut step = 0;
     if args.resume {
-        let (saved, sizes) = read_metadata(&args.checkpoint).map_err(|err| format!("--resume: {err}"))?;
+        let file = read_checkpoint(&args.checkpoint).map_err(|err| format!("--resume: {err}"))?;
+        let (saved, sizes) = read_metadata(&args.checkpoint, &file).map_err(|err| format!("--resume: {err}"))?;
         if saved.chars != chars.chars || sizes != (args.embed, args.hidden, args.layers) {
             return Err(format!(
                 "{} was trained on other characters or sizes than these flags give",
@@ -291,7 +295,7 @@ fn run(args: &Args) -> AnyResult<()> {
             )
             .into());
         }
-        step = load_checkpoint(&args.checkpoint, &mut store).map_err(|err| format!("--resume: {err}"))?;
+        step = file.load_into(&mut store).map_err(|err| format!("--resume: {err}"))?;
         println!("resumed {} at step {step}", args.checkpoint.display());
         // A different stream of windows than the first run's.
         rng = StdRng::seed_from_u64(args.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));

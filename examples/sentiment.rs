@@ -25,7 +25,7 @@ use sentiment_common::{
     Labelled, ModelSpec, TrainSettings, CLASSES, SPLIT_SEED,
 };
 use tsumugi::graph::ParamStore;
-use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, Metadata};
+use tsumugi::io::{read_checkpoint, save_checkpoint_with, Metadata};
 use tsumugi::nn::CellKind;
 use tsumugi::text::{word_tokens, Vocab};
 use tsumugi::Context;
@@ -239,7 +239,9 @@ fn use_trained(args: &Args) -> AnyResult<()> {
         )
         .into());
     }
-    let (_, metadata) = read_checkpoint_metadata(&checkpoint)?;
+    // One read: the sizes, the vocabulary and the weights come from the same save.
+    let file = read_checkpoint(&checkpoint)?;
+    let (_, metadata) = file.metadata()?;
     let name = checkpoint.display().to_string();
     let entry = |key: &str| -> AnyResult<&String> {
         metadata
@@ -259,7 +261,7 @@ fn use_trained(args: &Args) -> AnyResult<()> {
     let ctx = Context::new()?;
     let mut store = ParamStore::new();
     let model = spec.build(&ctx, &mut store, &mut StdRng::seed_from_u64(0), None)?;
-    load_checkpoint(&checkpoint, &mut store)?;
+    file.load_into(&mut store)?;
     if let Some(text) = &args.classify {
         let example = Labelled {
             tokens: word_tokens(text),

@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::io::{
-    checkpoint_metadata_from_bytes, load_checkpoint, load_checkpoint_from_bytes, read_checkpoint_metadata,
-    save_checkpoint, save_checkpoint_with, Metadata,
+    checkpoint_metadata_from_bytes, load_checkpoint, load_checkpoint_from_bytes, read_checkpoint,
+    read_checkpoint_metadata, save_checkpoint, save_checkpoint_with, Metadata,
 };
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
@@ -150,6 +150,13 @@ fn a_checkpoint_carries_its_metadata_in_the_same_file_and_loads_from_bytes() {
             .collect()
     };
     assert_eq!(values(&restored), values(&store));
+    // Read once: the metadata and the weights of one save.
+    let file = read_checkpoint(&path).unwrap();
+    assert_eq!(file.metadata().unwrap().1["epoch"], "3");
+    let mut once = ParamStore::new();
+    model(ctx, &mut once, 4, 6);
+    assert_eq!(file.load_into(&mut once).unwrap(), 7);
+    assert_eq!(values(&once), values(&store));
     // Keys tsumugi writes itself are refused.
     let reserved = Metadata::from([("tsumugi.step".to_string(), "1".to_string())]);
     let err = save_checkpoint_with(&path, &store, 1, &reserved).unwrap_err();

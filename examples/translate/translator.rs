@@ -7,7 +7,7 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::io::{load_checkpoint, read_checkpoint_metadata, save_checkpoint_with, Metadata};
+use tsumugi::io::{read_checkpoint, save_checkpoint_with, Metadata};
 use tsumugi::kernels::Lengths;
 use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq};
 use tsumugi::text::{char_tokens, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
@@ -94,7 +94,9 @@ impl Translator {
             )
             .into());
         }
-        let (_, metadata) = read_checkpoint_metadata(checkpoint)?;
+        // One read: the metadata and the weights come from the same save.
+        let file = read_checkpoint(checkpoint)?;
+        let (_, metadata) = file.metadata()?;
         let text = |key: &str| -> AnyResult<&String> {
             metadata.get(key).ok_or_else(|| {
                 format!(
@@ -126,7 +128,7 @@ impl Translator {
         let src_vocab = Vocab::from_text(&format!("{name} (src_vocab)"), text("src_vocab")?)?;
         let tgt_vocab = Vocab::from_text(&format!("{name} (tgt_vocab)"), text("tgt_vocab")?)?;
         let translator = Translator::new(ctx, store, src_vocab, tgt_vocab, meta.embed, meta.hidden, 0)?;
-        let step = load_checkpoint(checkpoint, store)?;
+        let step = file.load_into(store)?;
         Ok((translator, meta, step))
     }
 

@@ -110,6 +110,42 @@ pub fn checkpoint_metadata_from_bytes(source_name: &str, bytes: &[u8]) -> Result
     header_of(&parsed, source_name)
 }
 
+/// A checkpoint file read once: its metadata first (to rebuild the model it describes),
+/// then its tensors into that model, both from the same bytes. Reading the file twice
+/// instead ([`read_checkpoint_metadata`], then [`load_checkpoint`]) could pair the metadata
+/// of one save with the weights of the next, if another process saved in between.
+pub struct CheckpointFile {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl CheckpointFile {
+    /// A checkpoint held in memory; `name` names it in errors (a browser's download, say).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> CheckpointFile {
+        CheckpointFile {
+            name: name.to_string(),
+            bytes,
+        }
+    }
+
+    /// The step count (0 for a plain state dict) and the caller's metadata.
+    pub fn metadata(&self) -> Result<(u64, Metadata)> {
+        checkpoint_metadata_from_bytes(&self.name, &self.bytes)
+    }
+
+    /// Loads the tensors into `store` as [`load_checkpoint_from_bytes`]; returns the step.
+    pub fn load_into(&self, store: &mut ParamStore) -> Result<u64> {
+        load_checkpoint_from_bytes(&self.name, &self.bytes, store)
+    }
+}
+
+/// Reads the checkpoint at `path` once (see [`CheckpointFile`]); errors name the path.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_checkpoint(path: &Path) -> Result<CheckpointFile> {
+    let bytes = std::fs::read(path).map_err(|err| crate::error::io_error(path, err))?;
+    Ok(CheckpointFile::from_bytes(&path.display().to_string(), bytes))
+}
+
 /// [`checkpoint_metadata_from_bytes`] of the file at `path`; errors name the path.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_checkpoint_metadata(path: &Path) -> Result<(u64, Metadata)> {

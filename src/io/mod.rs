@@ -41,10 +41,11 @@ use crate::error::io_error;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::{Error, Result};
 
-pub use checkpoint::{checkpoint_metadata_from_bytes, load_checkpoint_from_bytes, Metadata};
+pub use checkpoint::{checkpoint_metadata_from_bytes, load_checkpoint_from_bytes, CheckpointFile, Metadata};
 #[cfg(not(target_arch = "wasm32"))]
 pub use checkpoint::{
-    checkpoint_to_bytes, load_checkpoint, read_checkpoint_metadata, save_checkpoint, save_checkpoint_with,
+    checkpoint_to_bytes, load_checkpoint, read_checkpoint, read_checkpoint_metadata, save_checkpoint,
+    save_checkpoint_with,
 };
 pub use state_dict::{
     load_state_dict_from_bytes, state_dict_to_bytes_async, LoadOptions, LoadReport, Mismatch, MAX_HEADER_BYTES,
