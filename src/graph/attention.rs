@@ -66,13 +66,15 @@ impl<'s> Graph<'s> {
             // The keys' and values' gradients go straight into their targets when both
             // are written the same way (a decoder's steps all add into the encoder's
             // memory), else into scratch, each then delivered with its own flag.
-            let direct = match (g.target_accumulates(keys), g.target_accumulates(values)) {
+            let direct = match (g.wants(keys).accumulates(), g.wants(values).accumulates()) {
                 (Some(k), Some(v)) if k == v && keys != values => Some(k),
                 _ => None,
             };
             let (grad_keys, grad_values, accumulate) = match direct {
                 Some(_) => {
-                    let (Some((grad_keys, k)), Some((grad_values, v))) = (g.target(keys)?, g.target(values)?) else {
+                    let (Some((grad_keys, k)), Some((grad_values, v))) =
+                        (g.accumulate_into(keys)?, g.accumulate_into(values)?)
+                    else {
                         return Err(Error::invalid("attention: a gradient target went missing"));
                     };
                     debug_assert_eq!(k, v);
@@ -123,7 +125,7 @@ impl<'s> Graph<'s> {
             }
             if let (Some(rows), Some(v)) = (grad_v_rows, v) {
                 // dv = the rows' sum, added straight into v's gradient.
-                if let Some((dv, accumulate)) = g.target(v)? {
+                if let Some((dv, accumulate)) = g.accumulate_into(v)? {
                     let beta = if accumulate { 1.0 } else { 0.0 };
                     encode_column_sums(g.ctx, g.encoder, &rows, (1, batch, width), &dv, beta)?;
                 }

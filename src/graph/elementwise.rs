@@ -6,7 +6,7 @@
 //! its math. With these, a custom loss takes a few lines:
 //! `sum(y * w) + 0.5 * sum(h * h)` is `g.sum(g.mul(y, w)?)?`, `g.square(h)?`, and so on.
 
-use super::{Graph, Var};
+use super::{Graph, Var, Wants};
 use crate::kernels::elementwise::{mean_backward, mean_forward, BinaryGrads};
 use crate::kernels::pointwise::{
     binary_backward, binary_forward, broadcast_shape, mean_dim_backward, mean_dim_forward, reduced_shape,
@@ -89,12 +89,12 @@ impl Graph<'_> {
             let mut handed_over = false;
             for (v, is_a) in [(a, true), (b, false)] {
                 let full = if is_a { ta.len() } else { tb.len() } == dy.len();
-                if op == Binary::Add && full && !handed_over && a != b && g.takes_fresh(v) {
+                if op == Binary::Add && full && !handed_over && a != b && g.wants(v) == Wants::Take {
                     g.deliver(Some(v), &dy)?;
                     handed_over = true;
                     continue;
                 }
-                if let Some((grad, accumulate)) = g.target(v)? {
+                if let Some((grad, accumulate)) = g.accumulate_into(v)? {
                     let grads = BinaryGrads {
                         a: is_a.then_some(&grad),
                         b: (!is_a).then_some(&grad),
@@ -143,7 +143,7 @@ impl Graph<'_> {
             // forward: y = s x  ⇒  dx += s dy;       y = x²    ⇒  dx += 2 x dy;
             //          y = eˣ   ⇒  dx += y dy;       y = ln x  ⇒  dx += dy / x
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 unary_backward(g.ctx, g.encoder, op, &saved, &dy, &grad, accumulate)?;
             }
             Ok(())
@@ -160,7 +160,7 @@ impl Graph<'_> {
         self.record(move |g| {
             // forward: y = Σ_i x[i] / n  ⇒  dx[i] += dy / n
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 mean_backward(g.ctx, g.encoder, &dy, &grad, accumulate)?;
             }
             Ok(())
@@ -191,7 +191,7 @@ impl Graph<'_> {
         self.record(move |g| {
             // forward: y[o, k] = Σ_d x[o, d, k] (/ D for the mean)  ⇒  dx[o, d, k] += dy[o, k] (/ D)
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 if mean {
                     mean_dim_backward(g.ctx, g.encoder, &dy, dim, &grad, accumulate)?;
                 } else {
@@ -256,7 +256,7 @@ impl Graph<'_> {
             // forward: y[o, l, k] = x[o, start + l, k]  ⇒  dx[o, start + l, k] += dy[o, l, k],
             // and the rest of dx gets 0
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 slice_backward(g.ctx, g.encoder, &dy.reshape(&kept)?, dim, start, &grad, accumulate)?;
             }
             Ok(())

@@ -64,7 +64,7 @@ impl<'s> Graph<'s> {
             let Some(dy_out) = g.grad(out) else { return Ok(()) };
             let dy = dy_out.reshape(&[rows, outputs])?;
             // One matmul_backward per target, each with its own accumulate flag.
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 let grad = grad.reshape(&[rows, inputs])?;
                 let grads = MatmulGrads {
                     a: Some(&grad),
@@ -74,10 +74,10 @@ impl<'s> Graph<'s> {
                 matmul_backward(g.ctx, g.encoder, &op, &x2, &tw, &dy, grads)?;
             }
             if g.batched.contains_key(&w.0) {
-                if g.target_needed(w) {
+                if g.wants(w).any() {
                     g.batched.entry(w.0).or_default().push((x2.clone(), dy.clone()));
                 }
-            } else if let Some((grad, accumulate)) = g.target(w)? {
+            } else if let Some((grad, accumulate)) = g.accumulate_into(w)? {
                 let grads = MatmulGrads {
                     b: Some(&grad),
                     accumulate,
@@ -86,7 +86,7 @@ impl<'s> Graph<'s> {
                 matmul_backward(g.ctx, g.encoder, &op, &x2, &tw, &dy, grads)?;
             }
             if let Some(b) = b {
-                if let Some((grad, accumulate)) = g.target(b)? {
+                if let Some((grad, accumulate)) = g.accumulate_into(b)? {
                     let grads = MatmulGrads {
                         bias: Some(&grad),
                         accumulate,
@@ -99,7 +99,7 @@ impl<'s> Graph<'s> {
             // A batched weight keeps dy for a product at the end of the backward, so c,
             // which may take dy as its own and be added to, gets a copy then.
             if let Some(c) = onto {
-                if g.batched.contains_key(&w.0) && g.target_needed(c) {
+                if g.batched.contains_key(&w.0) && g.wants(c).any() {
                     let copy = copy_of(g, &dy_out)?;
                     g.deliver(Some(c), &copy)?;
                 } else {
@@ -136,7 +136,7 @@ impl<'s> Graph<'s> {
             if uses.is_empty() {
                 return Ok(());
             }
-            let Some((grad, accumulate)) = g.target(w)? else {
+            let Some((grad, accumulate)) = g.accumulate_into(w)? else {
                 return Ok(());
             };
             let rows: usize = uses.iter().map(|(x, _)| x.shape()[0]).sum();
@@ -197,7 +197,7 @@ impl<'s> Graph<'s> {
         self.record(move |g| {
             // forward: y[n] = W[ids[n]]  ⇒  dW[v] += Σ_{n: ids[n] = v} dy[n] (none for the padding row)
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(weight)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(weight)? {
                 let workspace = EmbeddingWorkspace::new(&ctx, ids.len())?;
                 let op = EmbeddingBackward {
                     padding_idx,
@@ -229,7 +229,7 @@ impl<'s> Graph<'s> {
         self.record(move |g| {
             // forward: y = x ⊙ keep / (1 - p)  ⇒  dx += dy ⊙ keep / (1 - p), the same mask
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 dropout_backward(g.ctx, g.encoder, &op, &dy, &grad, accumulate)?;
             }
             Ok(())

@@ -17,7 +17,7 @@ impl<'s> Graph<'s> {
         self.record(move |g| {
             // forward: y = Σ_i x[i]  ⇒  dx[i] += dy
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 sum_backward(g.ctx, g.encoder, &dy, &grad, accumulate)?;
             }
             Ok(())
@@ -52,7 +52,7 @@ impl<'s> Graph<'s> {
             if g.unit_root == Some(out) {
                 return g.deliver(Some(logits), &dlogits);
             }
-            if let Some((grad, accumulate)) = g.target(logits)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(logits)? {
                 // mul's da = dy * b with dy = dlogits and b = dloss broadcast.
                 let grads = BinaryGrads {
                     a: Some(&grad),

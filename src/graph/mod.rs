@@ -147,29 +147,72 @@ impl Backward<'_> {
         Ok(zeros)
     }
 
-    /// The gradient target of a value only one op consumes (a layer's input projection),
-    /// so its gradient is always written fresh.
-    fn fresh_target(&mut self, v: Var, layer: &str) -> Result<Tensor> {
-        match self.target(v)? {
-            Some((grad, false)) => Ok(grad),
-            _ => Err(Error::invalid(format!(
-                "{layer}: the input projection's gradient was already written"
-            ))),
+    /// What a contribution to the gradient of `v` would do, without side effects: the
+    /// one question a backward asks before it computes a gradient (skip the work, hand a
+    /// buffer over, or choose the kernel's accumulate flag).
+    fn wants(&self, v: Var) -> Wants {
+        match self.sources[v.0] {
+            Source::Input | Source::Computed { requires_grad: false } => Wants::Nothing,
+            Source::Param(id) => {
+                let p = &self.store.params[id.index];
+                match (p.trainable, p.grad_live) {
+                    (false, _) => Wants::Nothing,
+                    (true, false) => Wants::Write,
+                    (true, true) => Wants::Add,
+                }
+            }
+            Source::Computed { requires_grad: true } => match self.grads[v.0] {
+                None => Wants::Take,
+                Some(_) => Wants::Add,
+            },
         }
     }
 
-    /// Adds (or writes) `grad` into the gradient of `v`, if it needs one.
+    /// The gradient flowing into `v` (None: nothing downstream used it).
+    fn grad(&self, v: Var) -> Option<Tensor> {
+        self.grads[v.0].clone()
+    }
+
+    /// The one router of gradients: the buffer a contribution to the gradient of `v` is
+    /// written into, and whether the kernel adds to what it holds (`true`) or writes over
+    /// it (`false`, the first contribution). None when `v` takes no gradient (an input, a
+    /// frozen parameter, a constant), so the caller skips the kernel.
     ///
-    /// A computed value's first gradient takes `grad`'s buffer as it is, no dispatch: the
-    /// caller hands over a tensor nothing else will write and delivers it to one value
-    /// only (a scratch result, or the gradient of an output only this op consumed).
+    /// A parameter's gradient lives in the store and accumulates across backward passes
+    /// until `zero_grad`; a computed value's first contribution gets a new buffer.
+    fn accumulate_into(&mut self, v: Var) -> Result<Option<(Tensor, bool)>> {
+        let wants = self.wants(v);
+        let grad = match (wants, self.sources[v.0]) {
+            (Wants::Nothing, _) => return Ok(None),
+            (_, Source::Param(id)) => {
+                let p = &mut self.store.params[id.index];
+                p.grad_live = true;
+                p.grad.clone()
+            }
+            (_, _) => match &self.grads[v.0] {
+                Some(grad) => grad.clone(),
+                None => {
+                    let grad = Tensor::empty(self.ctx, self.values[v.0].shape(), DType::F32)?;
+                    self.grads[v.0] = Some(grad.clone());
+                    grad
+                }
+            },
+        };
+        Ok(Some((grad, wants == Wants::Add)))
+    }
+
+    /// Hands a finished contribution to the gradient of `v` (through
+    /// [`Backward::accumulate_into`]): when it is the first for a computed value, `grad`'s
+    /// buffer becomes the gradient as it is, no dispatch (the caller hands over a tensor
+    /// nothing else will write, to one value only); otherwise it is added, or copied over
+    /// a parameter's stale gradient.
     fn deliver(&mut self, v: Option<Var>, grad: &Tensor) -> Result<()> {
         let Some(v) = v else { return Ok(()) };
-        if self.takes_fresh(v) {
+        if self.wants(v) == Wants::Take {
             self.grads[v.0] = Some(grad.clone());
             return Ok(());
         }
-        match self.target(v)? {
+        match self.accumulate_into(v)? {
             Some((target, true)) => {
                 let grads = BinaryGrads {
                     a: Some(&target),
@@ -191,60 +234,34 @@ impl Backward<'_> {
             None => Ok(()),
         }
     }
+}
 
-    /// Whether a gradient for `v` would be added to what its target holds (`Some(true)`)
-    /// or written over it (`Some(false)`); None when `v` takes none. No side effects,
-    /// unlike `target`.
-    fn target_accumulates(&self, v: Var) -> Option<bool> {
-        match self.sources[v.0] {
-            Source::Input | Source::Computed { requires_grad: false } => None,
-            Source::Param(id) => {
-                let p = &self.store.params[id.index];
-                p.trainable.then_some(p.grad_live)
-            }
-            Source::Computed { requires_grad: true } => Some(self.grads[v.0].is_some()),
+/// What a contribution to a value's gradient would do (see [`Backward::wants`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wants {
+    /// Nothing: the value takes no gradient (an input, a frozen parameter, a constant).
+    Nothing,
+    /// A computed value's first contribution: it may take a finished buffer as its own.
+    Take,
+    /// A parameter's first contribution in this backward: written over its stale gradient.
+    Write,
+    /// Added to the gradient already there.
+    Add,
+}
+
+impl Wants {
+    /// Whether the value takes a gradient at all.
+    fn any(self) -> bool {
+        self != Wants::Nothing
+    }
+
+    /// Whether a kernel writing the contribution adds to its target (None: no target).
+    fn accumulates(self) -> Option<bool> {
+        match self {
+            Wants::Nothing => None,
+            Wants::Take | Wants::Write => Some(false),
+            Wants::Add => Some(true),
         }
-    }
-
-    /// Whether [`Graph::deliver`] would hand a gradient to `v` as it is: a computed
-    /// value that needs one and has none yet.
-    fn takes_fresh(&self, v: Var) -> bool {
-        self.sources[v.0] == (Source::Computed { requires_grad: true }) && self.grads[v.0].is_none()
-    }
-
-    /// Whether `v` takes a gradient at all (a computed value that needs one, or a
-    /// trainable parameter).
-    fn target_needed(&self, v: Var) -> bool {
-        self.target_accumulates(v).is_some()
-    }
-
-    /// The gradient flowing into `v` (None: nothing downstream used it).
-    fn grad(&self, v: Var) -> Option<Tensor> {
-        self.grads[v.0].clone()
-    }
-
-    /// Where the gradient of `v` goes, and whether to add to what is there: None when `v`
-    /// needs none (an input, a frozen parameter).
-    fn target(&mut self, v: Var) -> Result<Option<(Tensor, bool)>> {
-        let Some(accumulate) = self.target_accumulates(v) else {
-            return Ok(None);
-        };
-        let grad = match self.sources[v.0] {
-            Source::Param(id) => {
-                let p = &mut self.store.params[id.index];
-                p.grad_live = true;
-                p.grad.clone()
-            }
-            _ => match &self.grads[v.0] {
-                Some(grad) => grad.clone(),
-                None => {
-                    let grad = Tensor::empty(self.ctx, self.values[v.0].shape(), DType::F32)?;
-                    self.grads[v.0] = Some(grad.clone());
-                    grad
-                }
-            },
-        };
-        Ok(Some((grad, accumulate)))
     }
 }
 
@@ -409,12 +426,12 @@ impl<'s> Graph<'s> {
             // separately later.
             let mut handed_over = false;
             for v in [a, b] {
-                if !handed_over && a != b && g.takes_fresh(v) {
+                if !handed_over && a != b && g.wants(v) == Wants::Take {
                     g.deliver(Some(v), &dy)?;
                     handed_over = true;
                     continue;
                 }
-                if let Some((grad, accumulate)) = g.target(v)? {
+                if let Some((grad, accumulate)) = g.accumulate_into(v)? {
                     let grads = BinaryGrads {
                         a: Some(&grad),
                         b: None,

@@ -108,7 +108,11 @@ impl<'s> Graph<'s> {
                         .clear_buffer(grad_state.buffer(), offset, Some(half)),
                 }
             }
-            let grad_gates = g.fresh_target(xproj, "lstm")?;
+            let Some((grad_gates, false)) = g.accumulate_into(xproj)? else {
+                return Err(Error::invalid(
+                    "lstm: the input projection's gradient was already written",
+                ));
+            };
             let backward = LstmBackward {
                 w_hh: &tw_hh,
                 lengths: lengths.as_ref(),
@@ -154,7 +158,7 @@ impl<'s> Graph<'s> {
             match (&th0, g.batched.contains_key(&w_hh.0)) {
                 // One step from h0: dW_hh = dgates^T h0, kept for the batched product.
                 (Some(h0), true) if steps == 1 => {
-                    if g.target_needed(w_hh) {
+                    if g.wants(w_hh).any() {
                         let use_ = (h0.clone(), grad_gates.reshape(&[batch, 4 * hidden])?);
                         g.batched.entry(w_hh.0).or_default().push(use_);
                     }
@@ -234,14 +238,18 @@ impl<'s> Graph<'s> {
             g.deliver(h0, &grad_state)?;
             // grad_gates = (dr, dz, dn, dhn): d xproj is its first 3H columns.
             let rows = batch * steps;
-            let dxproj = g.fresh_target(xproj, "gru")?;
+            let Some((dxproj, false)) = g.accumulate_into(xproj)? else {
+                return Err(Error::invalid(
+                    "gru: the input projection's gradient was already written",
+                ));
+            };
             let dhn = Tensor::empty(&ctx, &[rows, hidden], DType::F32)?;
             let flat = grad_gates.reshape(&[rows, 4 * hidden])?;
             split_forward(g.ctx, g.encoder, &flat, &dxproj.reshape(&[rows, 3 * hidden])?, &dhn)?;
             // The gradient of h W_hh^T + b_hh is (dr, dz, dhn): columns 0..2H and 3H..4H.
             let pieces = [(0, 0, 2), (3, 2, 1)];
             g.recurrent_weight_grad(w_hh, &grad_gates, 4, &h_states, &pieces)?;
-            if let Some((grad, accumulate)) = g.target(b_hh)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(b_hh)? {
                 // Column sums over every (row, step) of those columns: no ones uploaded.
                 for (column, row, gates_count) in pieces {
                     let columns = MatrixView {
@@ -309,7 +317,11 @@ impl<'s> Graph<'s> {
                 Some(d_h) => copy_of(g, d_h)?,
                 None => g.zeros(&[batch, hidden])?,
             };
-            let grad_gates = g.fresh_target(xproj, "rnn")?;
+            let Some((grad_gates, false)) = g.accumulate_into(xproj)? else {
+                return Err(Error::invalid(
+                    "rnn: the input projection's gradient was already written",
+                ));
+            };
             let backward = RnnBackward {
                 w_hh: &tw_hh,
                 lengths: lengths.as_ref(),
@@ -366,7 +378,7 @@ impl Backward<'_> {
         h_states: &Tensor,
         pieces: &[(usize, usize, usize)],
     ) -> Result<()> {
-        let Some((grad, accumulate)) = self.target(w_hh)? else {
+        let Some((grad, accumulate)) = self.accumulate_into(w_hh)? else {
             return Ok(());
         };
         let slots = StateSlots {

@@ -58,7 +58,7 @@ impl<'s> Graph<'s> {
                 Some(db) => db,
                 None => g.zeros(&shape_b)?,
             };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 split_backward(g.ctx, g.encoder, &da, &db, &grad, accumulate)?;
             }
             Ok(())
@@ -81,7 +81,7 @@ impl<'s> Graph<'s> {
             // forward: y = [a, b] along the last dimension  ⇒  da += dy[.., :A];  db += dy[.., A:]
             let Some(dy) = g.grad(out) else { return Ok(()) };
             // One split per target: each has its own accumulate flag.
-            if let Some((grad, accumulate)) = g.target(a)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(a)? {
                 let scratch = Tensor::empty(g.ctx, tb.shape(), DType::F32)?;
                 let grads = BinaryGrads {
                     a: Some(&grad),
@@ -90,7 +90,7 @@ impl<'s> Graph<'s> {
                 };
                 concat_backward(g.ctx, g.encoder, &dy, grads)?;
             }
-            if let Some((grad, accumulate)) = g.target(b)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(b)? {
                 let scratch = Tensor::empty(g.ctx, ta.shape(), DType::F32)?;
                 let grads = BinaryGrads {
                     a: Some(&scratch),
@@ -151,7 +151,7 @@ impl<'s> Graph<'s> {
             let mut offset = 0;
             for (&x, t) in xs.iter().zip(&pieces) {
                 let bytes = t.size_in_bytes();
-                if g.target_needed(x) {
+                if g.wants(x).any() {
                     // A fresh slice per piece: deliver hands it over or adds it.
                     let dx = Tensor::empty(g.ctx, t.shape(), DType::F32)?;
                     g.encoder
@@ -198,7 +198,7 @@ impl<'s> Graph<'s> {
         self.record(move |g| {
             // forward: y_i = x[rows i]  ⇒  dx[rows i] = dy_i (zero where y_i has no gradient)
             let grads: Vec<Option<Tensor>> = outs_for_backward.iter().map(|&y| g.grad(y)).collect();
-            if grads.iter().all(Option::is_none) || !g.target_needed(x) {
+            if grads.iter().all(Option::is_none) || !g.wants(x).any() {
                 return Ok(());
             }
             let dx = Tensor::empty(g.ctx, &shape, DType::F32)?;
@@ -234,7 +234,7 @@ impl<'s> Graph<'s> {
             // forward: y[b, t] = x[b, len_b - 1 - t] for t < len_b, 0 past it  ⇒
             // dx[b, t] += dy[b, len_b - 1 - t] for t < len_b (the same reversal)
             let Some(dy) = g.grad(out) else { return Ok(()) };
-            if let Some((grad, accumulate)) = g.target(x)? {
+            if let Some((grad, accumulate)) = g.accumulate_into(x)? {
                 reverse_sequence_backward(g.ctx, g.encoder, &dy, lengths.as_ref(), &grad, accumulate)?;
             }
             Ok(())
