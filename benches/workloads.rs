@@ -21,7 +21,9 @@ use tsumugi::kernels::gru_cell::GruDims;
 use tsumugi::kernels::lstm_cell::LstmDims;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 use tsumugi::reference;
 use tsumugi::{Context, Tensor};
 
@@ -161,17 +163,18 @@ fn layer_benches(criterion: &mut Criterion) {
         (CellKind::Gru, "K2_gru_b32_t64_h256"),
     ] {
         let mut store = ParamStore::new();
-        let layer = Recurrent::new(
-            &ctx,
-            &mut store,
-            &mut rng,
-            "rnn",
+        let layer = recurrent(
             RecurrentConfig::new(kind, size, size),
+            VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "rnn"),
         )
         .expect("layer");
         let step = |store: &mut ParamStore, backward: bool| -> Tensor {
             store.zero_grad();
-            let mut g = Graph::new(&ctx, store, backward, 0, 0);
+            let mut g = if backward {
+                Graph::train(&ctx, store, 0, 0)
+            } else {
+                Graph::eval(&ctx, store)
+            };
             let input = g.input(&x);
             let out = layer.forward(&mut g, input, None).expect("forward").output;
             let value = g.value(out).clone();
@@ -246,12 +249,9 @@ fn inference_benches(criterion: &mut Criterion) {
     let (size, steps) = (256, 32);
     let mut rng = StdRng::seed_from_u64(3);
     let mut store = ParamStore::new();
-    let lstm = Recurrent::new(
-        &ctx,
-        &mut store,
-        &mut rng,
-        "lstm",
+    let lstm = recurrent(
         RecurrentConfig::new(CellKind::Lstm, size, size),
+        VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "lstm"),
     )
     .expect("layer");
     let x_data = seeded(&mut rng, steps * size);
@@ -261,7 +261,7 @@ fn inference_benches(criterion: &mut Criterion) {
         .map(|x| Tensor::from_slice(&ctx, x, &[1, 1, size]).expect("upload"))
         .collect();
     let run_sequence = |store: &mut ParamStore| -> Tensor {
-        let mut g = Graph::new(&ctx, store, false, 0, 0);
+        let mut g = Graph::eval(&ctx, store);
         let input = g.input(&sequence);
         let out = lstm.forward(&mut g, input, None).expect("forward").output;
         let value = g.value(out).clone();
@@ -273,7 +273,7 @@ fn inference_benches(criterion: &mut Criterion) {
         let mut state: Option<(Tensor, Tensor)> = None;
         let mut last = None;
         for input in &step_inputs[..count] {
-            let mut g = Graph::new(&ctx, store, false, 0, 0);
+            let mut g = Graph::eval(&ctx, store);
             let x = g.input(input);
             let out = match &state {
                 None => lstm.forward(&mut g, x, None),
@@ -329,14 +329,20 @@ fn sentiment_bench(criterion: &mut Criterion) {
     let (batch, steps, vocab, embed, hidden) = (32, 10, 1000, 32, 64);
     let mut rng = StdRng::seed_from_u64(5);
     let mut store = ParamStore::new();
-    let embedding = Embedding::new(&ctx, &mut store, &mut rng, "embedding", vocab, embed, None).expect("embedding");
+    let embedding = embedding(
+        vocab,
+        embed,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "embedding"),
+    )
+    .expect("embedding");
     let config = RecurrentConfig {
         num_layers: 2,
         dropout: 0.2,
         ..RecurrentConfig::new(CellKind::Lstm, embed, hidden)
     };
-    let lstm = Recurrent::new(&ctx, &mut store, &mut rng, "lstm", config).expect("lstm");
-    let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", hidden, 2, true).expect("fc");
+    let lstm = recurrent(config, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "lstm")).expect("lstm");
+    let fc = linear(hidden, 2, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "fc")).expect("fc");
     let ids_data: Vec<u32> = (0..batch * steps).map(|_| rng.random_range(0..vocab as u32)).collect();
     let labels_data: Vec<u32> = (0..batch).map(|_| rng.random_range(0..2)).collect();
     let ids = Tensor::from_slice(&ctx, &ids_data, &[batch, steps]).expect("upload");
@@ -346,7 +352,11 @@ fn sentiment_bench(criterion: &mut Criterion) {
     let mut step = |store: &mut ParamStore, training: bool| -> Tensor {
         store.zero_grad();
         t += 1;
-        let mut g = Graph::new(&ctx, store, training, 7, t);
+        let mut g = if training {
+            Graph::train(&ctx, store, 7, t)
+        } else {
+            Graph::eval(&ctx, store)
+        };
         let x = embedding.forward(&mut g, &ids).expect("embedding");
         let states = lstm.forward(&mut g, x, None).expect("lstm");
         let last = g.dropout(states.h_n[1], 0.2).expect("dropout");
@@ -437,17 +447,25 @@ fn translator_bench(criterion: &mut Criterion) {
     let (batch, src_len, tgt_len, vocab, embed, hidden) = (32, 20, 20, 100, 128, 256);
     let mut store = ParamStore::new();
     let model = Seq2Seq {
-        encoder: Encoder::new(&ctx, &mut store, &mut rng, "encoder", vocab, embed, hidden, Some(0)).expect("encoder"),
-        decoder: Decoder::new(
-            &ctx,
-            &mut store,
-            &mut rng,
-            "decoder",
-            vocab,
-            embed,
-            hidden,
-            Some(0),
-            Some(AttentionKind::Bahdanau),
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab,
+                embed,
+                hidden,
+                padding_idx: Some(0),
+            },
+            VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "encoder"),
+        )
+        .expect("encoder"),
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab,
+                embed,
+                hidden,
+                padding_idx: Some(0),
+                attention: Some(AttentionKind::Bahdanau),
+            },
+            VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "decoder"),
         )
         .expect("decoder"),
     };
@@ -482,7 +500,11 @@ fn translator_bench(criterion: &mut Criterion) {
     let mut step = |store: &mut ParamStore, training: bool| -> Tensor {
         store.zero_grad();
         t += 1;
-        let mut g = Graph::new(&ctx, store, training, 7, t);
+        let mut g = if training {
+            Graph::train(&ctx, store, 7, t)
+        } else {
+            Graph::eval(&ctx, store)
+        };
         let logits = model
             .forward(&mut g, &src, None, &inputs, 1.0, &mut StdRng::seed_from_u64(t))
             .expect("forward");

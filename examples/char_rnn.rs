@@ -330,7 +330,7 @@ fn run(args: &Args) -> AnyResult<()> {
         let x = Tensor::from_slice(&ctx, &x, &[args.batch, args.seq_len])?;
         let y = Tensor::from_slice(&ctx, &y, &[y.len()])?;
         store.zero_grad();
-        let mut g = Graph::new(&ctx, &mut store, true, args.seed, step);
+        let mut g = Graph::train(&ctx, &mut store, args.seed, step);
         // Logits [B * T, V] in (b, t) order, as the targets.
         let logits = model.forward(&mut g, &x, None)?.logits;
         let loss = g.cross_entropy(logits, &y, &CrossEntropy::default())?;
@@ -343,7 +343,7 @@ fn run(args: &Args) -> AnyResult<()> {
         check_step_finite(step, loss, norm.to_vec::<f32>()?[0])?;
         window_losses.push(loss);
         if step % args.log_every == 0 || step == args.steps {
-            let mut g = Graph::new(&ctx, &mut store, false, 0, 0);
+            let mut g = Graph::eval(&ctx, &mut store);
             let logits = model.forward(&mut g, &valid_x, None)?.logits;
             let valid_loss = g.cross_entropy(logits, &valid_y, &CrossEntropy::default())?;
             let valid_loss = g.value(valid_loss).clone();
@@ -397,7 +397,7 @@ fn advance(
 ) -> AnyResult<(Vec<f32>, Vec<Tensor>, Vec<Tensor>)> {
     let embedding = model.embedding.ok_or("CharLevelRNN has an embedding")?;
     let x = Tensor::from_slice(ctx, ids, &[1, ids.len()])?;
-    let mut g = Graph::new(ctx, store, false, 0, 0);
+    let mut g = Graph::eval(ctx, store);
     let input = embedding.forward(&mut g, &x)?;
     let h0: Vec<Var> = h.iter().map(|t| g.input(t)).collect();
     let c0: Vec<Var> = c.iter().map(|t| g.input(t)).collect();

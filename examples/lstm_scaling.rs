@@ -14,7 +14,8 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::nn::{CellKind, Recurrent, RecurrentConfig};
+use tsumugi::nn::{recurrent, VarBuilder};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 use tsumugi::{Context, Result, Tensor};
 
 /// (B, T, H)
@@ -59,12 +60,9 @@ fn time_layer(
 ) -> Result<f64> {
     let mut rng = StdRng::seed_from_u64(1);
     let mut store = ParamStore::new();
-    let layer = Recurrent::new(
-        ctx,
-        &mut store,
-        &mut rng,
-        "lstm",
+    let layer = recurrent(
         RecurrentConfig::new(CellKind::Lstm, hidden, hidden),
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "lstm"),
     )?;
     let data: Vec<f32> = (0..batch * steps * hidden)
         .map(|_| rng.random_range(-1.0..1.0))
@@ -73,7 +71,11 @@ fn time_layer(
     let mut run = || -> Result<f64> {
         let start = Instant::now();
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, backward, 0, 0);
+        let mut g = if backward {
+            Graph::train(ctx, &mut store, 0, 0)
+        } else {
+            Graph::eval(ctx, &mut store)
+        };
         let input = g.input(&x);
         let out = layer.forward(&mut g, input, None)?.output;
         if backward {

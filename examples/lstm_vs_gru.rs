@@ -17,7 +17,8 @@ use tsumugi::graph::{Graph, ParamStore, Var};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::models::RecurrentModel;
-use tsumugi::nn::{CellKind, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{linear, recurrent, VarBuilder};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 use tsumugi::{Context, Result, Tensor};
 
 const USAGE: &str = "usage: lstm_vs_gru [--batch N] [--steps N] [--input N] [--hidden N] [--samples N]
@@ -85,7 +86,7 @@ fn time_model(
 ) -> Result<(f64, f64)> {
     let ctx = labels.context().clone();
     let forward_ms = median_ms(samples, || {
-        let mut g = Graph::new(&ctx, store, false, 0, 0);
+        let mut g = Graph::eval(&ctx, store);
         let out = logits(&mut g)?;
         let value = g.value(out).clone();
         g.submit();
@@ -96,7 +97,7 @@ fn time_model(
     let train_ms = median_ms(samples, || {
         step += 1;
         store.zero_grad();
-        let mut g = Graph::new(&ctx, store, true, 0, step);
+        let mut g = Graph::train(&ctx, store, 0, step);
         let out = logits(&mut g)?;
         let loss = g.cross_entropy(out, labels, &CrossEntropy::default())?;
         let value = g.value(loss).clone();
@@ -135,9 +136,12 @@ fn run(o: &Options) -> Result<()> {
     for (kind, gates, name) in [(CellKind::Lstm, 4, "LSTM"), (CellKind::Gru, 3, "GRU")] {
         // The bare layer (nn.LSTM(I, H) / nn.GRU(I, H)) and a Linear(H, 2) head for the loss.
         let mut store = ParamStore::new();
-        let layer = Recurrent::new(&ctx, &mut store, &mut rng, "rnn", RecurrentConfig::new(kind, i, h))?;
+        let layer = recurrent(
+            RecurrentConfig::new(kind, i, h),
+            VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "rnn"),
+        )?;
         let layer_count = store.count().0;
-        let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", h, 2, true)?;
+        let fc = linear(h, 2, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "fc"))?;
         let (forward_ms, train_ms) = time_model(&mut store, &labels, o.samples, |g| {
             let x = g.input(&features);
             let out = layer.forward(g, x, None)?;

@@ -81,7 +81,7 @@ fn run(o: &Options) -> Result<()> {
         })
         .collect();
     let x = Tensor::from_slice(&ctx, &normal, &[o.batch, o.steps, o.input])?;
-    let mut g = Graph::new(&ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(&ctx, &mut store);
     let forward = model.forward(&mut g, &x, None)?;
     let (output, hidden, logits) = (
         g.value(forward.states.output).clone(),

@@ -17,8 +17,10 @@ use tsumugi::kernels::elementwise::{add_forward, sum_forward};
 use tsumugi::kernels::embedding::upload_ids;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
-use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::seq2seq::{AttentionKind, Decoder, DecoderConfig, Encoder, EncoderConfig, Seq2Seq};
+use tsumugi::nn::{
+    embedding, linear, recurrent, CellKind, Embedding, EmbeddingConfig, Linear, Recurrent, RecurrentConfig, VarBuilder,
+};
 use tsumugi::{Context, DType, Error, Tensor};
 
 /// Every parameter's value, for "nothing changed" checks.
@@ -41,16 +43,19 @@ fn classifier(store: &mut ParamStore, lstm_input: usize, fc_input: usize) -> Cla
     let ctx = ctx();
     let mut rng = StdRng::seed_from_u64(1);
     Classifier {
-        embedding: Embedding::new(ctx, store, &mut rng, "embedding", 7, 8, Some(0)).unwrap(),
-        lstm: Recurrent::new(
-            ctx,
-            store,
-            &mut rng,
-            "lstm",
-            RecurrentConfig::new(CellKind::Lstm, lstm_input, 16),
+        embedding: embedding(
+            7,
+            8,
+            EmbeddingConfig { padding_idx: Some(0) },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "embedding"),
         )
         .unwrap(),
-        fc: Linear::new(ctx, store, &mut rng, "fc", fc_input, 3, true).unwrap(),
+        lstm: recurrent(
+            RecurrentConfig::new(CellKind::Lstm, lstm_input, 16),
+            VarBuilder::with_prefix(ctx, store, &mut rng, "lstm"),
+        )
+        .unwrap(),
+        fc: linear(fc_input, 3, VarBuilder::with_prefix(ctx, store, &mut rng, "fc")).unwrap(),
     }
 }
 
@@ -64,7 +69,7 @@ fn train_step(
     t: u64,
 ) -> tsumugi::Result<(Tensor, Tensor)> {
     store.zero_grad();
-    let mut g = Graph::new(ctx(), store, true, 0, t);
+    let mut g = Graph::train(ctx(), store, 0, t);
     let x = model.embedding.forward(&mut g, ids)?;
     let states = model.lstm.forward(&mut g, x, lengths)?;
     let logits = model.fc.forward(&mut g, states.h_n[0])?;
@@ -137,7 +142,7 @@ fn an_empty_batch_is_an_error_not_a_panic() {
         "{err}"
     );
     // Empty inputs straight into a recurrent layer and a linear layer.
-    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let mut g = Graph::train(ctx, &mut store, 0, 1);
     let x = Tensor::from_slice::<f32>(ctx, &[], &[0, 3, 8]).unwrap();
     let x = g.input(&x);
     let err = model.lstm.forward(&mut g, x, None).unwrap_err();
@@ -195,22 +200,30 @@ fn mismatched_shapes_between_chained_modules_are_shape_errors_that_change_nothin
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(2);
     let model = Seq2Seq {
-        encoder: Encoder::new(ctx, &mut store, &mut rng, "encoder", 7, 8, 16, Some(0)).unwrap(),
-        decoder: Decoder::new(
-            ctx,
-            &mut store,
-            &mut rng,
-            "decoder",
-            9,
-            8,
-            12,
-            Some(0),
-            Some(AttentionKind::Bahdanau),
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab: 7,
+                embed: 8,
+                hidden: 16,
+                padding_idx: Some(0),
+            },
+            VarBuilder::with_prefix(ctx, &mut store, &mut rng, "encoder"),
+        )
+        .unwrap(),
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab: 9,
+                embed: 8,
+                hidden: 12,
+                padding_idx: Some(0),
+                attention: Some(AttentionKind::Bahdanau),
+            },
+            VarBuilder::with_prefix(ctx, &mut store, &mut rng, "decoder"),
         )
         .unwrap(),
     };
     let sos = Tensor::from_slice(ctx, &[1u32, 1], &[2, 1]).unwrap();
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let err = model.greedy(&mut g, &ids, None, &sos, 3).unwrap_err();
     assert!(
         matches!(&err, Error::ShapeMismatch { tensor, .. } if tensor.starts_with("decoder.")),
@@ -268,7 +281,7 @@ fn a_bad_learning_rate_is_an_error_before_any_weight_changes() {
     let before = values(&store);
     for lr in [0.0, -1e-3, f64::NAN, f64::INFINITY] {
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+        let mut g = Graph::train(ctx, &mut store, 0, 1);
         let x = model.embedding.forward(&mut g, &ids).unwrap();
         let h = model.lstm.forward(&mut g, x, None).unwrap().h_n[0];
         let logits = model.fc.forward(&mut g, h).unwrap();
@@ -330,7 +343,7 @@ fn a_lost_device_gives_device_lost_errors_not_panics() {
     let ctx = Context::new().unwrap();
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(1);
-    let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", 4, 3, true).unwrap();
+    let fc = linear(4, 3, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "fc")).unwrap();
     let x = Tensor::from_slice(&ctx, &seeded(1, 8), &[2, 4]).unwrap();
     let y = Tensor::zeros(&ctx, &[2, 4], DType::F32).unwrap();
     ctx.wait_idle_blocking().unwrap();
@@ -348,7 +361,7 @@ fn a_lost_device_gives_device_lost_errors_not_panics() {
     let mut encoder = ctx.create_encoder();
     assert_lost("add_forward", add_forward(&ctx, &mut encoder, &x, &x, &y));
     drop(encoder);
-    let mut g = Graph::new(&ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(&ctx, &mut store);
     let input = g.input(&x);
     assert_lost("Linear::forward", fc.forward(&mut g, input));
     drop(g);
@@ -423,11 +436,11 @@ fn a_parameter_handle_of_another_store_is_an_error_not_a_panic_or_another_parame
     let ctx = ctx();
     let mut rng = StdRng::seed_from_u64(1);
     let (mut ours, mut theirs) = (ParamStore::new(), ParamStore::new());
-    let fc = Linear::new(ctx, &mut ours, &mut rng, "fc", 3, 2, true).unwrap();
+    let fc = linear(3, 2, VarBuilder::with_prefix(ctx, &mut ours, &mut rng, "fc")).unwrap();
     // The same index exists in the other store: it must not resolve to its parameter.
-    Linear::new(ctx, &mut theirs, &mut rng, "other", 3, 2, true).unwrap();
+    linear(3, 2, VarBuilder::with_prefix(ctx, &mut theirs, &mut rng, "other")).unwrap();
     let x = Tensor::from_slice(ctx, &seeded(1, 6), &[2, 3]).unwrap();
-    let mut g = Graph::new(ctx, &mut theirs, true, 0, 1);
+    let mut g = Graph::train(ctx, &mut theirs, 0, 1);
     let input = g.input(&x);
     let err = fc.forward(&mut g, input).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
@@ -446,17 +459,28 @@ fn modules_larger_than_the_device_allows_are_an_error_before_any_host_allocation
     let mut rng = StdRng::seed_from_u64(1);
     // 4e8 x 128 floats (205 GB): the process aborted in nn::uniform before the check.
     let config = RecurrentConfig::new(CellKind::Lstm, 128, 100_000_000);
-    let err = Recurrent::new(ctx, &mut store, &mut rng, "lstm", config).unwrap_err();
+    let err = recurrent(config, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "lstm")).unwrap_err();
     assert!(
         matches!(&err, Error::DeviceLimit { tensor, .. } if tensor.starts_with("lstm.weight_ih_l0")),
         "{err}"
     );
-    let err = Linear::new(ctx, &mut store, &mut rng, "fc", 1 << 20, 1 << 20, true).unwrap_err();
+    let err = linear(
+        1 << 20,
+        1 << 20,
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc"),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, Error::DeviceLimit { tensor, .. } if tensor.starts_with("fc.weight")),
         "{err}"
     );
-    let err = Embedding::new(ctx, &mut store, &mut rng, "emb", usize::MAX / 2, 4, None).unwrap_err();
+    let err = embedding(
+        usize::MAX / 2,
+        4,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "emb"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("emb.weight"), "{err}");
     assert_eq!(store.count().0, 0, "a parameter was registered");
 }
@@ -466,10 +490,10 @@ fn cross_entropy_through_the_graph_with_a_target_beyond_the_vocabulary_is_an_err
     let ctx = ctx();
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(1);
-    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 3, 4, true).unwrap();
+    let fc = linear(3, 4, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
     let x = Tensor::from_slice(ctx, &seeded(2, 6), &[2, 3]).unwrap();
     let targets = Tensor::from_slice(ctx, &[1u32, 4], &[2]).unwrap();
-    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let mut g = Graph::train(ctx, &mut store, 0, 1);
     let input = g.input(&x);
     let logits = fc.forward(&mut g, input).unwrap();
     let loss = g.cross_entropy(logits, &targets, &CrossEntropy::default()).unwrap();

@@ -12,6 +12,8 @@ use tsumugi::kernels::beam::{backtrack, beam_expand, beam_select, BeamSelection,
 use tsumugi::kernels::cross_entropy::top_k;
 use tsumugi::kernels::Lengths;
 use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 use tsumugi::reference::beam as reference;
 use tsumugi::{DType, Error, Tensor};
 
@@ -262,8 +264,27 @@ fn small_model(store: &mut ParamStore, tgt_vocab: usize, attention: Option<Atten
     let ctx = ctx();
     let mut rng = StdRng::seed_from_u64(21);
     Seq2Seq {
-        encoder: Encoder::new(ctx, store, &mut rng, "encoder", 6, 5, 8, Some(0)).unwrap(),
-        decoder: Decoder::new(ctx, store, &mut rng, "decoder", tgt_vocab, 5, 8, Some(0), attention).unwrap(),
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab: 6,
+                embed: 5,
+                hidden: 8,
+                padding_idx: Some(0),
+            },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "encoder"),
+        )
+        .unwrap(),
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab: tgt_vocab,
+                embed: 5,
+                hidden: 8,
+                padding_idx: Some(0),
+                attention,
+            },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "decoder"),
+        )
+        .unwrap(),
     }
 }
 
@@ -284,7 +305,7 @@ fn teacher_forced_log_probs(
         .iter()
         .map(|ids| Tensor::from_slice(ctx, ids, &[rows, 1]).unwrap())
         .collect();
-    let mut g = Graph::new(ctx, store, false, 0, 0);
+    let mut g = Graph::eval(ctx, store);
     let logits = model
         .forward(&mut g, &src, None, &steps, 1.0, &mut StdRng::seed_from_u64(0))
         .unwrap();
@@ -367,7 +388,7 @@ fn beam_search_with_one_beam_is_greedy_decoding_for_every_row_and_length() {
         .unwrap();
 
     let sos = Tensor::from_slice(ctx, &[SOS; 3], &[3, 1]).unwrap();
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let (chosen, _) = model.greedy(&mut g, &src, Some(&lengths), &sos, max_len).unwrap();
     g.submit();
     let chosen: Vec<Vec<u32>> = chosen.iter().map(|t| t.to_vec().unwrap()).collect();

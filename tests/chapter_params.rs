@@ -17,14 +17,16 @@ use rand::SeedableRng;
 use tsumugi::graph::ParamStore;
 use tsumugi::nn::models::{Readout, RecurrentModel, Spec};
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
+use tsumugi::nn::{CellKind, Embedding, RecurrentConfig};
 use tsumugi::Tensor;
 
-fn embedding(v: usize, e: usize) -> usize {
+fn embedding_params(v: usize, e: usize) -> usize {
     v * e
 }
 
-fn linear(i: usize, o: usize) -> usize {
+fn linear_params(i: usize, o: usize) -> usize {
     i * o + o
 }
 
@@ -54,7 +56,7 @@ fn rng() -> StdRng {
 fn section_2_1_simple_rnn_and_char_rnn() {
     let mut store = ParamStore::new();
     RecurrentModel::simple_rnn(ctx(), &mut store, &mut rng(), 10, 20, 2).unwrap();
-    assert_eq!(store.count().0, layer(1, 10, 20) + linear(20, 2));
+    assert_eq!(store.count().0, layer(1, 10, 20) + linear_params(20, 2));
     assert_eq!(store.count().0, 682);
 
     // CharRNN over the 8 characters of "hello world".
@@ -64,7 +66,7 @@ fn section_2_1_simple_rnn_and_char_rnn() {
     assert_eq!(chars.len(), 8);
     let mut store = ParamStore::new();
     RecurrentModel::char_rnn(ctx(), &mut store, &mut rng(), 8, 16, 32).unwrap();
-    assert_eq!(store.count().0, embedding(8, 16) + layer(1, 16, 32) + linear(32, 8));
+    assert_eq!(store.count().0, embedding_params(8, 16) + layer(1, 16, 32) + linear_params(32, 8));
     assert_eq!(store.count().0, 1_992);
 }
 
@@ -88,7 +90,7 @@ fn section_2_2_sentiment_lstm_and_text_classifier_gru() {
     RecurrentModel::new(ctx(), &mut store, &mut rng(), spec).unwrap();
     assert_eq!(
         store.count().0,
-        embedding(21, 32) + lstm(32, 64) + lstm(64, 64) + linear(64, 2)
+        embedding_params(21, 32) + lstm(32, 64) + lstm(64, 64) + linear_params(64, 2)
     );
     assert_eq!(store.count().0, 59_170);
 
@@ -96,11 +98,11 @@ fn section_2_2_sentiment_lstm_and_text_classifier_gru() {
     // chapter prints 37,954) and TextClassifierGRU(100, 32, 64, 2) (28,866).
     let mut store = ParamStore::new();
     RecurrentModel::sentiment_lstm(ctx(), &mut store, &mut rng(), 100, 32, 64, 2, 1, 0.0).unwrap();
-    assert_eq!(store.count().0, embedding(100, 32) + lstm(32, 64) + linear(64, 2));
+    assert_eq!(store.count().0, embedding_params(100, 32) + lstm(32, 64) + linear_params(64, 2));
     assert_eq!(store.count().0, 28_418);
     let mut store = ParamStore::new();
     RecurrentModel::text_classifier_gru(ctx(), &mut store, &mut rng(), 100, 32, 64, 2).unwrap();
-    assert_eq!(store.count().0, embedding(100, 32) + layer(3, 32, 64) + linear(64, 2));
+    assert_eq!(store.count().0, embedding_params(100, 32) + layer(3, 32, 64) + linear_params(64, 2));
     assert_eq!(store.count().0, 22_146);
 }
 
@@ -108,16 +110,35 @@ fn section_2_2_sentiment_lstm_and_text_classifier_gru() {
 fn seq2seq(src: usize, tgt: usize, e: usize, h: usize, attention: Option<AttentionKind>) -> ParamStore {
     let mut store = ParamStore::new();
     let mut r = rng();
-    Encoder::new(ctx(), &mut store, &mut r, "encoder", src, e, h, None).unwrap();
-    Decoder::new(ctx(), &mut store, &mut r, "decoder", tgt, e, h, None, attention).unwrap();
+    Encoder::build(
+        EncoderConfig {
+            vocab: src,
+            embed: e,
+            hidden: h,
+            padding_idx: None,
+        },
+        VarBuilder::with_prefix(ctx(), &mut store, &mut r, "encoder"),
+    )
+    .unwrap();
+    Decoder::build(
+        DecoderConfig {
+            vocab: tgt,
+            embed: e,
+            hidden: h,
+            padding_idx: None,
+            attention,
+        },
+        VarBuilder::with_prefix(ctx(), &mut store, &mut r, "decoder"),
+    )
+    .unwrap();
     store
 }
 
 #[test]
 fn section_2_3_seq2seq() {
     let store = seq2seq(100, 100, 128, 256, None);
-    let encoder = embedding(100, 128) + lstm(128, 256);
-    let decoder = embedding(100, 128) + lstm(128, 256) + linear(256, 100);
+    let encoder = embedding_params(100, 128) + lstm(128, 256);
+    let decoder = embedding_params(100, 128) + lstm(128, 256) + linear_params(256, 100);
     assert_eq!(under(&store, "encoder."), encoder);
     assert_eq!(under(&store, "decoder."), decoder);
     // The chapter prints 275,456, 301,156 and 576,612.
@@ -132,7 +153,7 @@ fn section_2_3_seq2seq() {
     let store = seq2seq(en, ja, 64, 128, None);
     assert_eq!(
         store.count().0,
-        embedding(14, 64) + lstm(64, 128) + embedding(19, 64) + lstm(64, 128) + linear(128, 19)
+        embedding_params(14, 64) + lstm(64, 128) + embedding_params(19, 64) + lstm(64, 128) + linear_params(128, 19)
     );
 }
 
@@ -141,14 +162,14 @@ fn section_2_4_seq2seq_with_attention() {
     let store = seq2seq(100, 100, 128, 256, Some(AttentionKind::Bahdanau));
     // BahdanauAttention(256): W1, W2 Linear(256, 256), V Linear(256, 1); the decoder's
     // LSTM reads [embedding; context], 128 + 256 wide.
-    let attention = 2 * linear(256, 256) + linear(256, 1);
+    let attention = 2 * linear_params(256, 256) + linear_params(256, 1);
     assert_eq!(under(&store, "decoder.attention."), attention);
-    let total = embedding(100, 128)
+    let total = embedding_params(100, 128)
         + lstm(128, 256)
-        + embedding(100, 128)
+        + embedding_params(100, 128)
         + attention
         + lstm(128 + 256, 256)
-        + linear(256, 100);
+        + linear_params(256, 100);
     assert_eq!(store.count().0, total);
     assert_eq!(total, 1_235_813); // the chapter prints 609,124
 }
@@ -156,7 +177,13 @@ fn section_2_4_seq2seq_with_attention() {
 #[test]
 fn section_2_5_embeddings_and_char_level_rnn() {
     let mut store = ParamStore::new();
-    Embedding::new(ctx(), &mut store, &mut rng(), "embedding", 1000, 128, None).unwrap();
+    embedding(
+        1000,
+        128,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx(), &mut store, &mut rng(), "embedding"),
+    )
+    .unwrap();
     assert_eq!(store.count().0, 128_000);
 
     // TextClassifierWithPretrainedEmbedding: a frozen [1000, 100] table, LSTM(100, 128),
@@ -166,19 +193,16 @@ fn section_2_5_embeddings_and_char_level_rnn() {
         let table = Tensor::zeros(ctx(), &[1000, 100], tsumugi::DType::F32).unwrap();
         Embedding::from_pretrained(&mut store, "embedding", table, freeze, None).unwrap();
         let mut r = rng();
-        Recurrent::new(
-            ctx(),
-            &mut store,
-            &mut r,
-            "lstm",
+        recurrent(
             RecurrentConfig::new(CellKind::Lstm, 100, 128),
+            VarBuilder::with_prefix(ctx(), &mut store, &mut r, "lstm"),
         )
         .unwrap();
-        Linear::new(ctx(), &mut store, &mut r, "fc", 128, 2, true).unwrap();
-        let total = embedding(1000, 100) + lstm(100, 128) + linear(128, 2);
+        linear(128, 2, VarBuilder::with_prefix(ctx(), &mut store, &mut r, "fc")).unwrap();
+        let total = embedding_params(1000, 100) + lstm(100, 128) + linear_params(128, 2);
         assert_eq!(
             store.count(),
-            (total, total - if freeze { embedding(1000, 100) } else { 0 })
+            (total, total - if freeze { embedding_params(1000, 100) } else { 0 })
         );
         assert_eq!((total, store.count().1), (218_018, trainable));
     }
@@ -188,7 +212,7 @@ fn section_2_5_embeddings_and_char_level_rnn() {
     RecurrentModel::char_level_rnn(ctx(), &mut store, &mut rng(), 27, 32, 64, 2).unwrap();
     assert_eq!(
         store.count().0,
-        embedding(27, 32) + lstm(32, 64) + lstm(64, 64) + linear(64, 27)
+        embedding_params(27, 32) + lstm(32, 64) + lstm(64, 64) + linear_params(64, 27)
     );
     assert_eq!(store.count().0, 60_987);
 }
@@ -206,7 +230,7 @@ fn exercises_2_and_5() {
         readout: Readout::LastHidden { dropout: 0.0 },
     };
     RecurrentModel::new(ctx(), &mut store, &mut rng(), spec).unwrap();
-    assert_eq!(store.count().0, embedding(v, e) + lstm(e, h) + linear(h, c));
+    assert_eq!(store.count().0, embedding_params(v, e) + lstm(e, h) + linear_params(h, c));
     assert_eq!(store.count().0, 26_883);
 
     // Exercise 5's TextClassifier(100, 50, 64, 2), frozen: only the LSTM and fc train.
@@ -214,15 +238,12 @@ fn exercises_2_and_5() {
     let table = Tensor::zeros(ctx(), &[100, 50], tsumugi::DType::F32).unwrap();
     Embedding::from_pretrained(&mut store, "embedding", table, true, None).unwrap();
     let mut r = rng();
-    Recurrent::new(
-        ctx(),
-        &mut store,
-        &mut r,
-        "lstm",
+    recurrent(
         RecurrentConfig::new(CellKind::Lstm, 50, 64),
+        VarBuilder::with_prefix(ctx(), &mut store, &mut r, "lstm"),
     )
     .unwrap();
-    Linear::new(ctx(), &mut store, &mut r, "fc", 64, 2, true).unwrap();
+    linear(64, 2, VarBuilder::with_prefix(ctx(), &mut store, &mut r, "fc")).unwrap();
     assert_eq!(store.count(), (34_826, 29_826));
-    assert_eq!(34_826, embedding(100, 50) + lstm(50, 64) + linear(64, 2));
+    assert_eq!(34_826, embedding_params(100, 50) + lstm(50, 64) + linear_params(64, 2));
 }

@@ -10,7 +10,8 @@ use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::{Adam, Sgd};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 use tsumugi::Tensor;
 
 const TEXT: &str = "hello world";
@@ -29,24 +30,27 @@ fn train(kind: CellKind, steps: u64, sgd: bool) -> (f32, f32) {
 
     let mut rng = StdRng::seed_from_u64(8);
     let mut store = ParamStore::new();
-    let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", v, 16, None).unwrap();
-    let rnn = Recurrent::new(
-        ctx,
-        &mut store,
-        &mut rng,
-        "rnn",
+    let embedding = embedding(
+        v,
+        16,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "embedding"),
+    )
+    .unwrap();
+    let rnn = recurrent(
         RecurrentConfig {
             num_layers: 1,
             dropout: 0.0,
             ..RecurrentConfig::new(kind, 16, 32)
         },
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "rnn"),
     )
     .unwrap();
-    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 32, v, true).unwrap();
+    let fc = linear(32, v, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
     let (mut first, mut last, mut norm) = (0.0, 0.0, Tensor::zeros(ctx, &[1], tsumugi::DType::F32).unwrap());
     for t in 1..=steps {
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, true, 1, t);
+        let mut g = Graph::train(ctx, &mut store, 1, t);
         let x = embedding.forward(&mut g, &inputs).unwrap();
         let out = rnn.forward(&mut g, x, None).unwrap().output;
         let logits = fc.forward(&mut g, out).unwrap();

@@ -13,6 +13,7 @@ use tsumugi::io::{
 };
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::{Context, Error, Tensor};
 
@@ -30,9 +31,15 @@ fn model(ctx: &Context, store: &mut ParamStore, seed: u64, hidden: usize) -> Mod
         ..RecurrentConfig::new(CellKind::Lstm, 8, hidden)
     };
     Model {
-        embedding: Embedding::new(ctx, store, &mut rng, "embedding", 10, 8, Some(0)).unwrap(),
-        lstm: Recurrent::new(ctx, store, &mut rng, "lstm", config).unwrap(),
-        fc: Linear::new(ctx, store, &mut rng, "fc", hidden, 2, true).unwrap(),
+        embedding: embedding(
+            10,
+            8,
+            EmbeddingConfig { padding_idx: Some(0) },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "embedding"),
+        )
+        .unwrap(),
+        lstm: recurrent(config, VarBuilder::with_prefix(ctx, store, &mut rng, "lstm")).unwrap(),
+        fc: linear(hidden, 2, VarBuilder::with_prefix(ctx, store, &mut rng, "fc")).unwrap(),
     }
 }
 
@@ -41,7 +48,7 @@ fn step(ctx: &Context, store: &mut ParamStore, m: &Model, t: u64) -> u32 {
     let ids = Tensor::from_slice(ctx, &[1u32, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3], &[3, 4]).unwrap();
     let labels = Tensor::from_slice(ctx, &[0u32, 1, 0], &[3]).unwrap();
     store.zero_grad();
-    let mut g = Graph::new(ctx, store, true, 9, t);
+    let mut g = Graph::train(ctx, store, 9, t);
     let x = m.embedding.forward(&mut g, &ids).unwrap();
     let h = m.lstm.forward(&mut g, x, None).unwrap().h_n[1];
     let logits = m.fc.forward(&mut g, h).unwrap();

@@ -18,8 +18,9 @@ use std::future::Future;
 use tsumugi::graph::ParamStore;
 use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::Context;
 
 #[test]
@@ -29,13 +30,19 @@ fn game_frame_bars_match_the_generator_probabilities_on_the_host_device() {
     let (streams, vocab, hidden) = (3, 12, 16);
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(4);
-    let embedding = Embedding::new(&ctx, &mut store, &mut rng, "embedding", vocab, 8, None).unwrap();
+    let embedding = embedding(
+        vocab,
+        8,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "embedding"),
+    )
+    .unwrap();
     let config = RecurrentConfig {
         num_layers: 2,
         ..RecurrentConfig::new(CellKind::Lstm, 8, hidden)
     };
-    let lstm = Recurrent::new(&ctx, &mut store, &mut rng, "lstm", config).unwrap();
-    let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", hidden, vocab, true).unwrap();
+    let lstm = recurrent(config, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "lstm")).unwrap();
+    let fc = linear(hidden, vocab, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "fc")).unwrap();
     // Sharpened so that bars of many heights appear.
     let sampling = Sampling {
         temperature: 0.25,
@@ -137,16 +144,19 @@ fn game_reads_the_drawn_tokens_back_asynchronously_without_waiting() {
     let ctx = Context::from_wgpu(device.clone(), queue.clone());
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(5);
-    let embedding = Embedding::new(&ctx, &mut store, &mut rng, "embedding", 9, 4, None).unwrap();
-    let gru = Recurrent::new(
-        &ctx,
-        &mut store,
-        &mut rng,
-        "gru",
-        RecurrentConfig::new(CellKind::Gru, 4, 8),
+    let embedding = embedding(
+        9,
+        4,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "embedding"),
     )
     .unwrap();
-    let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", 8, 9, true).unwrap();
+    let gru = recurrent(
+        RecurrentConfig::new(CellKind::Gru, 4, 8),
+        VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "gru"),
+    )
+    .unwrap();
+    let fc = linear(8, 9, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "fc")).unwrap();
     let mut generator = Generator::new(&ctx, &store, &embedding, &gru, &fc, 5, Sampling::default()).unwrap();
     let mut encoder = device.create_command_encoder(&Default::default());
     generator.step(&mut encoder).unwrap();

@@ -14,6 +14,7 @@ use tsumugi::kernels::rnn_cell::Nonlinearity;
 use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::models::RecurrentModel;
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::{Context, DType, Error, Tensor};
 
@@ -29,13 +30,19 @@ fn model(ctx: &Context, kind: CellKind, layers: usize, vocab: usize, hidden: usi
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(seed);
     let embed = 6;
-    let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", vocab, embed, None).unwrap();
+    let embedding = embedding(
+        vocab,
+        embed,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "embedding"),
+    )
+    .unwrap();
     let config = RecurrentConfig {
         num_layers: layers,
         ..RecurrentConfig::new(kind, embed, hidden)
     };
-    let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", config).unwrap();
-    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", hidden, vocab, true).unwrap();
+    let rnn = recurrent(config, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "rnn")).unwrap();
+    let fc = linear(hidden, vocab, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
     Model {
         store,
         embedding,
@@ -64,7 +71,7 @@ impl Model {
     fn batch(&mut self, ids: &[u32], b: usize, t: usize) -> (Vec<f32>, Vec<f32>) {
         let ctx = ctx();
         let ids = Tensor::from_slice(ctx, ids, &[b, t]).unwrap();
-        let mut g = Graph::new(ctx, &mut self.store, false, 0, 0);
+        let mut g = Graph::eval(ctx, &mut self.store);
         let x = self.embedding.forward(&mut g, &ids).unwrap();
         let output = self.rnn.forward(&mut g, x, None).unwrap().output;
         let logits = self.fc.forward(&mut g, output).unwrap();
@@ -154,7 +161,7 @@ fn generator_from_model_runs_the_chapters_character_models() {
             RecurrentModel::char_rnn(ctx, &mut store, &mut rng, v, 6, 8).unwrap()
         };
         let ids_t = Tensor::from_slice(ctx, &ids, &[b, t]).unwrap();
-        let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+        let mut g = Graph::eval(ctx, &mut store);
         let logits = model.forward(&mut g, &ids_t, None).unwrap().logits;
         let logits = g.value(logits).clone();
         g.submit();
@@ -367,7 +374,7 @@ fn generator_rejects_bad_arguments_with_clear_errors() {
         bidirectional: true,
         ..RecurrentConfig::new(CellKind::Lstm, 6, 4)
     };
-    let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", bidirectional).unwrap();
+    let rnn = recurrent(bidirectional, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "rnn")).unwrap();
     invalid(
         Generator::new(ctx, &store, &m.embedding, &rnn, &m.fc, 1, Sampling::default()).unwrap_err(),
         "bidirectional",

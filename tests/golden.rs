@@ -189,7 +189,7 @@ fn one_step(
     let mut golden = Golden::open(case);
     golden.load_weights(store);
     store.zero_grad();
-    let mut g = Graph::new(ctx, store, false, 0, 1);
+    let mut g = Graph::eval(ctx, store);
     let (loss, outputs) = forward(&mut g, &golden);
     let loss_t = g.value(loss).clone();
     let outputs: Vec<(&str, Vec<Tensor>)> = outputs
@@ -337,7 +337,7 @@ fn seq2seq_case(case: &'static str, dims: (usize, usize, usize, usize), attentio
     let targets = Tensor::from_slice(ctx, &targets, &[targets.len()]).expect("upload");
 
     {
-        let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+        let mut g = Graph::eval(ctx, &mut store);
         let (values, h, c) = model.encoder.forward(&mut g, &src, None).expect("encoder");
         let memory = model
             .decoder

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
+use tsumugi::nn::{recurrent, VarBuilder};
 use tsumugi::{Context, Tensor};
 
 /// The chapter's eight movie reviews (section 2.2, label 1 = positive), word ids by
@@ -77,7 +78,11 @@ fn step(
     if training {
         store.zero_grad();
     }
-    let mut g = Graph::new(ctx, store, training, 7, t.unwrap_or(0));
+    let mut g = if training {
+        Graph::train(ctx, store, 7, t.unwrap_or(0))
+    } else {
+        Graph::eval(ctx, store)
+    };
     let emb = g.param(m.embedding).unwrap();
     let x = g.embedding(ids, emb, None).unwrap();
     let x = g.dropout(x, 0.1).unwrap();
@@ -187,7 +192,7 @@ fn loss_and_grads(
     with_grads: bool,
 ) -> f64 {
     store.zero_grad();
-    let mut g = Graph::new(ctx, store, false, 0, 0);
+    let mut g = Graph::eval(ctx, store);
     let emb = g.param(m.embedding).unwrap();
     let x = g.embedding(ids, emb, None).unwrap();
     let weights = RecurrentWeights {
@@ -228,16 +233,13 @@ fn graph_gradients_of_every_parameter_match_finite_differences_of_the_gpu_loss()
 fn a_sum_loss_backpropagates_ones_through_a_recurrent_layer() {
     // loss = output.sum() (the benchmarks' K1/K2 loss): every output element's gradient
     // is 1, checked by finite differences through a GRU layer with lengths.
-    use tsumugi::nn::{CellKind, Recurrent, RecurrentConfig};
+    use tsumugi::nn::{CellKind, RecurrentConfig};
     let ctx = ctx();
     let mut store = ParamStore::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let gru = Recurrent::new(
-        ctx,
-        &mut store,
-        &mut rng,
-        "gru",
+    let gru = recurrent(
         RecurrentConfig::new(CellKind::Gru, 3, 5),
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "gru"),
     )
     .unwrap();
     let x_data: Vec<f32> = (0..2 * 4 * 3).map(|_| rng.random_range(-1.0f32..1.0)).collect();
@@ -245,7 +247,7 @@ fn a_sum_loss_backpropagates_ones_through_a_recurrent_layer() {
     let lengths = tsumugi::kernels::Lengths::new(ctx, &[4, 2], 4).unwrap();
     let loss = |store: &mut ParamStore, backward: bool| -> f64 {
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let input = g.input(&x);
         let out = gru.forward(&mut g, input, Some(&lengths)).unwrap();
         let loss = g.sum(out.output).unwrap();
@@ -265,7 +267,7 @@ fn a_sum_loss_backpropagates_ones_through_a_recurrent_layer() {
         loss(s, false)
     });
     // Only a [1] value can be the root.
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let input = g.input(&x);
     assert!(g.backward(input).is_err());
     g.submit();
@@ -291,7 +293,7 @@ fn graph_stack_concatenates_rows_and_splits_the_gradient() {
             true,
         )
         .unwrap();
-    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let mut g = Graph::train(ctx, &mut store, 0, 1);
     let (va, vb) = (g.param(a).unwrap(), g.param(b).unwrap());
     let stacked = g.stack(&[va, vb, va]).unwrap();
     assert_eq!(g.value(stacked).shape(), &[5, 3]);
@@ -347,7 +349,7 @@ fn out_of_range_gpu_ids_are_counted_per_step() {
     // Made as a plain tensor, as an argmax or a sampled token would be.
     let bad = Tensor::from_slice(ctx, &[1u32, 7, 4, 9], &[4]).unwrap();
     let good = Tensor::from_slice(ctx, &[0u32, 2], &[2]).unwrap();
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     assert!(g.id_errors().is_none());
     let w = g.param(weight).unwrap();
     let looked_up = g.embedding(&bad, w, None).unwrap();
@@ -360,7 +362,7 @@ fn out_of_range_gpu_ids_are_counted_per_step() {
     assert_eq!(&rows[3..6], &[0.0, 0.0, 0.0], "id 7 reads a zero row");
     assert_eq!(&rows[0..3], &table[3..6]);
     // A step with good ids only counts nothing.
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let w = g.param(weight).unwrap();
     g.embedding(&good, w, None).unwrap();
     let errors = g.id_errors().unwrap().clone();
@@ -397,7 +399,7 @@ fn batched_weight_gradient_and_unstack_match_the_direct_graph() {
             Tensor::from_slice(ctx, &[0u32, 4, 2, 2], &[4]).unwrap(),
             Tensor::from_slice(ctx, &[1u32, 3, 0, 4], &[4]).unwrap(),
         ];
-        let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+        let mut g = Graph::train(ctx, &mut store, 0, 1);
         let (wv, bv) = (g.param(w).unwrap(), g.param(b).unwrap());
         let w_used = if batched { g.batch_weight_grad(wv).unwrap() } else { wv };
         let mut ys = Vec::new();
@@ -466,7 +468,7 @@ fn linear_add_matches_an_add_of_a_linear_in_value_and_every_gradient() {
                         .unwrap()
                 })
                 .collect();
-            let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+            let mut g = Graph::train(ctx, &mut store, 0, 1);
             let [x, w, z, wc] = [0, 1, 2, 3].map(|i| g.param(ids[i]).unwrap());
             let w = if batched { g.batch_weight_grad(w).unwrap() } else { w };
             // c: a computed value, used twice.

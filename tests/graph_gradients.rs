@@ -100,7 +100,7 @@ mod cells {
     fn loss(ctx: &Context, store: &mut ParamStore, n: &Net, with_grads: bool) -> f64 {
         let (ids, lengths, targets) = batch(ctx, n.per_token);
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let p: Vec<_> = n.params.iter().map(|&id| g.param(id).unwrap()).collect();
         let x = g.embedding(&ids, p[0], None).unwrap();
         let weights = RecurrentWeights {
@@ -215,7 +215,7 @@ mod encoder_decoder {
         );
         let labels = Tensor::from_slice(ctx, &labels, &[B * T]).unwrap();
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let p: Vec<_> = ids.iter().map(|&id| g.param(id).unwrap()).collect();
         let weights = |k: usize| RecurrentWeights {
             w_ih: p[k],
@@ -303,7 +303,7 @@ mod attention_op {
         let labels = Tensor::from_slice(ctx, &[2u32, 0, 5], &[B]).unwrap();
         let lengths = Lengths::new(ctx, &[4, 2, 3], S).unwrap();
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let p: Vec<_> = ids.iter().map(|&id| g.param(id).unwrap()).collect();
         let values = g.embedding(&src, p[0], None).unwrap();
         let q = g.embedding(&q_ids, p[0], None).unwrap();

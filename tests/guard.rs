@@ -12,7 +12,8 @@ use tsumugi::io::{load_checkpoint, save_checkpoint};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::{adam_step, adam_step_guarded, sgd_step, sgd_step_guarded, Adam, Sgd, UPDATE_REFUSED};
 use tsumugi::kernels::rnn_cell::Nonlinearity;
-use tsumugi::nn::{CellKind, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{linear, recurrent, VarBuilder};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 use tsumugi::{Error, Tensor};
 
 #[test]
@@ -101,8 +102,8 @@ fn a_nan_input_stops_training_at_its_step_and_leaves_weights_and_checkpoint_inta
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(3);
     let config = RecurrentConfig::new(CellKind::Rnn(Nonlinearity::Tanh), features, hidden);
-    let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", config).unwrap();
-    let fc = Linear::new(ctx, &mut store, &mut rng, "fc", hidden, 2, true).unwrap();
+    let rnn = recurrent(config, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "rnn")).unwrap();
+    let fc = linear(hidden, 2, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
     let labels = Tensor::from_slice(ctx, &[0u32, 1, 1], &[batch]).unwrap();
     let clean = seeded(7, batch * steps * features);
     let adam = Adam {
@@ -113,7 +114,7 @@ fn a_nan_input_stops_training_at_its_step_and_leaves_weights_and_checkpoint_inta
     let train = |store: &mut ParamStore, x: &[f32], t: u64| -> (f32, f32) {
         let x = Tensor::from_slice(ctx, x, &[batch, steps, features]).unwrap();
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, true, 0, t);
+        let mut g = Graph::train(ctx, store, 0, t);
         let x = g.input(&x);
         let h = rnn.forward(&mut g, x, None).unwrap().h_n[0];
         let logits = fc.forward(&mut g, h).unwrap();
@@ -172,8 +173,8 @@ fn a_nan_input_stops_training_at_its_step_and_leaves_weights_and_checkpoint_inta
     // The last good checkpoint is intact and equals the weights the guard kept.
     let mut restored = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(99);
-    Recurrent::new(ctx, &mut restored, &mut rng, "rnn", config).unwrap();
-    Linear::new(ctx, &mut restored, &mut rng, "fc", hidden, 2, true).unwrap();
+    recurrent(config, VarBuilder::with_prefix(ctx, &mut restored, &mut rng, "rnn")).unwrap();
+    linear(hidden, 2, VarBuilder::with_prefix(ctx, &mut restored, &mut rng, "fc")).unwrap();
     assert_eq!(load_checkpoint(&path, &mut restored).unwrap(), 3);
     assert_eq!(snapshot(&restored), before);
 
@@ -272,8 +273,8 @@ fn a_guarded_step_that_would_destroy_one_weight_changes_none_and_check_step_fini
     let ctx = ctx();
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(5);
-    let first = Linear::new(ctx, &mut store, &mut rng, "first", 3, 4, true).unwrap();
-    let second = Linear::new(ctx, &mut store, &mut rng, "second", 4, 2, true).unwrap();
+    let first = linear(3, 4, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "first")).unwrap();
+    let second = linear(4, 2, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "second")).unwrap();
     // The loss is the sum of the logits of one row, so the gradient of second.bias is
     // exactly 1 and each step moves it down by lr (Adam with beta1 = 0 too). One bias sits
     // at -3.3e38: a learning rate of 1e38, finite in f32, takes it past -f32::MAX, while
@@ -285,7 +286,7 @@ fn a_guarded_step_that_would_destroy_one_weight_changes_none_and_check_step_fini
     let before: Vec<Vec<f32>> = store.entries().map(|(_, v, _)| v.to_vec().unwrap()).collect();
     for optimizer in ["adam", "sgd"] {
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+        let mut g = Graph::train(ctx, &mut store, 0, 1);
         let input = g.input(&x);
         let h = first.forward(&mut g, input).unwrap();
         let logits = second.forward(&mut g, h).unwrap();
@@ -328,7 +329,7 @@ fn a_guarded_step_that_would_destroy_one_weight_changes_none_and_check_step_fini
     }
     // The same steps with a learning rate that keeps every weight finite do train.
     store.zero_grad();
-    let mut g = Graph::new(ctx, &mut store, true, 0, 2);
+    let mut g = Graph::train(ctx, &mut store, 0, 2);
     let input = g.input(&x);
     let h = first.forward(&mut g, input).unwrap();
     let logits = second.forward(&mut g, h).unwrap();

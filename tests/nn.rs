@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
 use tsumugi::{Context, Tensor};
 
@@ -34,20 +35,23 @@ fn classifier(
 ) -> Classifier {
     let mut rng = StdRng::seed_from_u64(42);
     Classifier {
-        embedding: Embedding::new(ctx, store, &mut rng, "embedding", vocab, embed, None).unwrap(),
-        rnn: Recurrent::new(
-            ctx,
-            store,
-            &mut rng,
-            "rnn",
+        embedding: embedding(
+            vocab,
+            embed,
+            EmbeddingConfig { padding_idx: None },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "embedding"),
+        )
+        .unwrap(),
+        rnn: recurrent(
             RecurrentConfig {
                 num_layers: layers,
                 dropout,
                 ..RecurrentConfig::new(kind, embed, hidden)
             },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "rnn"),
         )
         .unwrap(),
-        fc: Linear::new(ctx, store, &mut rng, "fc", hidden, outputs, true).unwrap(),
+        fc: linear(hidden, outputs, VarBuilder::with_prefix(ctx, store, &mut rng, "fc")).unwrap(),
     }
 }
 
@@ -83,19 +87,16 @@ fn parameter_counts_equal_pytorchs_for_the_chapters_classifiers() {
     let mut rng = StdRng::seed_from_u64(1);
     let table = Tensor::zeros(ctx, &[24, 32], tsumugi::DType::F32).unwrap();
     Embedding::from_pretrained(&mut store, "embedding", table, true, None).unwrap();
-    Recurrent::new(
-        ctx,
-        &mut store,
-        &mut rng,
-        "lstm",
+    recurrent(
         RecurrentConfig {
             num_layers: 2,
             dropout: 0.5,
             ..RecurrentConfig::new(CellKind::Lstm, 32, 64)
         },
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "lstm"),
     )
     .unwrap();
-    Linear::new(ctx, &mut store, &mut rng, "fc", 64, 2, true).unwrap();
+    linear(64, 2, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
     assert_eq!(store.count(), (59_266, 58_498));
 }
 
@@ -132,7 +133,10 @@ fn a_two_layer_lstm_classifier_with_dropout_reaches_full_training_accuracy() {
     };
     let run = |store: &mut ParamStore, t: Option<u64>| -> (Vec<f32>, f32) {
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, t.is_some(), 5, t.unwrap_or(0));
+        let mut g = match t {
+            Some(t) => Graph::train(ctx, store, 5, t),
+            None => Graph::eval(ctx, store),
+        };
         let x = model.embedding.forward(&mut g, &ids).unwrap();
         let states = model.rnn.forward(&mut g, x, Some(&lengths)).unwrap();
         let last = *states.h_n.last().unwrap();
@@ -170,7 +174,7 @@ fn bidirectional_layers_count_like_pytorch_and_name_the_reverse_direction() {
         bidirectional: true,
         ..RecurrentConfig::new(CellKind::Lstm, 32, 64)
     };
-    Recurrent::new(ctx, &mut store, &mut rng, "lstm", config).unwrap();
+    recurrent(config, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "lstm")).unwrap();
     assert_eq!(store.count(), (149_504, 149_504));
 }
 
@@ -197,21 +201,27 @@ fn bidirectional_two_layer_lstm_and_gru_with_lengths_match_finite_differences() 
         let mut rng = StdRng::seed_from_u64(5);
         // No padding_idx: id 0 also stands at real steps here, and padding_idx's rule (no
         // gradient for that row, wherever it stands) would differ from the loss's slope.
-        let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", v, e, None).unwrap();
+        let embedding = embedding(
+            v,
+            e,
+            EmbeddingConfig { padding_idx: None },
+            VarBuilder::with_prefix(ctx, &mut store, &mut rng, "embedding"),
+        )
+        .unwrap();
         let config = RecurrentConfig {
             num_layers: 2,
             bidirectional: true,
             ..RecurrentConfig::new(kind, e, h)
         };
-        let rnn = Recurrent::new(ctx, &mut store, &mut rng, "rnn", config).unwrap();
-        let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 2 * h, v, true).unwrap();
+        let rnn = recurrent(config, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "rnn")).unwrap();
+        let fc = linear(2 * h, v, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
         let ce = CrossEntropy {
             ignore_index: Some(0),
             ..CrossEntropy::default()
         };
         let loss = |store: &mut ParamStore, with_grads: bool| -> f64 {
             store.zero_grad();
-            let mut g = Graph::new(ctx, store, false, 0, 0);
+            let mut g = Graph::eval(ctx, store);
             let x = embedding.forward(&mut g, &ids).unwrap();
             let out = rnn.forward(&mut g, x, Some(&lengths)).unwrap().output;
             let logits = fc.forward(&mut g, out).unwrap();
@@ -258,17 +268,23 @@ fn training_with_one_seed_is_bitwise_reproducible_and_another_seed_differs() {
     let run = |seed: u64| -> Vec<u32> {
         let mut store = ParamStore::new();
         let mut rng = StdRng::seed_from_u64(seed);
-        let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", 10, 8, Some(0)).unwrap();
+        let embedding = embedding(
+            10,
+            8,
+            EmbeddingConfig { padding_idx: Some(0) },
+            VarBuilder::with_prefix(ctx, &mut store, &mut rng, "embedding"),
+        )
+        .unwrap();
         let config = RecurrentConfig {
             num_layers: 2,
             dropout: 0.3,
             ..RecurrentConfig::new(CellKind::Lstm, 8, 12)
         };
-        let lstm = Recurrent::new(ctx, &mut store, &mut rng, "lstm", config).unwrap();
-        let fc = Linear::new(ctx, &mut store, &mut rng, "fc", 12, 2, true).unwrap();
+        let lstm = recurrent(config, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "lstm")).unwrap();
+        let fc = linear(12, 2, VarBuilder::with_prefix(ctx, &mut store, &mut rng, "fc")).unwrap();
         for t in 1..=5 {
             store.zero_grad();
-            let mut g = Graph::new(ctx, &mut store, true, seed, t);
+            let mut g = Graph::train(ctx, &mut store, seed, t);
             let x = embedding.forward(&mut g, &ids).unwrap();
             let x = g.dropout(x, 0.3).unwrap();
             let h = lstm.forward(&mut g, x, None).unwrap().h_n[1];
@@ -312,7 +328,11 @@ fn a_var_builder_names_parameters_as_pytorch_and_builds_what_the_positional_cons
     let names: Vec<String> = store.entries().map(|(n, _, _)| n.to_string()).collect();
     assert_eq!(names, ["weight", "bias"]);
     let (mut store, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(1));
-    Recurrent::new(ctx, &mut store, &mut rng, "", RecurrentConfig::new(CellKind::Gru, 3, 4)).unwrap();
+    recurrent(
+        RecurrentConfig::new(CellKind::Gru, 3, 4),
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, ""),
+    )
+    .unwrap();
     let names: Vec<String> = store.entries().map(|(n, _, _)| n.to_string()).collect();
     assert_eq!(names, ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]);
 
@@ -325,10 +345,25 @@ fn a_var_builder_names_parameters_as_pytorch_and_builds_what_the_positional_cons
     recurrent(RecurrentConfig::new(CellKind::Lstm, 4, 5), model.pp("lstm")).unwrap();
     linear(5, 3, model.pp("fc")).unwrap();
     let (mut positional, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(7));
-    Embedding::new(ctx, &mut positional, &mut rng, "model.embedding", 11, 4, Some(0)).unwrap();
+    embedding(
+        11,
+        4,
+        EmbeddingConfig { padding_idx: Some(0) },
+        VarBuilder::with_prefix(ctx, &mut positional, &mut rng, "model.embedding"),
+    )
+    .unwrap();
     let config = RecurrentConfig::new(CellKind::Lstm, 4, 5);
-    Recurrent::new(ctx, &mut positional, &mut rng, "model.lstm", config).unwrap();
-    Linear::new(ctx, &mut positional, &mut rng, "model.fc", 5, 3, true).unwrap();
+    recurrent(
+        config,
+        VarBuilder::with_prefix(ctx, &mut positional, &mut rng, "model.lstm"),
+    )
+    .unwrap();
+    linear(
+        5,
+        3,
+        VarBuilder::with_prefix(ctx, &mut positional, &mut rng, "model.fc"),
+    )
+    .unwrap();
     assert_eq!(named_values(&built), named_values(&positional));
     assert!(built.find("model.lstm.weight_hh_l0").is_some());
 
@@ -349,9 +384,28 @@ fn a_var_builder_names_parameters_as_pytorch_and_builds_what_the_positional_cons
     let (mut built, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(3));
     Seq2Seq::build(encoder, decoder, VarBuilder::new(ctx, &mut built, &mut rng)).unwrap();
     let (mut positional, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(3));
-    Encoder::new(ctx, &mut positional, &mut rng, "encoder", 9, 4, 6, Some(0)).unwrap();
+    Encoder::build(
+        EncoderConfig {
+            vocab: 9,
+            embed: 4,
+            hidden: 6,
+            padding_idx: Some(0),
+        },
+        VarBuilder::with_prefix(ctx, &mut positional, &mut rng, "encoder"),
+    )
+    .unwrap();
     let attention = Some(AttentionKind::Bahdanau);
-    Decoder::new(ctx, &mut positional, &mut rng, "decoder", 7, 4, 6, Some(0), attention).unwrap();
+    Decoder::build(
+        DecoderConfig {
+            vocab: 7,
+            embed: 4,
+            hidden: 6,
+            padding_idx: Some(0),
+            attention,
+        },
+        VarBuilder::with_prefix(ctx, &mut positional, &mut rng, "decoder"),
+    )
+    .unwrap();
     assert_eq!(named_values(&built), named_values(&positional));
     assert!(built.find("decoder.attention.W1.weight").is_some());
 }

@@ -12,15 +12,21 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::ParamStore;
 use tsumugi::io::{load_checkpoint, load_state_dict_from_bytes, save_checkpoint, state_dict_to_bytes, LoadOptions};
-use tsumugi::nn::{Embedding, Linear};
+use tsumugi::nn::{embedding, linear, EmbeddingConfig, VarBuilder};
 use tsumugi::Error;
 
 /// `embedding` [5, 3] and `fc` Linear(3, 2).
 fn small_model(seed: u64) -> ParamStore {
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(seed);
-    Embedding::new(ctx(), &mut store, &mut rng, "embedding", 5, 3, None).expect("embedding");
-    Linear::new(ctx(), &mut store, &mut rng, "fc", 3, 2, true).expect("linear");
+    embedding(
+        5,
+        3,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx(), &mut store, &mut rng, "embedding"),
+    )
+    .expect("embedding");
+    linear(3, 2, VarBuilder::with_prefix(ctx(), &mut store, &mut rng, "fc")).expect("linear");
     store
 }
 

@@ -15,6 +15,8 @@ use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::seq2seq::{
     Attention, AttentionKind, BahdanauAttention, BeamSearch, Decoder, Encoder, LuongAttention, LuongScore, Seq2Seq,
 };
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 use tsumugi::{Context, Tensor};
 
 const PAIRS: [(&str, &str); 4] = [
@@ -37,17 +39,25 @@ fn seq2seq(
     let mut rng = StdRng::seed_from_u64(11);
     let (embed, hidden) = dims;
     Seq2Seq {
-        encoder: Encoder::new(ctx, store, &mut rng, "encoder", vocab.0, embed, hidden, Some(PAD)).unwrap(),
-        decoder: Decoder::new(
-            ctx,
-            store,
-            &mut rng,
-            "decoder",
-            vocab.1,
-            embed,
-            hidden,
-            Some(PAD),
-            attention,
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab: vocab.0,
+                embed,
+                hidden,
+                padding_idx: Some(PAD),
+            },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "encoder"),
+        )
+        .unwrap(),
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab: vocab.1,
+                embed,
+                hidden,
+                padding_idx: Some(PAD),
+                attention,
+            },
+            VarBuilder::with_prefix(ctx, store, &mut rng, "decoder"),
         )
         .unwrap(),
     }
@@ -154,7 +164,7 @@ fn translate_toy(attention: AttentionKind) {
     let mut losses = Vec::new();
     for t in 1..=120u64 {
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, true, 3, t);
+        let mut g = Graph::train(ctx, &mut store, 3, t);
         let logits = model.forward(&mut g, &src, None, &step_inputs, 1.0, &mut rng).unwrap();
         let loss = g.cross_entropy(logits, &labels_t, &ce).unwrap();
         let loss_t = g.value(loss).clone();
@@ -166,7 +176,7 @@ fn translate_toy(attention: AttentionKind) {
         }
     }
 
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let (chosen, weights) = model.greedy(&mut g, &src, None, &step_inputs[0], tgt_len).unwrap();
     let weights: Vec<Tensor> = weights.iter().map(|&w| g.value(w).clone()).collect();
     g.submit();
@@ -236,7 +246,7 @@ fn seq2seq_forward_time_major_matches_forward_with_rows_reordered() {
             let mut store = ParamStore::new();
             let model = seq2seq(ctx, &mut store, (vocab, vocab), (6, 8), attention);
             let mut rng = StdRng::seed_from_u64(5);
-            let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+            let mut g = Graph::train(ctx, &mut store, 0, 1);
             let (logits, labels) = if time_major {
                 let logits = model
                     .forward_time_major(&mut g, &src, Some(&lengths), &inputs, teacher_forcing, &mut rng)
@@ -360,7 +370,7 @@ fn every_attention_modules_gradients_match_finite_differences() {
         }
         let loss = |store: &mut ParamStore, backward: bool| -> f64 {
             store.zero_grad();
-            let mut g = Graph::new(ctx, store, false, 0, 0);
+            let mut g = Graph::eval(ctx, store);
             let (q, v, p) = (
                 g.param(query).unwrap(),
                 g.param(values).unwrap(),
@@ -443,7 +453,7 @@ fn scheduled_sampling_ratios_follow_their_schedules_and_bad_ratios_are_errors() 
     let model = seq2seq(ctx, &mut store, (5, 5), (4, 4), None);
     let src = Tensor::from_slice(ctx, &[1u32, 2], &[1, 2]).unwrap();
     let inputs = [Tensor::from_slice(ctx, &[SOS], &[1, 1]).unwrap()];
-    let mut g = Graph::new(ctx, &mut store, true, 0, 1);
+    let mut g = Graph::train(ctx, &mut store, 0, 1);
     let mut rng = StdRng::seed_from_u64(0);
     for ratio in [f64::NAN, -0.5, 2.0] {
         assert!(
@@ -466,7 +476,7 @@ fn seq2seq_takes_the_encoders_lengths_and_the_attention_mask_separately() {
     let sos = Tensor::from_slice(ctx, &[SOS, SOS], &[2, 1]).unwrap();
     // Greedy decoding for 3 steps; returns every step's attention weights [2, 4].
     let weights = |store: &mut ParamStore, padding: SourcePadding<'_>| -> Vec<Vec<f32>> {
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let (_, weights) = model.greedy(&mut g, &src, padding, &sos, 3).unwrap();
         let weights: Vec<Tensor> = weights.iter().map(|&w| g.value(w).clone()).collect();
         g.submit();

@@ -21,6 +21,8 @@ use tsumugi::graph::{check_step_finite, Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::optim::Adam;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 use tsumugi::{Context, Tensor};
 
 const PAD: u32 = 0;
@@ -92,17 +94,25 @@ fn soak(steps: u64, every: u64) -> Vec<Sample> {
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(5);
     let model = Seq2Seq {
-        encoder: Encoder::new(&ctx, &mut store, &mut rng, "encoder", src_vocab, 8, 16, Some(PAD)).unwrap(),
-        decoder: Decoder::new(
-            &ctx,
-            &mut store,
-            &mut rng,
-            "decoder",
-            tgt_vocab,
-            8,
-            16,
-            Some(PAD),
-            Some(AttentionKind::Bahdanau),
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab: src_vocab,
+                embed: 8,
+                hidden: 16,
+                padding_idx: Some(PAD),
+            },
+            VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "encoder"),
+        )
+        .unwrap(),
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab: tgt_vocab,
+                embed: 8,
+                hidden: 16,
+                padding_idx: Some(PAD),
+                attention: Some(AttentionKind::Bahdanau),
+            },
+            VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "decoder"),
         )
         .unwrap(),
     };
@@ -117,7 +127,7 @@ fn soak(steps: u64, every: u64) -> Vec<Sample> {
     let mut samples = Vec::new();
     for t in 1..=steps {
         store.zero_grad();
-        let mut g = Graph::new(&ctx, &mut store, true, 1, t);
+        let mut g = Graph::train(&ctx, &mut store, 1, t);
         // Teacher forcing 0.5: each step takes either input, as in the chapter's training.
         let logits = model.forward(&mut g, &src, None, &step_inputs, 0.5, &mut rng).unwrap();
         let loss = g.cross_entropy(logits, &labels, &ce).unwrap();
@@ -131,7 +141,7 @@ fn soak(steps: u64, every: u64) -> Vec<Sample> {
             let norm = norm.to_vec::<f32>().unwrap()[0];
             check_step_finite(t, loss, norm).unwrap();
             // An evaluation pass, as a training loop would run one.
-            let mut g = Graph::new(&ctx, &mut store, false, 0, 0);
+            let mut g = Graph::eval(&ctx, &mut store);
             let (chosen, _) = model.greedy(&mut g, &src, None, &step_inputs[0], tgt_len).unwrap();
             g.submit();
             assert_eq!(chosen[0].to_vec::<u32>().unwrap().len(), batch);

@@ -15,7 +15,8 @@ use tsumugi::io::{
     MAX_HEADER_BYTES,
 };
 use tsumugi::nn::models::RecurrentModel;
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
+use tsumugi::nn::{CellKind, RecurrentConfig};
 use tsumugi::Error;
 
 fn folder(name: &str) -> std::path::PathBuf {
@@ -161,9 +162,15 @@ fn a_prefix_loads_a_nested_model_or_one_part_of_a_larger_one() {
     // the prefix and ignored.
     let mut encoder = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(3);
-    Embedding::new(ctx, &mut encoder, &mut rng, "embedding", 13, 8, None).expect("embedding");
+    embedding(
+        13,
+        8,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx, &mut encoder, &mut rng, "embedding"),
+    )
+    .expect("embedding");
     let config = RecurrentConfig::new(CellKind::Lstm, 8, 16);
-    Recurrent::new(ctx, &mut encoder, &mut rng, "lstm", config).expect("lstm");
+    recurrent(config, VarBuilder::with_prefix(ctx, &mut encoder, &mut rng, "lstm")).expect("lstm");
     let report = load_state_dict_from_bytes(
         &golden("seq2seq_attention"),
         "golden",
@@ -187,8 +194,14 @@ fn a_prefix_loads_a_nested_model_or_one_part_of_a_larger_one() {
 fn small_model(seed: u64) -> ParamStore {
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(seed);
-    Embedding::new(ctx(), &mut store, &mut rng, "embedding", 5, 3, None).expect("embedding");
-    Linear::new(ctx(), &mut store, &mut rng, "fc", 3, 2, true).expect("linear");
+    embedding(
+        5,
+        3,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx(), &mut store, &mut rng, "embedding"),
+    )
+    .expect("embedding");
+    linear(3, 2, VarBuilder::with_prefix(ctx(), &mut store, &mut rng, "fc")).expect("linear");
     store
 }
 

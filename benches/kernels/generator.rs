@@ -9,6 +9,7 @@ use tsumugi::kernels::matmul::{Matmul, MatmulDims};
 use tsumugi::{reference, Context};
 
 use crate::common::{time_gpu, to_f64, verify_all};
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 
 /// One step of the game generator (nn::generator): 16 streams (NPCs) through an
 /// embedding, a 2-layer LSTM with H = 256 and a Linear to V = 65, then the GPU draw;
@@ -21,7 +22,7 @@ pub(crate) fn generator_benches(criterion: &mut Criterion) {
     use tsumugi::kernels::lstm_cell::LstmDims;
     use tsumugi::kernels::sampling::Sampling;
     use tsumugi::nn::generator::Generator;
-    use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+    use tsumugi::nn::{CellKind, RecurrentConfig};
 
     let ctx = Context::new().expect("a GPU adapter");
     let mut group = criterion.benchmark_group("generator");
@@ -32,13 +33,19 @@ pub(crate) fn generator_benches(criterion: &mut Criterion) {
     let (streams, vocab, embed, hidden, layers) = (16, 65, 64, 256, 2);
     let mut store = ParamStore::new();
     let mut rng = StdRng::seed_from_u64(3);
-    let embedding = Embedding::new(&ctx, &mut store, &mut rng, "embedding", vocab, embed, None).expect("embedding");
+    let embedding = embedding(
+        vocab,
+        embed,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "embedding"),
+    )
+    .expect("embedding");
     let config = RecurrentConfig {
         num_layers: layers,
         ..RecurrentConfig::new(CellKind::Lstm, embed, hidden)
     };
-    let lstm = Recurrent::new(&ctx, &mut store, &mut rng, "lstm", config).expect("lstm");
-    let fc = Linear::new(&ctx, &mut store, &mut rng, "fc", hidden, vocab, true).expect("fc");
+    let lstm = recurrent(config, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "lstm")).expect("lstm");
+    let fc = linear(hidden, vocab, VarBuilder::with_prefix(&ctx, &mut store, &mut rng, "fc")).expect("fc");
     let sampling = Sampling {
         temperature: 0.8,
         top_k: Some(10),

@@ -143,7 +143,7 @@ pub fn train_step(
 ) -> AnyResult<(f32, Vec<f32>)> {
     store.zero_grad();
     // Seed 0 for the dropout masks; `step` makes each step's masks differ.
-    let mut g = Graph::new(ctx, store, true, 0, step);
+    let mut g = Graph::train(ctx, store, 0, step);
     let (logits, loss) = forward(&mut g)?;
     let (logits, loss_value) = (g.value(logits).clone(), g.value(loss).clone());
     g.backward(loss)?;
@@ -159,7 +159,7 @@ pub fn infer(
     store: &mut ParamStore,
     forward: impl FnOnce(&mut Graph<'_>) -> tsumugi::Result<Vec<Var>>,
 ) -> AnyResult<Vec<Vec<f32>>> {
-    let mut g = Graph::new(ctx, store, false, 0, 0);
+    let mut g = Graph::eval(ctx, store);
     let vars = forward(&mut g)?;
     let values: Vec<Tensor> = vars.iter().map(|&v| g.value(v).clone()).collect();
     g.submit();

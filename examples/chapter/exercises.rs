@@ -77,7 +77,7 @@ pub fn ex4(walk: &mut Walk) -> AnyResult<()> {
         "attention",
         hidden_size,
     )?);
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let (values, query) = (g.input(&encoder_outputs), g.input(&decoder_hidden));
     let memory = attention.memory(&mut g, values)?;
     let (context, weights) = attention.forward(&mut g, query, &memory, None)?;

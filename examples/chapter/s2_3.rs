@@ -13,6 +13,8 @@ use tsumugi::{Context, Tensor};
 
 use crate::common::{adam, count_line, count_prefix, cross_entropy, randint, size, train_step, AnyResult, Walk};
 use crate::data::{encode, ja_tokens, vocab_of, EN_MAX_LEN, EOS, JA_MAX_LEN, SOS, TRANSLATION};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 
 pub fn run(walk: &mut Walk) -> AnyResult<()> {
     sizes(walk)?;
@@ -32,8 +34,25 @@ pub fn build(
     attention: Option<AttentionKind>,
 ) -> tsumugi::Result<Seq2Seq> {
     Ok(Seq2Seq {
-        encoder: Encoder::new(ctx, store, rng, "encoder", src_vocab, embed, hidden, None)?,
-        decoder: Decoder::new(ctx, store, rng, "decoder", tgt_vocab, embed, hidden, None, attention)?,
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab: src_vocab,
+                embed,
+                hidden,
+                padding_idx: None,
+            },
+            VarBuilder::with_prefix(ctx, store, rng, "encoder"),
+        )?,
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab: tgt_vocab,
+                embed,
+                hidden,
+                padding_idx: None,
+                attention,
+            },
+            VarBuilder::with_prefix(ctx, store, rng, "decoder"),
+        )?,
     })
 }
 
@@ -63,7 +82,7 @@ fn sizes(walk: &mut Walk) -> AnyResult<()> {
     // The listing's loop runs the decoder for t = 1..6 on target[:, 0] and then its own
     // argmax (teacher_forcing_ratio=0.0): five steps, whose logits fill outputs[:, 1:].
     let inputs = columns(ctx, &target, batch, tgt_len)?;
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let logits = model.forward(&mut g, &source, None, &inputs[..tgt_len - 1], 0.0, &mut rng)?;
     let shape = g.value(logits).shape().to_vec();
     g.submit();
@@ -200,7 +219,7 @@ impl Toy {
         let n = TRANSLATION.len();
         let x = Tensor::from_slice(ctx, &self.x, &[n, EN_MAX_LEN])?;
         let sos = Tensor::full(ctx, &[n, 1], self.ja_id(SOS))?;
-        let mut g = Graph::new(ctx, &mut trained.store, false, 0, 0);
+        let mut g = Graph::eval(ctx, &mut trained.store);
         let (chosen, weights) = trained.model.greedy(&mut g, &x, None, &sos, JA_MAX_LEN - 1)?;
         let weights: Vec<Tensor> = weights.iter().map(|&w| g.value(w).clone()).collect();
         g.submit();

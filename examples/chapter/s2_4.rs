@@ -42,7 +42,7 @@ fn sizes(walk: &mut Walk) -> AnyResult<()> {
     // teacher_forcing_ratio=0.0: target[:, 0], then each step's argmax, for t = 1..6;
     // stepping the decoder keeps each step's attention weights.
     let first = &columns(ctx, &target, batch, tgt_len)?[0];
-    let mut g = Graph::new(ctx, &mut store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut store);
     let (values, h, c) = model.encoder.forward(&mut g, &source, None)?;
     let attention = model
         .decoder

@@ -7,11 +7,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::ParamStore;
 use tsumugi::nn::models::{Readout, RecurrentModel};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{CellKind, Embedding, RecurrentConfig};
 use tsumugi::{Context, Tensor};
 
 use crate::common::{argmax_rows, count_line, fmt_row, infer, randn, size, thousands, AnyResult, Walk};
 use crate::data::HELLO;
+use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 
 pub fn run(walk: &mut Walk) -> AnyResult<()> {
     embedding_layer(walk)?;
@@ -24,7 +25,12 @@ fn embedding_layer(walk: &mut Walk) -> AnyResult<()> {
     let (vocab_size, embed_dim) = (1000, 128);
     let mut rng = StdRng::seed_from_u64(250);
     let mut store = ParamStore::new();
-    let embedding = Embedding::new(ctx, &mut store, &mut rng, "embedding", vocab_size, embed_dim, None)?;
+    let embedding = embedding(
+        vocab_size,
+        embed_dim,
+        EmbeddingConfig { padding_idx: None },
+        VarBuilder::with_prefix(ctx, &mut store, &mut rng, "embedding"),
+    )?;
     println!("=== Embedding層 ===");
     println!("語彙サイズ: {vocab_size}");
     println!("埋め込み次元: {embed_dim}");
@@ -52,14 +58,11 @@ pub fn pretrained_classifier(
     let embedding = Embedding::from_pretrained(store, "embedding", table, freeze, None)?;
     Ok(RecurrentModel {
         embedding: Some(embedding),
-        rnn: Recurrent::new(
-            ctx,
-            store,
-            rng,
-            "lstm",
+        rnn: recurrent(
             RecurrentConfig::new(CellKind::Lstm, shape[1], hidden),
+            VarBuilder::with_prefix(ctx, store, rng, "lstm"),
         )?,
-        fc: Linear::new(ctx, store, rng, "fc", hidden, classes, true)?,
+        fc: linear(hidden, classes, VarBuilder::with_prefix(ctx, store, rng, "fc"))?,
         readout: Readout::LastHidden { dropout: 0.0 },
     })
 }

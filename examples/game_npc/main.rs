@@ -177,7 +177,7 @@ fn train(ctx: &Context, m: &mut Model, steps: u64, chars: &[char], rng: &mut Std
         let inputs = Tensor::from_slice(ctx, &inputs, &[batch, window])?;
         let targets = Tensor::from_slice(ctx, &targets, &[batch * window])?;
         m.store.zero_grad();
-        let mut g = Graph::new(ctx, &mut m.store, true, 0, step);
+        let mut g = Graph::train(ctx, &mut m.store, 0, step);
         let logits = m.net.forward(&mut g, &inputs, None)?.logits; // [B * T, V]
         let loss = g.cross_entropy(logits, &targets, &CrossEntropy::default())?;
         let last_loss = g.value(loss).clone();

@@ -20,7 +20,8 @@ use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
 use tsumugi::metrics::ConfusionMatrix;
 use tsumugi::nn::models::{Readout, RecurrentModel};
-use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::nn::{linear, recurrent, VarBuilder};
+use tsumugi::nn::{CellKind, Embedding, RecurrentConfig};
 use tsumugi::text::{word_tokens, Vocab};
 use tsumugi::{Context, Tensor};
 
@@ -209,8 +210,8 @@ impl ModelSpec {
         };
         Ok(RecurrentModel {
             embedding: Some(embedding),
-            rnn: Recurrent::new(ctx, store, rng, rnn_name, config)?,
-            fc: Linear::new(ctx, store, rng, "fc", self.hidden, 2, true)?,
+            rnn: recurrent(config, VarBuilder::with_prefix(ctx, store, rng, rnn_name))?,
+            fc: linear(self.hidden, 2, VarBuilder::with_prefix(ctx, store, rng, "fc"))?,
             readout: Readout::LastHidden { dropout },
         })
     }
@@ -290,7 +291,7 @@ pub fn train_epoch(
         *step += 1;
         let batch = Batch::new(ctx, vocab, &examples)?;
         store.zero_grad();
-        let mut g = Graph::new(ctx, store, true, settings.seed, *step);
+        let mut g = Graph::train(ctx, store, settings.seed, *step);
         let logits = model.forward(&mut g, &batch.ids, Some(&batch.lengths))?.logits;
         let loss = g.cross_entropy(logits, &batch.labels, &CrossEntropy::default())?;
         let loss_value = g.value(loss).clone();
@@ -317,7 +318,7 @@ pub fn probabilities(
     for chunk in examples.chunks(256) {
         let refs: Vec<&Labelled> = chunk.iter().collect();
         let batch = Batch::new(ctx, vocab, &refs)?;
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let logits = model.forward(&mut g, &batch.ids, Some(&batch.lengths))?.logits;
         let value = g.value(logits).clone();
         g.submit();

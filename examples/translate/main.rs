@@ -626,7 +626,7 @@ fn train_step(
         .collect::<tsumugi::Result<_>>()?;
     let labels = Tensor::from_slice(ctx, &batch.labels, &[batch.labels.len()])?;
     store.zero_grad();
-    let mut g = Graph::new(ctx, store, true, args.seed, step);
+    let mut g = Graph::train(ctx, store, args.seed, step);
     let logits = model.forward_time_major(&mut g, &src, Some(&lengths), &inputs, args.teacher_forcing, rng)?;
     let loss = g.cross_entropy(logits, &labels, ce)?;
     let loss_value = g.value(loss).clone();

@@ -15,6 +15,8 @@ use tsumugi::{Context, Tensor};
 
 use crate::run::History;
 use crate::AnyResult;
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 
 /// What a checkpoint needs beside its tensors to be used again: the model's sizes, the
 /// epoch and (in the same file's metadata, see `Translator::save`) the vocabularies.
@@ -49,17 +51,24 @@ impl Translator {
         let mut rng = StdRng::seed_from_u64(seed);
         let pad = Some(Vocab::PAD_ID);
         let model = Seq2Seq {
-            encoder: Encoder::new(ctx, store, &mut rng, "encoder", src_vocab.len(), embed, hidden, pad)?,
-            decoder: Decoder::new(
-                ctx,
-                store,
-                &mut rng,
-                "decoder",
-                tgt_vocab.len(),
-                embed,
-                hidden,
-                pad,
-                Some(AttentionKind::Bahdanau),
+            encoder: Encoder::build(
+                EncoderConfig {
+                    vocab: src_vocab.len(),
+                    embed,
+                    hidden,
+                    padding_idx: pad,
+                },
+                VarBuilder::with_prefix(ctx, store, &mut rng, "encoder"),
+            )?,
+            decoder: Decoder::build(
+                DecoderConfig {
+                    vocab: tgt_vocab.len(),
+                    embed,
+                    hidden,
+                    padding_idx: pad,
+                    attention: Some(AttentionKind::Bahdanau),
+                },
+                VarBuilder::with_prefix(ctx, store, &mut rng, "decoder"),
             )?,
         };
         Ok(Translator {
@@ -202,7 +211,7 @@ impl Translator {
         let batch = src.shape()[0];
         let source = src.shape()[1];
         let sos = Tensor::from_slice(ctx, &vec![Vocab::SOS_ID; batch], &[batch, 1])?;
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let (chosen, weights) = self.model.greedy(&mut g, src, Some(lengths), &sos, max_len)?;
         let weights: Vec<Tensor> = if with_weights {
             weights.iter().map(|&w| g.value(w).clone()).collect()

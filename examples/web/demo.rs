@@ -17,6 +17,8 @@ use tsumugi::kernels::Lengths;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 use tsumugi::text::{word_tokens, Example, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Result, Tensor};
 
@@ -159,26 +161,24 @@ fn seq2seq(
 ) -> Result<Seq2Seq> {
     let pad = Some(Vocab::PAD_ID);
     Ok(Seq2Seq {
-        encoder: Encoder::new(
-            ctx,
-            store,
-            rng,
-            "encoder",
-            src_vocab.len(),
-            sizes.embed,
-            sizes.hidden,
-            pad,
+        encoder: Encoder::build(
+            EncoderConfig {
+                vocab: src_vocab.len(),
+                embed: sizes.embed,
+                hidden: sizes.hidden,
+                padding_idx: pad,
+            },
+            VarBuilder::with_prefix(ctx, store, rng, "encoder"),
         )?,
-        decoder: Decoder::new(
-            ctx,
-            store,
-            rng,
-            "decoder",
-            tgt_vocab.len(),
-            sizes.embed,
-            sizes.hidden,
-            pad,
-            Some(AttentionKind::Bahdanau),
+        decoder: Decoder::build(
+            DecoderConfig {
+                vocab: tgt_vocab.len(),
+                embed: sizes.embed,
+                hidden: sizes.hidden,
+                padding_idx: pad,
+                attention: Some(AttentionKind::Bahdanau),
+            },
+            VarBuilder::with_prefix(ctx, store, rng, "decoder"),
         )?,
     })
 }
@@ -224,7 +224,7 @@ async fn translator(
     let steps = sizes.translate_steps;
     for step in 1..=steps {
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, true, sizes.seed, step);
+        let mut g = Graph::train(ctx, &mut store, sizes.seed, step);
         // Full teacher forcing draws nothing that matters, but the call takes an rng.
         let logits = model.forward_time_major(&mut g, &src, Some(&lengths), &inputs, 1.0, &mut rng)?;
         let loss = g.cross_entropy(logits, &labels, &ce)?;
@@ -260,7 +260,7 @@ async fn translator(
     )?;
     // Greedy decoding: every step's argmax on the GPU, one submission, then the ids.
     let sos = Tensor::from_slice(ctx, &vec![Vocab::SOS_ID; b], &[b, 1])?;
-    let mut g = Graph::new(ctx, &mut loaded_store, false, 0, 0);
+    let mut g = Graph::eval(ctx, &mut loaded_store);
     let (chosen, _) = loaded.greedy(&mut g, &src, Some(&lengths), &sos, batch.target_steps + 1)?;
     g.submit();
     let mut steps_ids = Vec::with_capacity(chosen.len());
@@ -315,7 +315,7 @@ async fn characters(
     let steps = sizes.char_steps;
     for step in 1..=steps {
         store.zero_grad();
-        let mut g = Graph::new(ctx, &mut store, true, sizes.seed, step);
+        let mut g = Graph::train(ctx, &mut store, sizes.seed, step);
         // Logits [B * T, V] in (b, t) order, as the targets.
         let logits = model.forward(&mut g, &x, None)?.logits;
         let loss = g.cross_entropy(logits, &y, &CrossEntropy::default())?;

@@ -278,9 +278,9 @@ impl<'s> Graph<'s> {
     }
 
     /// Starts a step on `ctx` over the parameters in `store`. `training` enables dropout;
-    /// `seed` and `step` key the dropout masks, so a run is reproducible.
-    /// [`Graph::train`] and [`Graph::eval`] say which without a bool.
-    pub fn new(ctx: &Context, store: &'s mut ParamStore, training: bool, seed: u64, step: u64) -> Graph<'s> {
+    /// `seed` and `step` key the dropout masks, so a run is reproducible. Public as
+    /// [`Graph::train`] and [`Graph::eval`], which say which without a bool.
+    fn new(ctx: &Context, store: &'s mut ParamStore, training: bool, seed: u64, step: u64) -> Graph<'s> {
         Graph::with_recorder(
             ctx,
             store,

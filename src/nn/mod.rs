@@ -48,26 +48,6 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Registers `{prefix}.weight` and `{prefix}.bias`, initialised as PyTorch:
-    /// U(-1/sqrt(in), 1/sqrt(in)). The same as [`linear`] (or [`linear_no_bias`]) with
-    /// `VarBuilder::with_prefix(ctx, store, rng, prefix)`.
-    pub fn new(
-        ctx: &Context,
-        store: &mut ParamStore,
-        rng: &mut StdRng,
-        prefix: &str,
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-    ) -> Result<Linear> {
-        Linear::build(
-            in_features,
-            out_features,
-            bias,
-            VarBuilder::with_prefix(ctx, store, rng, prefix),
-        )
-    }
-
     fn build(in_features: usize, out_features: usize, bias: bool, mut vb: VarBuilder<'_>) -> Result<Linear> {
         let bound = 1.0 / (in_features as f32).sqrt();
         let weight = vb.uniform("weight", &[out_features, in_features], bound)?;
@@ -108,21 +88,6 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// Registers the table `{prefix}.weight`, N(0, 1) with the padding row zeroed, as
-    /// PyTorch. The same as [`embedding`] with `VarBuilder::with_prefix(.., prefix)`.
-    pub fn new(
-        ctx: &Context,
-        store: &mut ParamStore,
-        rng: &mut StdRng,
-        prefix: &str,
-        num_embeddings: usize,
-        embedding_dim: usize,
-        padding_idx: Option<u32>,
-    ) -> Result<Embedding> {
-        let vb = VarBuilder::with_prefix(ctx, store, rng, prefix);
-        embedding(num_embeddings, embedding_dim, EmbeddingConfig { padding_idx }, vb)
-    }
-
     /// `nn.Embedding.from_pretrained(table, freeze)`: a frozen table gets no gradient and
     /// is not counted as trainable.
     pub fn from_pretrained(
@@ -281,18 +246,6 @@ pub struct RecurrentStates {
 }
 
 impl Recurrent {
-    /// Registers the layers under `prefix`, every weight U(-1/sqrt(H), 1/sqrt(H)) as
-    /// PyTorch. The same as [`recurrent`] with `VarBuilder::with_prefix(.., prefix)`.
-    pub fn new(
-        ctx: &Context,
-        store: &mut ParamStore,
-        rng: &mut StdRng,
-        prefix: &str,
-        config: RecurrentConfig,
-    ) -> Result<Recurrent> {
-        Recurrent::build(config, VarBuilder::with_prefix(ctx, store, rng, prefix))
-    }
-
     fn build(config: RecurrentConfig, mut vb: VarBuilder<'_>) -> Result<Recurrent> {
         let RecurrentConfig {
             kind,

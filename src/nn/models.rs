@@ -11,6 +11,7 @@ use super::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig, RecurrentSt
 use crate::graph::{Graph, ParamStore, Var};
 use crate::kernels::rnn_cell::Nonlinearity;
 use crate::kernels::Lengths;
+use crate::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use crate::{Context, Error, Result, Tensor};
 
 /// What the linear head reads.
@@ -69,23 +70,20 @@ impl RecurrentModel {
     /// Registers the model's parameters, initialised from `rng` as PyTorch's defaults.
     pub fn new(ctx: &Context, store: &mut ParamStore, rng: &mut StdRng, spec: Spec<'_>) -> Result<Self> {
         let embedding = match spec.embedding {
-            Some((vocab, padding_idx)) => Some(Embedding::new(
-                ctx,
-                store,
-                rng,
-                "embedding",
+            Some((vocab, padding_idx)) => Some(embedding(
                 vocab,
                 spec.config.input_size,
-                padding_idx,
+                EmbeddingConfig { padding_idx },
+                VarBuilder::with_prefix(ctx, store, rng, "embedding"),
             )?),
             None => None,
         };
-        let rnn = Recurrent::new(ctx, store, rng, spec.rnn_name, spec.config)?;
+        let rnn = recurrent(spec.config, VarBuilder::with_prefix(ctx, store, rng, spec.rnn_name))?;
         let width = match spec.readout {
             Readout::BothDirections => 2 * spec.config.hidden_size,
             _ => spec.config.hidden_size,
         };
-        let fc = Linear::new(ctx, store, rng, "fc", width, spec.outputs, true)?;
+        let fc = linear(width, spec.outputs, VarBuilder::with_prefix(ctx, store, rng, "fc"))?;
         Ok(RecurrentModel {
             embedding,
             rnn,

@@ -5,6 +5,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::ParamStore;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
+use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
+use tsumugi::nn::VarBuilder;
 use tsumugi::{Context, Result};
 
 /// The chapter's `Seq2Seq(Encoder(src_vocab, emb, hidden), Decoder(tgt_vocab, emb,
@@ -18,8 +20,25 @@ pub fn seq2seq(
     attention: bool,
 ) -> Result<Seq2Seq> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let encoder = Encoder::new(ctx, store, &mut rng, "encoder", src_vocab, emb, hidden, None)?;
+    let encoder = Encoder::build(
+        EncoderConfig {
+            vocab: src_vocab,
+            embed: emb,
+            hidden,
+            padding_idx: None,
+        },
+        VarBuilder::with_prefix(ctx, store, &mut rng, "encoder"),
+    )?;
     let attention = attention.then_some(AttentionKind::Bahdanau);
-    let decoder = Decoder::new(ctx, store, &mut rng, "decoder", tgt_vocab, emb, hidden, None, attention)?;
+    let decoder = Decoder::build(
+        DecoderConfig {
+            vocab: tgt_vocab,
+            embed: emb,
+            hidden,
+            padding_idx: None,
+            attention,
+        },
+        VarBuilder::with_prefix(ctx, store, &mut rng, "decoder"),
+    )?;
     Ok(Seq2Seq { encoder, decoder })
 }

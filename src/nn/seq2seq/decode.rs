@@ -93,7 +93,7 @@ impl Seq2Seq {
             }
         }
         let rows = batch * beam;
-        let mut g = Graph::new(ctx, store, false, 0, 0);
+        let mut g = Graph::eval(ctx, store);
         let (memory, (h, c)) = self.encode(&mut g, src, src_padding.encoder)?;
         // Each source's rows repeated K times: gathers by the row ids b repeated K times.
         let repeat: Vec<u32> = (0..batch as u32).flat_map(|b| std::iter::repeat_n(b, beam)).collect();

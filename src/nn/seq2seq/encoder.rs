@@ -2,14 +2,12 @@
 //! (embedding, attention, LSTM over `[embedding; context]`, fc), one step at a time or, under
 //! full teacher forcing, over all steps at once.
 
-use rand::rngs::StdRng;
-
-use crate::graph::{Graph, ParamStore, Var};
+use crate::graph::{Graph, Var};
 use crate::kernels::Lengths;
 use crate::nn::{
     embedding, linear, recurrent, CellKind, Embedding, EmbeddingConfig, Linear, Recurrent, RecurrentConfig, VarBuilder,
 };
-use crate::{Context, DType, Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 use super::{Attention, AttentionKind, BahdanauAttention, DecoderConfig, EncoderConfig, LuongAttention, Memory};
 
@@ -23,28 +21,6 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Registers `{prefix}.embedding` and `{prefix}.lstm`; [`Encoder::build`] with a
-    /// config and a builder says the same without positional arguments.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ctx: &Context,
-        store: &mut ParamStore,
-        rng: &mut StdRng,
-        prefix: &str,
-        vocab: usize,
-        embed: usize,
-        hidden: usize,
-        padding_idx: Option<u32>,
-    ) -> Result<Self> {
-        let config = EncoderConfig {
-            vocab,
-            embed,
-            hidden,
-            padding_idx,
-        };
-        Self::build(config, VarBuilder::with_prefix(ctx, store, rng, prefix))
-    }
-
     /// Registers `embedding` and `lstm` under the builder's prefix.
     pub fn build(config: EncoderConfig, mut vb: VarBuilder<'_>) -> Result<Self> {
         let EncoderConfig {
@@ -83,31 +59,6 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Registers a decoder; `attention` builds its attention under `{prefix}.attention`.
-    /// [`Decoder::build`] with a config and a builder says the same without positional
-    /// arguments.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ctx: &Context,
-        store: &mut ParamStore,
-        rng: &mut StdRng,
-        prefix: &str,
-        vocab: usize,
-        embed: usize,
-        hidden: usize,
-        padding_idx: Option<u32>,
-        attention: Option<AttentionKind>,
-    ) -> Result<Self> {
-        let config = DecoderConfig {
-            vocab,
-            embed,
-            hidden,
-            padding_idx,
-            attention,
-        };
-        Self::build(config, VarBuilder::with_prefix(ctx, store, rng, prefix))
-    }
-
     /// Registers `embedding`, `attention` (if any), `lstm` and `fc` under the builder's prefix.
     pub fn build(config: DecoderConfig, mut vb: VarBuilder<'_>) -> Result<Self> {
         let DecoderConfig {
