@@ -18,8 +18,11 @@
 //      sorted) and embedding_backward_merge_blocks (the remaining steps < 512 of one merge
 //      stage, in workgroup memory) finish the bitonic network over P keys; the launcher
 //      encodes them stage by stage.
-//   3. embedding_backward: one invocation per (v, e) binary-searches the first key with
-//      id v and sums dout[n, e] over the run of keys with id v.
+//   3. embedding_backward: one invocation per (s, e) of the N sorted keys; the first key
+//      of each run of equal ids (s == 0 or sorted[s - 1].x != v) sums dout[n, e] over
+//      its run into dW[v, e], the others return at once. Rows that occur in no key get
+//      nothing here: when overwriting, the launcher clears dW first (a buffer clear, no
+//      kernel). So the work is N x E, not V x E with a search per element.
 // Why it is deterministic (the argument of llm.c's encoder.cuh, without its atomics):
 // the keys (id, n) are all distinct (n is unique), so their ascending order is unique:
 // whatever order the sorting network's invocations run in, `sorted` ends up the same.
@@ -184,52 +187,39 @@ fn embedding_backward_merge_blocks(@builtin(workgroup_id) wid: vec3<u32>, @built
     }
 }
 
-// One invocation per (v, e) of dW, e fastest so a workgroup's invocations share v and
-// walk the same run of keys.
+// One invocation per (s, e) of the sorted keys, e fastest, so a workgroup's invocations
+// share s and walk the same run of keys.
 @compute @workgroup_size(WG)
 fn embedding_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let i = flat_index(wid, nwg, lid, WG);
-    if (i >= params.vocab * params.embed) {
+    if (i >= params.positions * params.embed) {
         return;
     }
-    let v = i / params.embed;
+    let s = i / params.embed;
     let e = i % params.embed;
-    let accumulate = params.accumulate != 0u;
-    if (params.has_padding != 0u && v == params.padding_idx) {
-        // PyTorch's padding_idx: no gradient. Zero when overwriting, untouched otherwise.
-        if (!accumulate) {
-            grad_weight[i] = 0.0;
-        }
+    let v = sorted[s].x;
+    // Only the first key of a run writes its row; an id >= V contributes nothing, and the
+    // padding row gets no gradient (PyTorch's padding_idx: zero when overwriting, from
+    // the launcher's clear; untouched when accumulating).
+    if (s > 0u && sorted[s - 1u].x == v) {
         return;
     }
-    // First key with id >= v among the N real keys (padding keys sort after them).
-    var lo = 0u;
-    var hi = params.positions;
-    while (lo < hi) {
-        let mid = (lo + hi) / 2u;
-        if (sorted[mid].x < v) {
-            lo = mid + 1u;
-        } else {
-            hi = mid;
-        }
+    if (v >= params.vocab || (params.has_padding != 0u && v == params.padding_idx)) {
+        return;
     }
     var total = 0.0;
-    var count = 0u;
-    for (var s = lo; s < params.positions; s++) {
-        let key = sorted[s];
+    for (var r = s; r < params.positions; r++) {
+        let key = sorted[r];
         if (key.x != v) {
             break;
         }
         total += grad_out[key.y * params.embed + e];
-        count += 1u;
     }
-    if (accumulate) {
-        // A row whose id does not occur is left exactly as it was (not even -0 + 0).
-        if (count > 0u) {
-            grad_weight[i] += total;
-        }
+    let at = v * params.embed + e;
+    if (params.accumulate != 0u) {
+        grad_weight[at] += total;
     } else {
-        grad_weight[i] = total;
+        grad_weight[at] = total;
     }
 }

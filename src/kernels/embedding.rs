@@ -334,7 +334,14 @@ pub fn embedding_backward(
         )?;
         k *= 2;
     }
-    // 3. Gather: one invocation per (v, e) sums its run of sorted keys.
+    // 3. Gather: one invocation per (s, e) of the sorted keys; the first of each run of
+    //    equal ids sums the run into its row. Rows no id names are not visited, so when
+    //    overwriting they are cleared first (a memset, ordered before the dispatch).
+    if !op.accumulate {
+        encoder
+            .command_encoder()
+            .clear_buffer(grad_weight.buffer(), 0, Some(grad_weight.size_in_bytes()));
+    }
     ctx.encode_dispatch(
         encoder,
         Dispatch {
@@ -346,7 +353,7 @@ pub fn embedding_backward(
                 (6, grad_weight.buffer(), "embedding: grad_weight"),
             ],
             params: &base,
-            workgroups: element_grid(ctx, vocab * embed, WG),
+            workgroups: element_grid(ctx, positions * embed, WG),
         },
     )
 }
