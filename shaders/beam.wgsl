@@ -20,8 +20,15 @@
 //                 finished_out[r] = finished[parent[r]] | (token[r] == eos),
 //                 history[step, r] = (token[r], parent[r])
 //               The caller gathers the decoder's state rows by parent and feeds token back
-//               as the next input; top_k's values are the new scores. Not differentiable:
-//               decoding has no backward.
+//               as the next input; top_k's values are the new scores.
+// beam_best     one invocation per sentence b, after the last step: each of its K rows'
+//               path is walked back through history to its first eos (its length L, or
+//               all steps), the row with the best log_prob / L^length_penalty wins (ties:
+//               the lowest k), and its path is written to best[b, :], eos after its end.
+//               The same ranking as the host's `backtrack`, which is its reference; the
+//               penalties 0 and 1 are exact, others use pow and may differ in the last
+//               bit. So a host's frame gets the translation in a GPU buffer, no readback.
+// Not differentiable: decoding has no backward.
 
 struct Params {
     rows: u32,
@@ -30,8 +37,9 @@ struct Params {
     eos: u32,
     first: u32,
     step: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // beam_best: the steps decoded (history's first dimension) and the ranking's exponent.
+    steps: u32,
+    length_penalty: f32,
 }
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;           // [B*K, V]
@@ -44,6 +52,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> finished_out: array<u32>; // [B*K]
 @group(0) @binding(8) var<storage, read_write> history: array<u32>;    // [steps, B*K, 2]
 @group(0) @binding(9) var<uniform> params: Params;
+@group(0) @binding(10) var<storage, read_write> best: array<u32>;      // [B, steps]
 
 override WG: u32 = 64u;
 const MAX_WG: u32 = 256u;
@@ -129,4 +138,65 @@ fn beam_select(
     let slot = (params.step * params.rows + row) * 2u;
     history[slot] = token;
     history[slot + 1u] = parent;
+}
+
+// A hypothesis' ranking score: log_prob / length^length_penalty, the length counting eos.
+fn ranked(log_prob: f32, length: u32) -> f32 {
+    let n = f32(max(length, 1u));
+    if (params.length_penalty == 0.0) {
+        return log_prob;
+    }
+    if (params.length_penalty == 1.0) {
+        return log_prob / n;
+    }
+    return log_prob / pow(n, params.length_penalty);
+}
+
+@compute @workgroup_size(WG)
+fn beam_best(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let sentence = flat_index(wid, nwg, lid, WG);
+    if (sentence >= params.rows / params.beam) {
+        return;
+    }
+    let steps = params.steps;
+    var best_row = sentence * params.beam;
+    var best_score = 0.0;
+    for (var k = 0u; k < params.beam; k++) {
+        let row = sentence * params.beam + k;
+        // Walking back, the last eos met is the path's first: length = its step + 1.
+        var at = row;
+        var length = steps;
+        for (var t = steps; t > 0u; t--) {
+            let slot = ((t - 1u) * params.rows + at) * 2u;
+            if (history[slot] == params.eos) {
+                length = t;
+            }
+            at = history[slot + 1u];
+        }
+        let score = ranked(scores[row], length);
+        if (k == 0u || score > best_score) {
+            best_score = score;
+            best_row = row;
+        }
+    }
+    let out = sentence * steps;
+    var at = best_row;
+    for (var t = steps; t > 0u; t--) {
+        let slot = ((t - 1u) * params.rows + at) * 2u;
+        best[out + t - 1u] = history[slot];
+        at = history[slot + 1u];
+    }
+    // After its first eos a path holds only eos (a finished row's one continuation), but
+    // the cut is written out anyway, so a reader may stop at the first eos or read all.
+    var ended = false;
+    for (var t = 0u; t < steps; t++) {
+        if (ended) {
+            best[out + t] = params.eos;
+        }
+        ended = ended || best[out + t] == params.eos;
+    }
 }

@@ -8,7 +8,9 @@ use common::{ctx, nan_tensor, seeded, to_f64};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::kernels::beam::{backtrack, beam_expand, beam_select, BeamSelection, BeamStep, Hypothesis};
+use tsumugi::kernels::beam::{
+    backtrack, beam_best, beam_expand, beam_select, BeamRanking, BeamSelection, BeamStep, Hypothesis,
+};
 use tsumugi::kernels::cross_entropy::top_k;
 use tsumugi::kernels::Lengths;
 use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, Decoder, Encoder, Seq2Seq};
@@ -198,6 +200,60 @@ fn backtrack_follows_parents_cuts_at_eos_and_ranks_by_length_penalty() {
     assert!(backtrack(&history, &scores, 3, 9, 0.0).is_err());
 }
 
+/// beam_best's ranking on the GPU against `backtrack` (its reference: the first hypothesis
+/// of each sentence, `eos` after its end) on random histories: parents within their
+/// sentence, eos at random steps, and the three kinds of length penalty.
+#[test]
+fn beam_best_picks_backtracks_first_hypothesis_on_random_histories() {
+    use rand::Rng;
+    let ctx = ctx();
+    let eos = 3u32;
+    // (B, K, steps, V): ones, primes, a beam as wide as a small vocabulary.
+    for (case, &(batch, beam, steps, vocab)) in [(1, 1, 1, 4), (1, 3, 5, 7), (3, 2, 7, 5), (5, 4, 13, 11), (2, 7, 3, 7)]
+        .iter()
+        .enumerate()
+    {
+        let mut rng = StdRng::seed_from_u64(40 + case as u64);
+        let rows = batch * beam;
+        let mut history = Vec::with_capacity(steps * rows * 2);
+        for _ in 0..steps {
+            for row in 0..rows {
+                let token = if rng.random::<f32>() < 0.25 {
+                    eos
+                } else {
+                    rng.random_range(0..vocab as u32)
+                };
+                let parent = (row / beam * beam + rng.random_range(0..beam)) as u32;
+                history.extend([token, parent]);
+            }
+        }
+        let scores: Vec<f32> = (0..rows).map(|_| -rng.random_range(0.1f32..20.0)).collect();
+        let history_gpu = Tensor::from_slice(ctx, &history, &[steps, rows, 2]).unwrap();
+        let scores_gpu = Tensor::from_slice(ctx, &scores, &[rows]).unwrap();
+        for length_penalty in [0.0, 1.0, 0.6] {
+            let ranking = BeamRanking {
+                beam,
+                eos,
+                length_penalty,
+            };
+            let best = Tensor::full(ctx, &[batch, steps], u32::MAX).unwrap();
+            let mut encoder = ctx.create_encoder();
+            beam_best(ctx, &mut encoder, &ranking, &history_gpu, &scores_gpu, &best).unwrap();
+            ctx.submit(encoder);
+            let got = best.to_vec::<u32>().unwrap();
+            let want = backtrack(&history, &scores, beam, eos, length_penalty).unwrap();
+            for (b, (row, hypotheses)) in got.chunks(steps).zip(&want).enumerate() {
+                let mut line = hypotheses[0].tokens.clone();
+                line.resize(steps, eos);
+                assert_eq!(
+                    row, line,
+                    "B {batch} K {beam} steps {steps}, penalty {length_penalty}, sentence {b}: {hypotheses:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn beam_kernels_reject_bad_arguments() {
     let ctx = ctx();
@@ -254,6 +310,31 @@ fn beam_kernels_reject_bad_arguments() {
         ..out
     };
     assert!(beam_select(ctx, &mut encoder, &ok, 5, &picks, &finished, &aliased).is_err());
+
+    // beam_best: best must be [B, steps] u32; scores whole sentences; a finite penalty.
+    let ranking = BeamRanking {
+        beam: 3,
+        eos: 2,
+        length_penalty: 1.0,
+    };
+    let best = Tensor::zeros(ctx, &[2, 2], DType::U32).unwrap();
+    assert!(beam_best(ctx, &mut encoder, &ranking, &history, &scores, &best).is_ok());
+    let wide = Tensor::zeros(ctx, &[2, 3], DType::U32).unwrap();
+    assert!(matches!(
+        beam_best(ctx, &mut encoder, &ranking, &history, &scores, &wide),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let four = BeamRanking { beam: 4, ..ranking };
+    assert!(beam_best(ctx, &mut encoder, &four, &history, &scores, &best).is_err());
+    let nan = BeamRanking {
+        length_penalty: f32::NAN,
+        ..ranking
+    };
+    assert!(matches!(
+        beam_best(ctx, &mut encoder, &nan, &history, &scores, &best),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(beam_best(ctx, &mut encoder, &ranking, &history, &scores, &history).is_err());
     ctx.submit(encoder);
 }
 

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::Lengths;
-use tsumugi::nn::seq2seq::{AttentionKind, DecoderConfig, EncoderConfig, Seq2Seq};
+use tsumugi::nn::seq2seq::{AttentionKind, BeamSearch, DecoderConfig, EncoderConfig, Seq2Seq};
 use tsumugi::nn::VarBuilder;
 use tsumugi::{Context, Tensor};
 
@@ -84,13 +84,13 @@ fn greedy_decoding_recorded_into_a_hosts_encoder_equals_its_own_encoders_and_cre
     });
     let mut g = Graph::eval_into(&ctx, &mut store, &mut frame);
     let (ids, weights) = decode(&mut g, &model, &src, &lengths, &sos);
-    g.submit(); // ends the recording; submits nothing
-                // Until the host submits, what the frame's commands read must not be reused: neither
-                // the buffers the graph released nor the dispatch parameters in the uniform arena. Other
-                // work on the same context in between (two decodings of other sources, submitted by
-                // their own graphs, and uploads of garbage into fresh tensors) would otherwise overwrite
-                // them before the frame runs.
-                // (Other shapes, so that their dispatch parameters differ from the frame's.)
+    // Ends the recording; submits nothing. Until the host submits, what the frame's
+    // commands read must not be reused: neither the buffers the graph released nor the
+    // dispatch parameters in the uniform arena. Other work on the same context in between
+    // (two decodings of other sources, submitted by their own graphs, and uploads of
+    // garbage into fresh tensors) would otherwise overwrite them before the frame runs.
+    // (Other shapes, so that their dispatch parameters differ from the frame's.)
+    g.submit();
     let other = Tensor::from_slice(&ctx, &[9u32, 9, 9, 9, 2, 2, 2, 2, 3, 3], &[2, 5]).unwrap();
     let other_lengths = Lengths::new(&ctx, &[5, 2], 5).unwrap();
     let other_sos = Tensor::from_slice(&ctx, &[1u32; 2], &[2, 1]).unwrap();
@@ -123,6 +123,69 @@ fn greedy_decoding_recorded_into_a_hosts_encoder_equals_its_own_encoders_and_cre
         for (row, len) in step.chunks(4).zip([4, 2, 3]) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
             assert!(row[len..].iter().all(|&w| w == 0.0), "{row:?}");
+        }
+    }
+    assert_eq!(
+        tsumugi::gpu::devices_created(),
+        devices_before,
+        "tsumugi created a device"
+    );
+}
+
+/// The translator of these tests: attention, a source vocabulary of 13, a target one of 11.
+fn model(ctx: &Context, store: &mut ParamStore, seed: u64) -> Seq2Seq {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let encoder = EncoderConfig {
+        vocab: 13,
+        embed: 8,
+        hidden: 16,
+        padding_idx: Some(0),
+    };
+    let decoder = DecoderConfig {
+        vocab: 11,
+        embed: 8,
+        hidden: 16,
+        padding_idx: Some(0),
+        attention: Some(AttentionKind::Bahdanau),
+    };
+    Seq2Seq::build(encoder, decoder, VarBuilder::new(ctx, store, &mut rng)).unwrap()
+}
+
+#[test]
+fn beam_search_recorded_into_a_hosts_encoder_leaves_each_sources_best_line_on_the_gpu() {
+    let devices_before = tsumugi::gpu::devices_created();
+    let (device, queue) = host_device();
+    let ctx = Context::from_wgpu(device.clone(), queue.clone());
+    let mut store = ParamStore::new();
+    let model = model(&ctx, &mut store, 7);
+    let src = Tensor::from_slice(&ctx, &[5u32, 7, 2, 9, 3, 4, 0, 0, 8, 8, 6, 0], &[3, 4]).unwrap();
+    let lengths = Lengths::new(&ctx, &[4, 2, 3], 4).unwrap();
+    // eos = 2 with a length penalty of 1 (the default ranking), and the plain sum (0).
+    for length_penalty in [1.0, 0.0] {
+        let options = BeamSearch {
+            length_penalty,
+            ..BeamSearch::new(3, STEPS, 2)
+        };
+        // The reference: the native beam search, which reads back every hypothesis and
+        // ranks them on the host.
+        let ranked = model
+            .beam_search(&ctx, &mut store, &src, &lengths, 1, &options)
+            .unwrap();
+
+        let mut frame = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("host frame"),
+        });
+        let mut g = Graph::eval_into(&ctx, &mut store, &mut frame);
+        let decoding = model.beam(&mut g, &src, &lengths, 1, &options).unwrap();
+        g.submit(); // ends the recording; submits nothing
+        queue.submit([frame.finish()]);
+        ctx.recycle_after_submit();
+        assert_eq!(decoding.best.shape(), &[3, STEPS]);
+        let best = decoding.best.to_vec::<u32>().unwrap();
+        for (b, (row, hypotheses)) in best.chunks(STEPS).zip(&ranked).enumerate() {
+            let mut want = hypotheses[0].tokens.clone();
+            want.resize(STEPS, options.eos);
+            assert_eq!(row, want, "source {b}, length penalty {length_penalty}: {hypotheses:?}");
         }
     }
     assert_eq!(

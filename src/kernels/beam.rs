@@ -5,7 +5,9 @@
 //! [`top_k`](super::cross_entropy::top_k) on the candidates viewed as `[B, K*V]` (the
 //! new scores and the picks), then [`beam_select`] (each pick's token, parent row and
 //! finished flag, plus a history row for the final backtrack). Nothing is read back
-//! between steps. Decoding has no gradient, so the family has no backward.
+//! between steps. After the last step, [`beam_best`] leaves each sentence's best
+//! hypothesis in a GPU buffer, or the host reads the history back and [`backtrack`] ranks
+//! all K. Decoding has no gradient, so the family has no backward.
 
 use super::{check_loop_budget, check_tensors, element_grid, row_grid};
 use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, BEAM};
@@ -34,7 +36,8 @@ struct Params {
     eos: u32,
     first: u32,
     step: u32,
-    _pad: [u32; 2],
+    steps: u32,
+    length_penalty: f32,
 }
 
 const BEAM_EXPAND: KernelSpec = KernelSpec {
@@ -60,6 +63,17 @@ const BEAM_SELECT: KernelSpec = KernelSpec {
         (7, Access::ReadWrite),
         (8, Access::ReadWrite),
         (9, Access::Params),
+    ],
+};
+
+const BEAM_BEST: KernelSpec = KernelSpec {
+    family: &BEAM,
+    entry_point: "beam_best",
+    bindings: &[
+        (1, Access::Read),
+        (8, Access::ReadWrite),
+        (9, Access::Params),
+        (10, Access::ReadWrite),
     ],
 };
 
@@ -257,6 +271,92 @@ pub fn beam_select(
                 ..Params::default()
             },
             workgroups: element_grid(ctx, rows, WG),
+        },
+    )
+}
+
+/// How [`beam_best`] ranks a sentence's K final hypotheses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BeamRanking {
+    /// K, beams per sentence.
+    pub beam: usize,
+    /// The `<eos>` id: a path's length counts up to its first `eos`, included.
+    pub eos: u32,
+    /// Ranking by `log_prob / length^length_penalty` (0: the plain sum; 1: the mean per
+    /// token, exact; other values go through the GPU's `pow`).
+    pub length_penalty: f32,
+}
+
+/// Encodes the best hypothesis of every sentence into `best` `[B, steps]` u32: its tokens,
+/// `eos` from its first `eos` on (every position after the end). `history` is
+/// [`beam_select`]'s `[steps, B*K, 2]` after the last step, `scores` the final `[B*K]`
+/// log-probabilities. The ranking is [`backtrack`]'s (its first hypothesis per sentence),
+/// so a host's frame gets the decoded line without a readback.
+pub fn beam_best(
+    ctx: &Context,
+    encoder: &mut dyn Recorder,
+    ranking: &BeamRanking,
+    history: &Tensor,
+    scores: &Tensor,
+    best: &Tensor,
+) -> Result<()> {
+    scores.check_dtype("beam_best: scores", DType::F32)?;
+    let rows = scores.len();
+    if ranking.beam == 0 || rows == 0 || !rows.is_multiple_of(ranking.beam) {
+        return Err(Error::shape(
+            "beam_best: scores",
+            format!("[B*{}] with B >= 1", ranking.beam),
+            scores.shape(),
+        ));
+    }
+    if !ranking.length_penalty.is_finite() {
+        return Err(Error::invalid(format!(
+            "beam_best: length_penalty must be finite, got {}",
+            ranking.length_penalty
+        )));
+    }
+    history.check_dtype("beam_best: history", DType::U32)?;
+    let steps = match *history.shape() {
+        [steps, r, 2] if r == rows && steps >= 1 => steps,
+        _ => {
+            return Err(Error::shape(
+                "beam_best: history",
+                format!("[steps >= 1, {rows}, 2]"),
+                history.shape(),
+            ))
+        }
+    };
+    let sentences = rows / ranking.beam;
+    best.check_dtype("beam_best: best", DType::U32)?;
+    best.check_shape("beam_best: best", &[sentences, steps])?;
+    check_tensors(
+        ctx,
+        &[("beam_best: history", history), ("beam_best: scores", scores)],
+        &[("beam_best: best", best)],
+    )?;
+    // K walks back to rank, one to write and one pass to cut, per invocation.
+    let iterations = (ranking.beam as u64 + 2).saturating_mul(steps as u64);
+    check_loop_budget(ctx, "beam_best: history (K + 2 walks of every step)", iterations)?;
+    const WG: u32 = 64;
+    ctx.encode_dispatch(
+        encoder,
+        Dispatch {
+            kernel: &BEAM_BEST,
+            overrides: &[("WG", WG)],
+            buffers: &[
+                (1, scores.buffer(), "beam_best: scores"),
+                (8, history.buffer(), "beam_best: history"),
+                (10, best.buffer(), "beam_best: best"),
+            ],
+            params: &Params {
+                rows: rows as u32,
+                beam: ranking.beam as u32,
+                eos: ranking.eos,
+                steps: steps as u32,
+                length_penalty: ranking.length_penalty,
+                ..Params::default()
+            },
+            workgroups: element_grid(ctx, sentences, WG),
         },
     )
 }

@@ -1,23 +1,35 @@
-//! Decoding a trained [`Seq2Seq`]: greedy, inside the caller's graph (the chosen ids stay
-//! on the GPU), and beam search, which runs its own graph and reads back only the final
-//! hypotheses. `beam_search` with `beam: 1` is greedy decoding too, so one call with a
-//! [`BeamSearch`] covers both where the result is wanted on the CPU.
+//! Decoding a trained [`Seq2Seq`], inside the caller's graph: greedy ([`Seq2Seq::greedy`])
+//! and beam search ([`Seq2Seq::beam`]) take the same graph, source and padding, record
+//! every step into the graph's recorder (its own encoder, or a host's frame encoder with
+//! [`Graph::eval_into`]) and leave their tokens in GPU tensors: nothing is submitted and
+//! nothing waits. [`Seq2Seq::beam_search`] is the native convenience that runs a graph of
+//! its own and reads back all K hypotheses of every source, ranked.
 
-use super::{Seq2Seq, SourcePadding};
+use super::{Memory, Seq2Seq, SourcePadding};
 use crate::graph::{Graph, Var};
-use crate::{Result, Tensor};
+use crate::kernels::beam::{beam_best, beam_expand, beam_select, BeamRanking, BeamSelection, BeamStep};
+use crate::kernels::cross_entropy::top_k;
+use crate::{DType, Error, Result, Tensor};
 
-// Beam search reads its result back blocking, so it and what it needs are native-only.
-#[cfg(not(target_arch = "wasm32"))]
-use super::Memory;
+// Beam search with a blocking readback is native-only.
 #[cfg(not(target_arch = "wasm32"))]
 use crate::graph::ParamStore;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::kernels::beam::{backtrack, beam_expand, beam_select, BeamSelection, BeamStep, Hypothesis};
+use crate::kernels::beam::{backtrack, Hypothesis};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::kernels::cross_entropy::top_k;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::{Context, DType, Error};
+use crate::Context;
+
+/// What [`Seq2Seq::beam`] leaves on the GPU.
+#[derive(Clone, Debug)]
+pub struct BeamDecoding {
+    /// `[B, max_len]` u32: each source's best hypothesis, `eos` from its end on.
+    pub best: Tensor,
+    /// `[max_len, B*K, 2]` u32: every step's (token, parent row) of every row, for
+    /// [`crate::kernels::beam::backtrack`] when all K hypotheses are wanted.
+    pub history: Tensor,
+    /// `[B*K]` f32: the final rows' cumulative log-probabilities.
+    pub scores: Tensor,
+}
 
 impl Seq2Seq {
     /// Greedy decoding from `<sos>` ids `[B, 1]` for `max_len` steps: the chosen ids of each
@@ -47,26 +59,23 @@ impl Seq2Seq {
         Ok((chosen, weights))
     }
 
-    /// Beam search: for each of the `B` sources of `src` `[B, S]`, the `options.beam`
-    /// best hypotheses from `sos`, best first (see [`backtrack`] for the ranking). Every
-    /// step stays on the GPU (the decoder runs on the `B * K` live hypotheses, the
-    /// expansion, top-K and the reordering of the decoder's state by parent are kernels;
-    /// each chosen token is fed back as the next input), all `max_len` steps go in one
-    /// submission, and only the history and the final scores are read back. A hypothesis
-    /// that emits `eos` is finished and keeps its score. With `beam = 1` it is greedy
-    /// decoding. Runs its own graph in eval mode over `store`. Not on wasm32 (it reads the
-    /// result back blocking); there, [`Seq2Seq::greedy`] and [`crate::Tensor::read`].
-    #[cfg(not(target_arch = "wasm32"))]
-    #[allow(clippy::too_many_arguments)]
-    pub fn beam_search<'p>(
+    /// Beam search recorded into `g`: for each of the `B` sources of `src` `[B, S]`, the
+    /// `options.beam` best hypotheses from `sos`. Every step stays on the GPU (the decoder
+    /// runs on the `B * K` live hypotheses; the expansion, top-K and the reordering of the
+    /// decoder's state by parent are kernels; each chosen token is fed back as the next
+    /// input), and the best hypothesis of each source is left in
+    /// [`BeamDecoding::best`]: nothing is submitted, waited for or read back, so it runs
+    /// in a host's frame ([`Graph::eval_into`]) and in the browser. A hypothesis that
+    /// emits `eos` is finished and keeps its score. With `beam = 1` it is greedy decoding.
+    pub fn beam<'p>(
         &self,
-        ctx: &Context,
-        store: &mut ParamStore,
+        g: &mut Graph<'_>,
         src: &Tensor,
         src_padding: impl Into<SourcePadding<'p>>,
         sos: u32,
         options: &BeamSearch,
-    ) -> Result<Vec<Vec<Hypothesis>>> {
+    ) -> Result<BeamDecoding> {
+        let ctx = g.context().clone();
         let src_padding = src_padding.into();
         let src_lengths = src_padding.attention;
         let &BeamSearch {
@@ -79,7 +88,8 @@ impl Seq2Seq {
             [b, s] if b >= 1 && s >= 1 => (b, s),
             _ => return Err(Error::shape("beam_search: src", "[B, S] with B, S >= 1", src.shape())),
         };
-        let vocab = store.value(self.decoder.fc.weight).shape()[0];
+        let fc = g.param(self.decoder.fc.weight)?;
+        let vocab = g.value(fc).shape()[0];
         if beam == 0 || beam > vocab || max_len == 0 {
             return Err(Error::invalid(format!(
                 "beam_search: need 1 <= beam <= {vocab} (the target vocabulary) and max_len >= 1, got beam {beam}, max_len {max_len}"
@@ -93,11 +103,10 @@ impl Seq2Seq {
             }
         }
         let rows = batch * beam;
-        let mut g = Graph::eval(ctx, store);
-        let (memory, (h, c)) = self.encode(&mut g, src, src_padding.encoder)?;
+        let (memory, (h, c)) = self.encode(g, src, src_padding.encoder)?;
         // Each source's rows repeated K times: gathers by the row ids b repeated K times.
         let repeat: Vec<u32> = (0..batch as u32).flat_map(|b| std::iter::repeat_n(b, beam)).collect();
-        let repeat = Tensor::from_slice(ctx, &repeat, &[rows])?;
+        let repeat = Tensor::from_slice(&ctx, &repeat, &[rows])?;
         let repeat_rows = |g: &mut Graph<'_>, x: Var| -> Result<Var> {
             let shape = g.value(x).shape().to_vec();
             let width = shape[1..].iter().product::<usize>();
@@ -109,8 +118,8 @@ impl Seq2Seq {
         };
         let memory = match memory {
             Some(m) => Some(Memory {
-                values: repeat_rows(&mut g, m.values)?,
-                keys: repeat_rows(&mut g, m.keys)?,
+                values: repeat_rows(g, m.values)?,
+                keys: repeat_rows(g, m.keys)?,
                 ..m
             }),
             None => None,
@@ -125,15 +134,13 @@ impl Seq2Seq {
                 ));
             }
         }
-        let mut state = (repeat_rows(&mut g, h)?, repeat_rows(&mut g, c)?);
-        let mut ids = Tensor::full(ctx, &[rows, 1], sos)?;
-        let mut scores = Tensor::zeros(ctx, &[rows], DType::F32)?;
-        let mut finished = Tensor::zeros(ctx, &[rows], DType::U32)?;
-        let history = Tensor::empty(ctx, &[max_len, rows, 2], DType::U32)?;
+        let mut state = (repeat_rows(g, h)?, repeat_rows(g, c)?);
+        let mut ids = Tensor::full(&ctx, &[rows, 1], sos)?;
+        let mut scores = Tensor::zeros(&ctx, &[rows], DType::F32)?;
+        let mut finished = Tensor::zeros(&ctx, &[rows], DType::U32)?;
+        let history = Tensor::empty(&ctx, &[max_len, rows, 2], DType::U32)?;
         for t in 0..max_len {
-            let step = self
-                .decoder
-                .step(&mut g, &ids, state, memory.as_ref(), lengths.as_ref())?;
+            let step = self.decoder.step(g, &ids, state, memory.as_ref(), lengths.as_ref())?;
             let kernel_step = BeamStep {
                 beam,
                 eos,
@@ -141,23 +148,23 @@ impl Seq2Seq {
                 step: t,
             };
             let logits = g.value(step.logits).clone();
-            let candidates = Tensor::empty(ctx, &[rows, vocab], DType::F32)?;
-            let new_scores = Tensor::empty(ctx, &[batch, beam], DType::F32)?;
-            let picks = Tensor::empty(ctx, &[batch, beam], DType::U32)?;
-            let tokens = Tensor::empty(ctx, &[rows], DType::U32)?;
-            let parents = Tensor::empty(ctx, &[rows], DType::U32)?;
-            let finished_out = Tensor::empty(ctx, &[rows], DType::U32)?;
+            let candidates = Tensor::empty(&ctx, &[rows, vocab], DType::F32)?;
+            let new_scores = Tensor::empty(&ctx, &[batch, beam], DType::F32)?;
+            let picks = Tensor::empty(&ctx, &[batch, beam], DType::U32)?;
+            let tokens = Tensor::empty(&ctx, &[rows], DType::U32)?;
+            let parents = Tensor::empty(&ctx, &[rows], DType::U32)?;
+            let finished_out = Tensor::empty(&ctx, &[rows], DType::U32)?;
             let encoder = g.encoder();
-            beam_expand(ctx, encoder, &kernel_step, &logits, &scores, &finished, &candidates)?;
+            beam_expand(&ctx, encoder, &kernel_step, &logits, &scores, &finished, &candidates)?;
             let by_sentence = candidates.reshape(&[batch, beam * vocab])?;
-            top_k(ctx, encoder, &by_sentence, beam, &new_scores, &picks)?;
+            top_k(&ctx, encoder, &by_sentence, beam, &new_scores, &picks)?;
             let selection = BeamSelection {
                 tokens: &tokens,
                 parents: &parents,
                 finished: &finished_out,
                 history: &history,
             };
-            beam_select(ctx, encoder, &kernel_step, vocab, &picks, &finished, &selection)?;
+            beam_select(&ctx, encoder, &kernel_step, vocab, &picks, &finished, &selection)?;
             state = (
                 g.embedding(&parents, step.state.0, None)?,
                 g.embedding(&parents, step.state.1, None)?,
@@ -166,10 +173,37 @@ impl Seq2Seq {
             scores = new_scores.reshape(&[rows])?;
             finished = finished_out;
         }
+        let best = Tensor::empty(&ctx, &[batch, max_len], DType::U32)?;
+        let ranking = BeamRanking {
+            beam,
+            eos,
+            length_penalty,
+        };
+        beam_best(&ctx, g.encoder(), &ranking, &history, &scores, &best)?;
+        Ok(BeamDecoding { best, history, scores })
+    }
+
+    /// Beam search on a graph of its own over `store`, read back: for each of the `B`
+    /// sources, the `options.beam` best hypotheses, best first (see [`backtrack`] for the
+    /// ranking). All `max_len` steps go in one submission; only the history and the final
+    /// scores are read. Not on wasm32 (it blocks); there, [`Seq2Seq::beam`] and
+    /// [`crate::Tensor::read`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn beam_search<'p>(
+        &self,
+        ctx: &Context,
+        store: &mut ParamStore,
+        src: &Tensor,
+        src_padding: impl Into<SourcePadding<'p>>,
+        sos: u32,
+        options: &BeamSearch,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        let mut g = Graph::eval(ctx, store);
+        let decoding = self.beam(&mut g, src, src_padding, sos, options)?;
         g.submit();
-        let history = history.to_vec::<u32>()?;
-        let scores = scores.to_vec::<f32>()?;
-        backtrack(&history, &scores, beam, eos, length_penalty)
+        let history = decoding.history.to_vec::<u32>()?;
+        let scores = decoding.scores.to_vec::<f32>()?;
+        backtrack(&history, &scores, options.beam, options.eos, options.length_penalty)
     }
 }
 

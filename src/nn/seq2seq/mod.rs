@@ -12,7 +12,7 @@ mod decode;
 mod encoder;
 
 pub use attention::{Attention, AttentionKind, BahdanauAttention, LuongAttention, LuongScore, Memory};
-pub use decode::BeamSearch;
+pub use decode::{BeamDecoding, BeamSearch};
 pub use encoder::{Decoder, DecoderStep, Encoder};
 
 use super::VarBuilder;
