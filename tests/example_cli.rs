@@ -155,3 +155,80 @@ fn translate_checks_its_output_folder_and_sizes_before_training() {
     assert!(!out.join("translate.safetensors").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn translate_averages_checkpoints_and_checks_its_recipe_flags() {
+    for (args, flag) in [
+        (&["--label-smoothing", "1"][..], "--label-smoothing"),
+        (&["--label-smoothing", "-0.1"][..], "--label-smoothing"),
+        (&["--average", "a.safetensors,b.safetensors"][..], "--average"),
+    ] {
+        let output = run("translate", args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(flag), "{args:?}: {}", stderr(&output));
+    }
+    // A tiny model trained with label smoothing; the mean of it and itself is itself, so
+    // both score a small file alike; a checkpoint of another run (other vocabularies) is
+    // refused by name.
+    let dir = folder("translate-average");
+    let tiny = ["--epochs", "1", "--hidden", "16", "--embed", "8", "--beam", "1"];
+    let out = dir.join("a");
+    let trained = run(
+        "translate",
+        &[
+            &tiny[..],
+            &[
+                "--max-train",
+                "64",
+                "--label-smoothing",
+                "0.1",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    assert!(String::from_utf8_lossy(&trained.stdout).contains("label smoothing 0.1"));
+    let pairs = dir.join("pairs.tsv");
+    std::fs::write(
+        &pairs,
+        "I like tea.\t私はお茶が好きです。\nIt is raining.\t雨が降っています。\n",
+    )
+    .unwrap();
+    let checkpoint = out.join("translate.safetensors");
+    let score = |extra: &[&str]| {
+        let output = run(
+            "translate",
+            &[&["--eval", pairs.to_str().unwrap(), "--beam", "1"][..], extra].concat(),
+        );
+        assert!(output.status.success(), "{extra:?}: {}", stderr(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("chrF"))
+            .unwrap_or_default()
+            .to_string();
+        (line.split(" (").next().unwrap_or_default().to_string(), stdout)
+    };
+    let (alone, _) = score(&["--checkpoint", checkpoint.to_str().unwrap()]);
+    let both = format!("{0},{0}", checkpoint.display());
+    let (averaged, stdout) = score(&["--average", &both]);
+    assert!(!alone.is_empty() && alone == averaged, "{alone:?} vs {averaged:?}");
+    assert!(stdout.contains("the mean of 2 checkpoints"), "{stdout}");
+    let other = dir.join("b");
+    let trained = run(
+        "translate",
+        &[&tiny[..], &["--max-train", "48", "--out", other.to_str().unwrap()]].concat(),
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let mixed = format!(
+        "{},{}",
+        checkpoint.display(),
+        other.join("translate.safetensors").display()
+    );
+    let output = run("translate", &["--eval", pairs.to_str().unwrap(), "--average", &mixed]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("other vocabularies"), "{}", stderr(&output));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -2,7 +2,7 @@
 //! scoring it with corpus chrF and character BLEU-4, sample translations, and the
 //! `--translate` / `--eval` run on a saved checkpoint.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tsumugi::graph::ParamStore;
@@ -18,7 +18,14 @@ use crate::{AnyResult, Args};
 pub fn evaluate_checkpoint(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     let ctx = Context::new()?;
     let mut store = ParamStore::new();
-    let (model, meta, _) = Translator::load(&ctx, &mut store, checkpoint)?;
+    let (model, meta) = if args.average.is_empty() {
+        let (model, meta, _) = Translator::load(&ctx, &mut store, checkpoint)?;
+        (model, meta)
+    } else {
+        let (model, meta, _) = Translator::load(&ctx, &mut store, &args.average[0])?;
+        average_into(&ctx, &mut store, &model, &args.average)?;
+        (model, meta)
+    };
     if let Some(text) = &args.translate {
         let out = model.translate(&ctx, &mut store, &[text.as_str()], args.beam)?;
         println!("{text}\n-> {}", out[0]);
@@ -42,6 +49,61 @@ pub fn evaluate_checkpoint(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         );
         print_samples(&pairs, &scores.hypotheses, 5);
     }
+    Ok(())
+}
+
+/// `--average`: replaces the weights in `store` (loaded from `files[0]`) by the element-wise
+/// mean over all `files`, which must be checkpoints of one model (same vocabularies and
+/// parameter shapes), as in checkpoint averaging (Vaswani et al. 2017).
+fn average_into(ctx: &Context, store: &mut ParamStore, model: &Translator, files: &[PathBuf]) -> AnyResult<()> {
+    let mut sums: Vec<(String, Vec<f64>)> = Vec::new();
+    for (name, tensor, _) in store.entries() {
+        let values = tensor.to_vec::<f32>()?;
+        sums.push((name.to_string(), values.iter().map(|&x| f64::from(x)).collect()));
+    }
+    let mut epochs = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let mut other = ParamStore::new();
+        let (other_model, meta, _) = Translator::load(ctx, &mut other, file)?;
+        epochs.push(meta.epoch.to_string());
+        if i == 0 {
+            continue;
+        }
+        if other_model.src_vocab.to_text() != model.src_vocab.to_text()
+            || other_model.tgt_vocab.to_text() != model.tgt_vocab.to_text()
+        {
+            return Err(format!(
+                "--average: {} has other vocabularies than {}: not the same run",
+                file.display(),
+                files[0].display()
+            )
+            .into());
+        }
+        for (name, sum) in &mut sums {
+            let id = other
+                .find(name)
+                .ok_or_else(|| format!("--average: {} has no tensor {name}", file.display()))?;
+            let values = other.value(id).to_vec::<f32>()?;
+            if values.len() != sum.len() {
+                return Err(format!("--average: {name} has another shape in {}", file.display()).into());
+            }
+            for (s, v) in sum.iter_mut().zip(values) {
+                *s += f64::from(v);
+            }
+        }
+    }
+    for (name, sum) in &sums {
+        let id = store
+            .find(name)
+            .ok_or_else(|| format!("--average: no parameter {name}"))?;
+        let mean: Vec<f32> = sum.iter().map(|&s| (s / files.len() as f64) as f32).collect();
+        store.value(id).write(&mean)?;
+    }
+    println!(
+        "weights: the mean of {} checkpoints (after epochs {})",
+        files.len(),
+        epochs.join(", ")
+    );
     Ok(())
 }
 

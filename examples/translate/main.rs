@@ -30,10 +30,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::seq2seq::Seq2Seq;
+use tsumugi::optim::Adam;
 use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Error, Tensor};
 
@@ -61,6 +61,7 @@ Training (the default action), then evaluation on the dev split:
   --embed N             embedding size                             [default: 128]
   --teacher-forcing X   teacher-forcing ratio in [0, 1]            [default: 1]
   --clip X              gradient-norm clipping                     [default: 1]
+  --label-smoothing X   cross-entropy label smoothing in [0, 1)    [default: 0]
   --min-freq N          keep tokens seen at least N times          [default: 2]
   --max-train N         use only the first N training pairs        [default: all]
   --seed N              seed of initialisation and batching        [default: 0]
@@ -79,6 +80,8 @@ Using a trained checkpoint (no training):
   --translate TEXT      translate one English sentence
   --beam N              beam width for decoding (1 = greedy); after
                         training, dev is scored greedy and with it [default: 4]
+  --average A,B,..      use the mean of the weights of these checkpoints of one run
+                        (checkpoint averaging) instead of --checkpoint
 
 Other:
   --toy                 train on the chapter's 4 sentence pairs (character-level Japanese;
@@ -101,6 +104,7 @@ struct Args {
     embed: usize,
     teacher_forcing: f64,
     clip: f64,
+    label_smoothing: f64,
     min_freq: usize,
     max_train: Option<usize>,
     seed: u64,
@@ -113,6 +117,8 @@ struct Args {
     eval: Option<PathBuf>,
     translate: Option<String>,
     beam: usize,
+    /// `--average`: checkpoints whose mean weights are evaluated.
+    average: Vec<PathBuf>,
     toy: bool,
     profile: Option<usize>,
     /// `--hidden` or `--embed` was given (with `--resume` they must match the checkpoint).
@@ -133,6 +139,7 @@ impl Default for Args {
             embed: 128,
             teacher_forcing: 1.0,
             clip: 1.0,
+            label_smoothing: 0.0,
             min_freq: 2,
             max_train: None,
             seed: 0,
@@ -145,6 +152,7 @@ impl Default for Args {
             eval: None,
             translate: None,
             beam: 4,
+            average: Vec::new(),
             toy: false,
             profile: None,
             sizes_given: false,
@@ -181,6 +189,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             }
             "--teacher-forcing" => args.teacher_forcing = cli::value(&flag, it.next())?,
             "--clip" => args.clip = cli::value(&flag, it.next())?,
+            "--label-smoothing" => args.label_smoothing = cli::value(&flag, it.next())?,
             "--min-freq" => args.min_freq = cli::value(&flag, it.next())?,
             "--max-train" => args.max_train = Some(cli::value(&flag, it.next())?),
             "--seed" => args.seed = cli::value(&flag, it.next())?,
@@ -193,6 +202,10 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--eval" => args.eval = Some(cli::value(&flag, it.next())?),
             "--translate" => args.translate = Some(cli::value(&flag, it.next())?),
             "--beam" => args.beam = cli::value(&flag, it.next())?,
+            "--average" => {
+                let list: String = cli::value(&flag, it.next())?;
+                args.average = list.split(',').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+            }
             "--toy" => args.toy = true,
             "--profile" => args.profile = Some(cli::value(&flag, it.next())?),
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
@@ -219,6 +232,12 @@ fn parse_args() -> AnyResult<Option<Args>> {
     }
     if args.lr_end.is_some_and(|x| !(x >= 0.0 && (x as f32).is_finite())) {
         return Err("--lr-end must be a finite f32 number >= 0".into());
+    }
+    if !(0.0..1.0).contains(&args.label_smoothing) {
+        return Err(format!("--label-smoothing must be in [0, 1), got {}", args.label_smoothing).into());
+    }
+    if !args.average.is_empty() && args.eval.is_none() && args.translate.is_none() {
+        return Err("--average needs --eval FILE or --translate TEXT (it evaluates, it does not train)".into());
     }
     Ok(Some(args))
 }
@@ -374,7 +393,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     );
     let (embed, hidden) = translator_dims(&store, &translator);
     println!(
-        "embed {embed}, hidden {hidden}, batch {}, Adam lr {}{}, clip {}, teacher forcing {}, epochs: {}",
+        "embed {embed}, hidden {hidden}, batch {}, Adam lr {}{}, clip {}, teacher forcing {}{}, epochs: {}",
         args.batch,
         args.lr,
         args.lr_end
@@ -382,6 +401,11 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             .unwrap_or_default(),
         args.clip,
         args.teacher_forcing,
+        if args.label_smoothing > 0.0 {
+            format!(", label smoothing {}", args.label_smoothing)
+        } else {
+            String::new()
+        },
         match (args.minutes, args.epochs_given) {
             (Some(m), false) => format!("as many as {m} min allow"),
             (Some(m), true) => format!("at most {} within {m} min", args.epochs),
@@ -391,6 +415,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     let lr_end = args.lr_end.unwrap_or(args.lr);
     let ce = CrossEntropy {
         ignore_index: Some(Vocab::PAD_ID),
+        label_smoothing: args.label_smoothing as f32,
         ..CrossEntropy::default()
     };
     // Batching and teacher forcing draw from their own stream, keyed by the epoch so a
