@@ -16,14 +16,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::attention::{AttentionDims, Score};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
 use tsumugi::kernels::gru_cell::GruDims;
 use tsumugi::kernels::lstm_cell::LstmDims;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
 use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
 use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, RecurrentConfig};
+use tsumugi::optim::Adam;
 use tsumugi::reference;
 use tsumugi::{Context, Tensor};
 

@@ -22,9 +22,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{check_step_finite, Graph, ParamStore, Var};
 use tsumugi::io::{read_checkpoint, save_checkpoint_with, CheckpointFile, Metadata};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::models::RecurrentModel;
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -14,11 +14,11 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamStore, Var};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::{linear, recurrent, VarBuilder};
 use tsumugi::nn::{CellKind, RecurrentConfig};
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Result, Tensor};
 
 const USAGE: &str = "usage: lstm_vs_gru [--batch N] [--steps N] [--input N] [--hidden N] [--samples N]

@@ -15,12 +15,12 @@ use tsumugi::graph::{check_step_finite, Graph, ParamStore};
 use tsumugi::kernels::cross_entropy::{cross_entropy_check_status, cross_entropy_check_targets, CrossEntropy};
 use tsumugi::kernels::elementwise::{add_forward, sum_forward};
 use tsumugi::kernels::embedding::upload_ids;
-use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, DecoderConfig, Encoder, EncoderConfig, Seq2Seq};
 use tsumugi::nn::{
     embedding, linear, recurrent, CellKind, Embedding, EmbeddingConfig, Linear, Recurrent, RecurrentConfig, VarBuilder,
 };
+use tsumugi::optim::Adam;
 use tsumugi::{Context, DType, Error, Tensor};
 
 /// Every parameter's value, for "nothing changed" checks.

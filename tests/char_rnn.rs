@@ -8,10 +8,10 @@ use common::ctx;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::{Adam, Sgd};
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, RecurrentConfig};
+use tsumugi::optim::{Adam, Sgd};
 use tsumugi::Tensor;
 
 const TEXT: &str = "hello world";

@@ -11,10 +11,10 @@ use tsumugi::io::{
     checkpoint_metadata_from_bytes, load_checkpoint, load_checkpoint_from_bytes, read_checkpoint,
     read_checkpoint_metadata, save_checkpoint, save_checkpoint_with, Metadata,
 };
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Error, Tensor};
 
 struct Model {

@@ -16,9 +16,9 @@ use rand::SeedableRng;
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
 use std::future::Future;
 use tsumugi::graph::ParamStore;
-use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::{CellKind, RecurrentConfig};
+use tsumugi::sampling::Sampling;
 
 use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::Context;

@@ -11,11 +11,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::kernels::rnn_cell::Nonlinearity;
-use tsumugi::kernels::sampling::Sampling;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::sampling::Sampling;
 use tsumugi::{Context, DType, Error, Tensor};
 
 struct Model {

@@ -22,11 +22,11 @@ use rand::SeedableRng;
 use safetensors::tensor::{Dtype, SafeTensors};
 use tsumugi::graph::{Graph, ParamStore, Var};
 use tsumugi::io::{load_state_dict_from_bytes, LoadOptions};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::CellKind;
+use tsumugi::optim::Adam;
 use tsumugi::Tensor;
 
 /// The learning rate of the Adam step in every file (checked against its metadata).

@@ -8,9 +8,9 @@ mod common;
 use common::ctx;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::{recurrent, VarBuilder};
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
 
 /// The chapter's eight movie reviews (section 2.2, label 1 = positive), word ids by

@@ -8,7 +8,7 @@ mod common;
 
 use common::{assert_close, assert_param_gradients_match_finite_differences, ctx, seeded, to_f64, Tolerance};
 use tsumugi::graph::{Graph, ParamId, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::{Error, Tensor};
 
 fn param(store: &mut ParamStore, name: &str, data: &[f32], shape: &[usize]) -> ParamId {

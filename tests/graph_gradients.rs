@@ -10,9 +10,9 @@ mod cells {
     use super::ctx;
     use rand::{Rng, SeedableRng};
     use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
-    use tsumugi::kernels::cross_entropy::CrossEntropy;
     use tsumugi::kernels::rnn_cell::Nonlinearity;
     use tsumugi::kernels::Lengths;
+    use tsumugi::loss::CrossEntropy;
     use tsumugi::{Context, Tensor};
 
     #[derive(Clone, Copy, Debug)]
@@ -166,7 +166,7 @@ mod encoder_decoder {
     use super::ctx;
     use rand::{Rng, SeedableRng};
     use tsumugi::graph::{Graph, ParamId, ParamStore, RecurrentWeights};
-    use tsumugi::kernels::cross_entropy::CrossEntropy;
+    use tsumugi::loss::CrossEntropy;
     use tsumugi::{Context, Tensor};
 
     const B: usize = 2;
@@ -265,8 +265,8 @@ mod attention_op {
     use rand::{Rng, SeedableRng};
     use tsumugi::graph::{Graph, ParamId, ParamStore};
     use tsumugi::kernels::attention::Score;
-    use tsumugi::kernels::cross_entropy::CrossEntropy;
     use tsumugi::kernels::Lengths;
+    use tsumugi::loss::CrossEntropy;
     use tsumugi::{Context, Tensor};
 
     const B: usize = 3;

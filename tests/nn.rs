@@ -7,10 +7,10 @@ use common::ctx;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::{embedding, linear, recurrent, EmbeddingConfig, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, Linear, Recurrent, RecurrentConfig};
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
 
 /// The chapter's classifier shape: embedding -> recurrent layers -> linear on the last

@@ -10,13 +10,13 @@ use common::ctx;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::seq2seq::{
     Attention, AttentionKind, BahdanauAttention, BeamSearch, Decoder, Encoder, LuongAttention, LuongScore, Seq2Seq,
 };
 use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
 use tsumugi::nn::VarBuilder;
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
 
 const PAIRS: [(&str, &str); 4] = [

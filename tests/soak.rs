@@ -18,11 +18,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::gpu::PoolStats;
 use tsumugi::graph::{check_step_finite, Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
 use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
 use tsumugi::nn::VarBuilder;
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
 
 const PAD: u32 = 0;

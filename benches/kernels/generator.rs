@@ -20,9 +20,9 @@ pub(crate) fn generator_benches(criterion: &mut Criterion) {
     use rand::rngs::StdRng;
     use tsumugi::graph::ParamStore;
     use tsumugi::kernels::lstm_cell::LstmDims;
-    use tsumugi::kernels::sampling::Sampling;
     use tsumugi::nn::generator::Generator;
     use tsumugi::nn::{CellKind, RecurrentConfig};
+    use tsumugi::sampling::Sampling;
 
     let ctx = Context::new().expect("a GPU adapter");
     let mut group = criterion.benchmark_group("generator");

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::Rng;
 use tsumugi::graph::{Graph, ParamStore, Var};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
+use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
 
 pub type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -24,11 +24,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
 use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
-use tsumugi::kernels::sampling::Sampling;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::models::RecurrentModel;
+use tsumugi::optim::Adam;
+use tsumugi::sampling::Sampling;
 use tsumugi::{Context, Tensor};
 
 /// What the NPCs learn to say.

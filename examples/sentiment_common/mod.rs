@@ -15,13 +15,13 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tsumugi::graph::{check_step_finite, Graph, ParamStore};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
 use tsumugi::kernels::Lengths;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::metrics::ConfusionMatrix;
 use tsumugi::nn::models::{Readout, RecurrentModel};
 use tsumugi::nn::{linear, recurrent, VarBuilder};
 use tsumugi::nn::{CellKind, Embedding, RecurrentConfig};
+use tsumugi::optim::Adam;
 use tsumugi::text::{word_tokens, Vocab};
 use tsumugi::{Context, Tensor};
 

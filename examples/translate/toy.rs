@@ -6,8 +6,8 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::ParamStore;
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
+use tsumugi::loss::CrossEntropy;
+use tsumugi::optim::Adam;
 use tsumugi::text::{char_tokens, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
 use tsumugi::Context;
 

@@ -10,15 +10,15 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::io::{load_state_dict_from_bytes, state_dict_to_bytes_async, LoadOptions};
-use tsumugi::kernels::cross_entropy::CrossEntropy;
-use tsumugi::kernels::optim::Adam;
-use tsumugi::kernels::sampling::Sampling;
 use tsumugi::kernels::Lengths;
+use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::generator::Generator;
 use tsumugi::nn::models::RecurrentModel;
 use tsumugi::nn::seq2seq::{AttentionKind, Decoder, Encoder, Seq2Seq};
 use tsumugi::nn::seq2seq::{DecoderConfig, EncoderConfig};
 use tsumugi::nn::VarBuilder;
+use tsumugi::optim::Adam;
+use tsumugi::sampling::Sampling;
 use tsumugi::text::{word_tokens, Example, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Result, Tensor};
 

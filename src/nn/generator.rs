@@ -33,7 +33,7 @@
 //!
 //! ```no_run
 //! use tsumugi::graph::ParamStore;
-//! use tsumugi::kernels::sampling::Sampling;
+//! use tsumugi::sampling::Sampling;
 //! use tsumugi::nn::generator::Generator;
 //! use tsumugi::nn::{Embedding, Linear, Recurrent};
 //! use tsumugi::Context;
