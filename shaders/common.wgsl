@@ -124,3 +124,28 @@ fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 fn uniform_from_bits(bits: u32) -> f32 {
     return f32(bits >> 8u) * 5.9604645e-8; // 2^-24
 }
+
+// The scratch of workgroup_tree_sum. A workgroup variable counts against an entry point's
+// workgroup memory only where that entry point uses it, so kernels that never sum pay
+// nothing for it. (A pointer to workgroup memory cannot be a function argument in naga.)
+var<workgroup> tree_scratch: array<f32, 256>;
+
+// The fixed-order sum over a workgroup: invocation `lid` of `count` (a power of two, at most
+// 256) puts its `value` in tree_scratch[lid], then pairs are combined at strides count / 2,
+// count / 4, ..., 1 (l += l + s), so the order depends only on count, never on
+// scheduling: bitwise reproducible. Every invocation gets the total. Holds barriers: every
+// invocation of the workgroup must call it, from uniform control flow.
+fn workgroup_tree_sum(lid: u32, count: u32, value: f32) -> f32 {
+    tree_scratch[lid] = value;
+    workgroupBarrier();
+    for (var stride = count / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            tree_scratch[lid] += tree_scratch[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = tree_scratch[0];
+    // The next use of the scratch must not overwrite it before every invocation read it.
+    workgroupBarrier();
+    return total;
+}

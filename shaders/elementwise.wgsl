@@ -61,7 +61,6 @@ struct Params {
 override WG: u32 = 256u;
 // The reduction runs in one workgroup of this many invocations (a power of two).
 override REDUCE_WG: u32 = 256u;
-const REDUCE_MAX: u32 = 256u;
 
 // Writes a gradient (or an output) element, adding the old value when accumulating.
 fn store0(i: u32, value: f32) {
@@ -242,11 +241,10 @@ fn concat_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
-var<workgroup> partial: array<f32, REDUCE_MAX>;
 
 // One workgroup; in0 = x, out0 = y [1]. Deterministic by construction: invocation l sums
-// x[l], x[l + W], x[l + 2W], ... in that order, then a fixed binary tree (l += l + s for
-// s = W/2, W/4, ..., 1) combines the W partial sums. The order depends only on n and W,
+// x[l], x[l + W], x[l + 2W], ... in that order, then common.wgsl's fixed binary tree
+// (workgroup_tree_sum) combines the W partial sums. The order depends only on n and W,
 // never on scheduling. One workgroup keeps it a single dispatch with no scratch buffer;
 // the reductions tsumugi needs (losses, statistics) are far smaller than what that costs.
 @compute @workgroup_size(REDUCE_WG)
@@ -255,17 +253,10 @@ fn sum_forward(@builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < params.len; i += REDUCE_WG) {
         total += in0[i];
     }
-    partial[lid] = total;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let sum = workgroup_tree_sum(lid, REDUCE_WG, total);
     if (lid == 0u) {
         // A division, not a multiplication by 1/n: the same rounding as torch.mean.
-        out0[0] = partial[0] / params.scale;
+        out0[0] = sum / params.scale;
     }
 }
 

@@ -85,7 +85,6 @@ override CLIP_WG: u32 = 256u;
 // Elements per invocation of clip_grad_norm_partial: fewer partials to sum serially.
 override CLIP_ITEMS: u32 = 16u;
 
-var<workgroup> red: array<f32, 256>;
 
 // Adam's new (param, exp_avg, exp_avg_sq) of element i.
 fn adam_update(i: u32) -> vec3<f32> {
@@ -185,17 +184,6 @@ fn sgd_probe(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
 }
 
-// Fixed tree over red[0 .. CLIP_WG); the sum ends in red[0]. Called by every invocation.
-fn tree_sum(lid: u32) {
-    workgroupBarrier();
-    for (var stride = CLIP_WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            red[lid] += red[lid + stride];
-        }
-        workgroupBarrier();
-    }
-}
-
 @compute @workgroup_size(CLIP_WG)
 fn clip_grad_norm_partial(
     @builtin(local_invocation_index) lid: u32,
@@ -217,10 +205,9 @@ fn clip_grad_norm_partial(
             sum += g * g;
         }
     }
-    red[lid] = sum;
-    tree_sum(lid);
+    let total = workgroup_tree_sum(lid, CLIP_WG, sum);
     if (lid == 0u) {
-        partials[params.first_partial + chunk] = red[0];
+        partials[params.first_partial + chunk] = total;
     }
 }
 
@@ -230,10 +217,9 @@ fn clip_grad_norm_total(@builtin(local_invocation_index) lid: u32) {
     for (var j = lid; j < params.partials; j += CLIP_WG) {
         sum += partials[j];
     }
-    red[lid] = sum;
-    tree_sum(lid);
+    let total = workgroup_tree_sum(lid, CLIP_WG, sum);
     if (lid == 0u) {
-        total_norm[0] = sqrt(red[0]);
+        total_norm[0] = sqrt(total);
     }
 }
 

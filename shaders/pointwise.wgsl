@@ -69,7 +69,6 @@ struct Params {
 override WG: u32 = 256u;
 // The reductions run one workgroup of this many invocations (a power of two) per output.
 override REDUCE_WG: u32 = 256u;
-const REDUCE_MAX: u32 = 256u;
 
 // Writes an output element, adding the old value when accumulating.
 fn store0(i: u32, value: f32) {
@@ -123,26 +122,10 @@ fn binary_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     store0(i, binary_grad(in0[i % params.len_a], in1[i % params.len_b], in2[i]));
 }
 
-var<workgroup> partial: array<f32, REDUCE_MAX>;
-
-// The sum of every invocation's `value`, combined by a fixed binary tree (l += l + s for
-// s = W/2, W/4, ..., 1), so the order depends only on W. Every invocation of the
-// workgroup must call it (it holds barriers); all of them get the total.
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
 
 // One workgroup per element j of the broadcast operand (len = its length, inner = len,
 // dim = len_y / len). Invocation l sums rows l, l + W, l + 2W, ... of the [dim, inner]
-// view of y in that order, then workgroup_sum: a fixed order for a given shape.
+// view of y in that order, then workgroup_tree_sum (common.wgsl): a fixed order for a given shape.
 @compute @workgroup_size(REDUCE_WG)
 fn binary_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
@@ -156,7 +139,7 @@ fn binary_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         let i = r * params.inner + j;
         total += binary_grad(in0[i % params.len_a], in1[i % params.len_b], in2[i]);
     }
-    let sum = workgroup_sum(lid, total);
+    let sum = workgroup_tree_sum(lid, REDUCE_WG, total);
     if (lid == 0u) {
         store0(j, sum);
     }
@@ -211,7 +194,7 @@ fn sum_dim_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     for (var d = lid; d < params.dim; d += REDUCE_WG) {
         total += in0[base + d * params.inner];
     }
-    let sum = workgroup_sum(lid, total);
+    let sum = workgroup_tree_sum(lid, REDUCE_WG, total);
     if (lid == 0u) {
         // A division, not a multiplication by 1/D: the same rounding as torch.mean.
         out0[j] = sum / params.divisor;

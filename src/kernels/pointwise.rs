@@ -142,7 +142,7 @@ const SLICE_BACKWARD: KernelSpec = kernel("slice_backward", &[IN2, OUT0, PARAMS]
 const WG: u32 = 256;
 
 /// The reductions' workgroup (`REDUCE_WG`) for sums of `dim` terms: the power of two
-/// covering them, from 32 to the shader's `REDUCE_MAX` 256, so a short sum does not
+/// covering them, from 32 to 256 (common.wgsl's `tree_scratch`), so a short sum does not
 /// idle 256 invocations. A function of the shape only, so the order of a sum is too.
 fn reduce_wg(dim: usize) -> u32 {
     dim.next_power_of_two().clamp(32, 256) as u32

@@ -6,7 +6,7 @@ use crate::gpu::{Context, Dispatch, Recorder};
 use crate::kernels::check_tensors;
 use crate::{Result, Tensor};
 
-/// The one workgroup of the reduction (`REDUCE_WG`, at most the shader's `REDUCE_MAX`).
+/// The one workgroup of the reduction (`REDUCE_WG`, at most 256: common.wgsl's `tree_scratch`).
 const REDUCE_WG: u32 = 256;
 
 /// Shared body of sum_forward and mean_forward: `y[0] = sum(x) / divisor`.
