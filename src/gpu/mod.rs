@@ -21,7 +21,7 @@ pub use adapter::{enumerate_adapters, AdapterOptions, AdapterSummary};
 pub use pipeline::{shader_families, ShaderFamily, SUBGROUP_SECTION};
 pub(crate) use pipeline::{
     Access, KernelSpec, ATTENTION, BEAM, CROSS_ENTROPY, ELEMENTWISE, EMBEDDING, GRU_CELL, LSTM_CELL, MATMUL, OPTIM,
-    POINTWISE, RNN_CELL, SAMPLING, SEQUENCE,
+    RNN_CELL, SAMPLING, SEQUENCE,
 };
 pub(crate) use pool::{BufferKind, PooledBuffer};
 pub use pool::{PoolStats, UNIFORM_CHUNK_BYTES};

@@ -195,19 +195,12 @@ pub(crate) const EMBEDDING: ShaderFamily = ShaderFamily {
     source: include_str!("../../shaders/embedding.wgsl"),
 };
 
-/// Pointwise ops, concat/split, full reductions and dropout.
+/// Pointwise ops, concat/split, full reductions, dropout and the tape's arithmetic
+/// (broadcasting binary ops, unary maps, sums over a dimension, slices).
 pub(crate) const ELEMENTWISE: ShaderFamily = ShaderFamily {
     name: "elementwise",
     preludes: &[],
     source: include_str!("../../shaders/elementwise.wgsl"),
-};
-
-/// The tape's arithmetic: broadcasting binary ops, unary maps, sums over a dimension
-/// and slices along one.
-pub(crate) const POINTWISE: ShaderFamily = ShaderFamily {
-    name: "pointwise",
-    preludes: &[],
-    source: include_str!("../../shaders/pointwise.wgsl"),
 };
 
 /// Per-row reversal of sequences within their lengths.
@@ -243,7 +236,6 @@ pub fn shader_families() -> &'static [ShaderFamily] {
         OPTIM,
         EMBEDDING,
         ELEMENTWISE,
-        POINTWISE,
         SEQUENCE,
         BEAM,
         SAMPLING,

@@ -13,7 +13,8 @@ pub mod gru_cell;
 pub mod lstm_cell;
 pub mod matmul;
 pub mod optim;
-pub mod pointwise;
+/// The tape's arithmetic, in the elementwise family (also `kernels::elementwise::pointwise`).
+pub use elementwise::pointwise;
 pub mod recurrent;
 pub mod rnn_cell;
 pub mod sampling;

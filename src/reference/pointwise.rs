@@ -1,10 +1,10 @@
-//! CPU reference of `shaders/pointwise.wgsl`: broadcasting binary ops, unary maps, sums
+//! CPU reference of the tape's arithmetic in `shaders/elementwise.wgsl`: broadcasting binary ops, unary maps, sums
 //! over one dimension and slices along one, in plain f64 loops.
 //!
 //! Broadcasting as the kernels do it: an operand's elements repeat with the period of its
 //! length (a suffix shape or `[1]`), so element i of `y` reads `a[i % len_a]` and
 //! `b[i % len_b]`. A dimension is given as its `[outer, D, inner]` view (see
-//! `src/kernels/pointwise.rs`). Backward functions return the gradient alone;
+//! `src/kernels/elementwise/pointwise.rs`). Backward functions return the gradient alone;
 //! accumulating into an existing gradient is the caller's `+=`.
 
 use crate::kernels::pointwise::{Binary, Unary};

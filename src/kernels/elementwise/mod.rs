@@ -16,6 +16,7 @@
 
 mod concat;
 mod dropout;
+pub mod pointwise;
 mod reduce;
 
 pub use concat::{concat_backward, concat_forward, split_backward, split_forward};
@@ -53,6 +54,19 @@ struct Params {
     cols_b: u32,
     has_out0: u32,
     has_out1: u32,
+    // The tape's arithmetic (pointwise.rs).
+    op: u32,
+    which: u32,
+    len_a: u32,
+    len_b: u32,
+    outer: u32,
+    dim: u32,
+    inner: u32,
+    start: u32,
+    count: u32,
+    factor: f32,
+    divisor: f32,
+    _pad: u32,
 }
 
 const IN0: (u32, Access) = (0, Access::Read);

@@ -1,4 +1,4 @@
-//! Launchers of `shaders/pointwise.wgsl`, the tape's arithmetic: add, sub, mul and div
+//! Launchers of the tape's arithmetic in `shaders/elementwise.wgsl`: add, sub, mul and div
 //! with broadcasting, scale, square, exp and log, sums and means over one dimension, and
 //! slices along one dimension, each with its backward.
 //!
@@ -13,10 +13,10 @@
 //! Every gradient output takes an `accumulate` flag: add into what it holds (a tensor
 //! that feeds several ops) instead of overwriting it.
 
-use super::elementwise::BinaryGrads;
-use super::{check_loop_budget, check_tensors, row_grid};
-use crate::gpu::{Access, Context, Dispatch, KernelSpec, Recorder, POINTWISE};
-use crate::{DType, Error, Result, Tensor};
+use super::{check_f32, encode, kernel, BinaryGrads, Params, IN0, IN1, IN2, OUT0, PARAMS};
+use crate::gpu::{Context, Dispatch, KernelSpec, Recorder};
+use crate::kernels::{check_loop_budget, check_tensors, row_grid};
+use crate::{Error, Result, Tensor};
 
 /// A two-operand op of [`binary_forward`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,40 +93,6 @@ impl Unary {
     }
 }
 
-/// Mirror of `Params` in pointwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    accumulate: u32,
-    op: u32,
-    which: u32,
-    len_a: u32,
-    len_b: u32,
-    outer: u32,
-    dim: u32,
-    inner: u32,
-    start: u32,
-    count: u32,
-    factor: f32,
-    divisor: f32,
-    _pad: [u32; 3],
-}
-
-const IN0: (u32, Access) = (0, Access::Read);
-const IN1: (u32, Access) = (1, Access::Read);
-const IN2: (u32, Access) = (2, Access::Read);
-const OUT0: (u32, Access) = (3, Access::ReadWrite);
-const PARAMS: (u32, Access) = (4, Access::Params);
-
-const fn kernel(entry_point: &'static str, bindings: &'static [(u32, Access)]) -> KernelSpec {
-    KernelSpec {
-        family: &POINTWISE,
-        entry_point,
-        bindings,
-    }
-}
-
 const BINARY_FORWARD: KernelSpec = kernel("binary_forward", &[IN0, IN1, OUT0, PARAMS]);
 const BINARY_BACKWARD: KernelSpec = kernel("binary_backward", &[IN0, IN1, IN2, OUT0, PARAMS]);
 const BINARY_BACKWARD_REDUCE: KernelSpec = kernel("binary_backward_reduce", &[IN0, IN1, IN2, OUT0, PARAMS]);
@@ -137,26 +103,11 @@ const SUM_DIM_BACKWARD: KernelSpec = kernel("sum_dim_backward", &[IN2, OUT0, PAR
 const SLICE_FORWARD: KernelSpec = kernel("slice_forward", &[IN0, OUT0, PARAMS]);
 const SLICE_BACKWARD: KernelSpec = kernel("slice_backward", &[IN2, OUT0, PARAMS]);
 
-/// Invocations per workgroup of the pointwise kernels (`WG`): a multiple of lavapipe's 8
-/// lanes, within every adapter's default 256.
-const WG: u32 = 256;
-
 /// The reductions' workgroup (`REDUCE_WG`) for sums of `dim` terms: the power of two
 /// covering them, from 32 to 256 (common.wgsl's `tree_scratch`), so a short sum does not
 /// idle 256 invocations. A function of the shape only, so the order of a sum is too.
 fn reduce_wg(dim: usize) -> u32 {
     dim.next_power_of_two().clamp(32, 256) as u32
-}
-
-/// f32, at least one element, and `expected` shape if given; returns the shape.
-fn check_f32<'t>(name: &str, tensor: &'t Tensor, expected: Option<&[usize]>) -> Result<&'t [usize]> {
-    tensor.check_dtype(name, DType::F32)?;
-    if let Some(expected) = expected {
-        tensor.check_shape(name, expected)?;
-    } else if tensor.is_empty() || tensor.shape().is_empty() {
-        return Err(Error::shape(name, "at least one element", tensor.shape()));
-    }
-    Ok(tensor.shape())
 }
 
 /// The shape of `a op b`: the larger of the two where the other is the same shape, a
@@ -209,18 +160,6 @@ pub fn reduced_shape(shape: &[usize], dim: usize) -> Vec<usize> {
         reduced.push(1);
     }
     reduced
-}
-
-/// Encodes one dispatch over `units` invocations of `WG`.
-fn encode(
-    ctx: &Context,
-    encoder: &mut dyn Recorder,
-    kernel: &KernelSpec,
-    buffers: &[(u32, &wgpu::Buffer, &str)],
-    params: &Params,
-    units: usize,
-) -> Result<()> {
-    super::encode_elementwise(ctx, encoder, kernel, buffers, params, units, WG)
 }
 
 /// Encodes one reduction: a workgroup per each of `outputs` sums of `dim` terms.
