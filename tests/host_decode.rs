@@ -52,21 +52,8 @@ fn greedy_decoding_recorded_into_a_hosts_encoder_equals_its_own_encoders_and_cre
     let devices_before = tsumugi::gpu::devices_created();
     let (device, queue) = host_device();
     let ctx = Context::from_wgpu(device.clone(), queue.clone());
-    let (mut store, mut rng) = (ParamStore::new(), StdRng::seed_from_u64(12));
-    let encoder = EncoderConfig {
-        vocab: 13,
-        embed: 8,
-        hidden: 16,
-        padding_idx: Some(0),
-    };
-    let decoder = DecoderConfig {
-        vocab: 11,
-        embed: 8,
-        hidden: 16,
-        padding_idx: Some(0),
-        attention: Some(AttentionKind::Bahdanau),
-    };
-    let model = Seq2Seq::build(encoder, decoder, VarBuilder::new(&ctx, &mut store, &mut rng)).unwrap();
+    let mut store = ParamStore::new();
+    let model = model(&ctx, &mut store, 12);
     // Three sources of lengths 4, 2 and 3 (padded with 0), each decoded from <sos> = 1.
     let src = Tensor::from_slice(&ctx, &[5u32, 7, 2, 9, 3, 4, 0, 0, 8, 8, 6, 0], &[3, 4]).unwrap();
     let lengths = Lengths::new(&ctx, &[4, 2, 3], 4).unwrap();
