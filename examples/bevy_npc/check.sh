@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The Bevy example's pixel test: builds examples/bevy_npc (Bevy 0.20, Rust 1.97.1 from
+# its rust-toolchain.toml), then runs it headless twice on the Vulkan adapter Bevy picks
+# (lavapipe where there is no GPU: `apt-get install mesa-vulkan-drivers libvulkan1`):
+# first training the model and saving it as a safetensors checkpoint, then loading that
+# checkpoint. Each run renders its frames in Bevy's render world and exits non-zero
+# unless every bar of the last frame equals the probability tsumugi computed within one
+# pixel and tsumugi created no device of its own.
+#
+#   examples/bevy_npc/check.sh          (CARGO_TARGET_DIR is honoured; default: the crate's target/)
+set -euo pipefail
+cd "$(dirname "$0")"
+if command -v rustup >/dev/null; then
+    rustup toolchain install "$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)" --profile minimal
+fi
+target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target"
+start=$(date +%s)
+cargo build --release --locked
+echo "bevy_npc: build took $(($(date +%s) - start)) s"
+checkpoint="$target/bevy_npc_check.safetensors"
+rm -f "$checkpoint"
+for run in train load; do
+    start=$(date +%s)
+    cargo run --release --locked -- --frames 30 --npcs 16 --bar-height 100 \
+        --checkpoint "$checkpoint" --out "$target/bevy_npc_$run.png"
+    echo "bevy_npc: the $run run took $(($(date +%s) - start)) s"
+done

@@ -1,0 +1,527 @@
+//! The render-world side: tsumugi's generator on Bevy's `RenderDevice` and `RenderQueue`,
+//! stepped every frame in Bevy's command encoder by a system of the `RenderGraph`
+//! schedule, and game_npc's append and draw passes (which bind the generator's token and
+//! probability buffers directly) drawing the NPCs' lines and bars into an offscreen
+//! target on the same encoder. Bevy submits the encoder; nothing is read back inside a
+//! frame. The last frame's image, probabilities and tokens are copied out in that frame's
+//! encoder and read once, after the loop, for the pixel check.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bevy::prelude::*;
+use bevy::render::renderer::{
+    RenderAdapterInfo, RenderContext, RenderDevice, RenderGraph, RenderGraphSystems, RenderQueue,
+};
+use bevy::render::{Render, RenderApp, RenderSystems};
+use tsumugi::nn::generator::Generator;
+use tsumugi::sampling::Sampling;
+use tsumugi::Context;
+
+use crate::model;
+use crate::render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
+
+/// What a run ended with, set once by the render world and taken by the main world,
+/// which then exits.
+#[derive(Resource, Clone, Default)]
+pub struct Outcome(pub Arc<Mutex<Option<Result<(), String>>>>);
+
+impl Outcome {
+    fn set(&self, result: Result<(), String>) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(result);
+    }
+
+    fn take(&self) -> Option<Result<(), String>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
+
+/// The settings of a run (from the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub frames: usize,
+    pub npcs: usize,
+    pub out: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    pub train_steps: u64,
+    pub hidden: usize,
+    pub bar_h: u32,
+    pub sampling: Sampling,
+    pub wall_time: bool,
+}
+
+/// Adds the NPCs to the render world (once Bevy's renderer exists) and exits the app
+/// when their run is over.
+pub struct NpcPlugin {
+    pub settings: Settings,
+    pub outcome: Outcome,
+}
+
+impl Plugin for NpcPlugin {
+    fn build(&self, app: &mut App) {
+        app.insert_resource(self.outcome.clone())
+            .add_systems(Update, exit_when_done);
+        if let Some(render_app) = app.get_sub_app_mut(RenderApp) {
+            render_app
+                // Beside Bevy's camera driver, before the pending command buffers are
+                // submitted (RenderGraphSystems::Submit).
+                .add_systems(RenderGraph, encode_frame.in_set(RenderGraphSystems::Render))
+                .add_systems(Render, after_submit.in_set(RenderSystems::Cleanup));
+        }
+    }
+
+    /// Runs after RenderPlugin's `finish`, which has put Bevy's device and queue into the
+    /// render world.
+    fn finish(&self, app: &mut App) {
+        let Some(render_app) = app.get_sub_app_mut(RenderApp) else {
+            self.outcome
+                .set(Err("Bevy has no render world (no GPU adapter?)".into()));
+            return;
+        };
+        match Npcs::new(render_app.world(), &self.settings, self.outcome.clone()) {
+            Ok(npcs) => {
+                render_app.insert_resource(npcs);
+            }
+            Err(err) => self.outcome.set(Err(err)),
+        }
+    }
+}
+
+fn exit_when_done(outcome: Res<Outcome>, mut exit: MessageWriter<AppExit>) {
+    match outcome.take() {
+        Some(Ok(())) => {
+            exit.write(AppExit::Success);
+        }
+        Some(Err(err)) => {
+            eprintln!("error: {err}");
+            exit.write(AppExit::error());
+        }
+        None => {}
+    }
+}
+
+/// The render world's system: one frame of the NPCs, in Bevy's command encoder.
+fn encode_frame(mut render_context: RenderContext, npcs: Option<ResMut<Npcs>>) {
+    let Some(mut npcs) = npcs else {
+        return;
+    };
+    if npcs.frame >= npcs.settings.frames || npcs.finished {
+        return;
+    }
+    if let Err(err) = npcs.encode(render_context.command_encoder()) {
+        npcs.finished = true;
+        npcs.outcome.set(Err(err));
+    }
+}
+
+/// After Bevy's submission of the frame (RenderSystems::Cleanup follows the render
+/// graph): tsumugi's uniform space is recycled, and after the last frame the run is
+/// checked and reported.
+fn after_submit(npcs: Option<ResMut<Npcs>>) {
+    let Some(mut npcs) = npcs else {
+        return;
+    };
+    if npcs.finished {
+        return;
+    }
+    // Everything tsumugi encoded this frame went out with Bevy's submission.
+    npcs.ctx.recycle_after_submit();
+    if npcs.frame == npcs.settings.frames {
+        npcs.finished = true;
+        let result = npcs.finish_run();
+        npcs.outcome.set(result);
+    }
+}
+
+/// Timestamps around the generator's step in each frame: two queries per frame.
+struct Timing {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl Timing {
+    fn new(device: &wgpu::Device, frames: usize) -> Option<Timing> {
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return None;
+        }
+        let count = 2 * frames as u32;
+        let bytes = u64::from(count) * 8;
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Some(Timing {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("npc model time"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolve: buffer(
+                "npc model time resolve",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "npc model time readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+        })
+    }
+
+    /// An empty compute pass that only writes timestamp `index`.
+    fn mark(&self, encoder: &mut wgpu::CommandEncoder, index: u32, begin: bool) {
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("npc model time"),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &self.queries,
+                beginning_of_pass_write_index: begin.then_some(index),
+                end_of_pass_write_index: (!begin).then_some(index),
+            }),
+        });
+    }
+
+    /// The step's GPU time of each of the first `frames` frames, in ms (one readback).
+    fn read(&self, device: &wgpu::Device, queue: &wgpu::Queue, frames: u32) -> Vec<f64> {
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.resolve_query_set(&self.queries, 0..2 * frames, &self.resolve, 0);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, u64::from(frames) * 16);
+        queue.submit([encoder.finish()]);
+        map_all_blocking(device, &[&self.readback]);
+        let period = f64::from(queue.get_timestamp_period());
+        let ticks: Vec<u64> = {
+            let view = self.readback.slice(..).get_mapped_range().expect("mapped timestamps");
+            bytemuck::pod_collect_to_vec(&view[..frames as usize * 16])
+        };
+        self.readback.unmap();
+        ticks
+            .chunks(2)
+            .map(|pair| pair[1].saturating_sub(pair[0]) as f64 * period / 1e6)
+            .collect()
+    }
+}
+
+/// Where the last frame's image, probabilities and tokens are copied, in that frame's
+/// own encoder, to be read after the loop.
+struct Capture {
+    image: wgpu::Buffer,
+    probs: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+}
+
+/// Everything the NPCs need in the render world.
+#[derive(Resource)]
+struct Npcs {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    ctx: Context,
+    generator: Generator,
+    renderer: Renderer,
+    offscreen: Offscreen,
+    capture: Capture,
+    timing: Option<Timing>,
+    start_tokens: Vec<u32>,
+    settings: Settings,
+    outcome: Outcome,
+    /// Frames encoded so far.
+    frame: usize,
+    /// When frame 1 was encoded: frame 0 also builds pipelines, so it is left out of the
+    /// wall time.
+    started: Option<Instant>,
+    finished: bool,
+}
+
+impl Npcs {
+    /// Trains or loads the model on Bevy's device and builds the generator and renderer
+    /// there; submits one encoder that starts every NPC's line.
+    fn new(world: &World, settings: &Settings, outcome: Outcome) -> Result<Npcs, String> {
+        let device = world.resource::<RenderDevice>().wgpu_device().clone();
+        let queue: wgpu::Queue = (**world.resource::<RenderQueue>()).clone();
+        let info = world.resource::<RenderAdapterInfo>();
+        println!("Bevy's adapter: {} ({:?})", info.name, info.backend);
+        // tsumugi on Bevy's device and queue: no second device.
+        let ctx = Context::from_wgpu(device.clone(), queue.clone());
+        let chars = model::vocabulary();
+        let m = model::model(
+            &ctx,
+            settings.checkpoint.as_deref(),
+            settings.train_steps,
+            settings.hidden,
+            &chars,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut generator = Generator::from_model(&ctx, &m.store, &m.net, settings.npcs, settings.sampling)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "tsumugi runs on Bevy's device: {}",
+            generator.context().device() == &device
+        );
+        let charmap: Vec<u32> = chars.iter().map(|&c| c as u32).collect();
+        let layout = Layout::new(settings.npcs, chars.len(), 40, 3, settings.bar_h);
+        let renderer = Renderer::new(
+            &device,
+            OFFSCREEN_FORMAT,
+            layout,
+            generator.tokens().buffer(),
+            generator.probabilities().buffer(),
+            &charmap,
+        );
+        let offscreen = Offscreen::new(&device, layout.width, layout.height);
+        let readback = |label, bytes: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let capture = Capture {
+            image: offscreen.staging(&device),
+            probs: readback("npc probabilities readback", settings.npcs * chars.len() * 4),
+            tokens: readback("npc tokens readback", settings.npcs * 4),
+        };
+        // Each NPC starts its line with the first letter of a role: 't' for "the", ...
+        let id = |c: char| chars.iter().position(|&x| x == c).unwrap_or(0) as u32;
+        let start_tokens: Vec<u32> = "tbhafwgm".chars().cycle().take(settings.npcs).map(id).collect();
+        let mut encoder = device.create_command_encoder(&Default::default());
+        for (slot, &token) in start_tokens.iter().enumerate() {
+            generator
+                .reset_slot(&mut encoder, slot, token)
+                .map_err(|e| e.to_string())?;
+        }
+        queue.submit([encoder.finish()]);
+        ctx.recycle_after_submit();
+        let timing = if settings.wall_time {
+            None
+        } else {
+            Timing::new(&device, settings.frames)
+        };
+        Ok(Npcs {
+            device,
+            queue,
+            ctx,
+            generator,
+            renderer,
+            offscreen,
+            capture,
+            timing,
+            start_tokens,
+            settings: settings.clone(),
+            outcome,
+            frame: 0,
+            started: None,
+            finished: false,
+        })
+    }
+
+    /// One frame into Bevy's encoder: game logic (every 12 frames an NPC starts a new
+    /// line), the model's step between two timestamps, the append pass and the draw; the
+    /// last frame also copies its image, probabilities and tokens out.
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<(), String> {
+        let f = self.frame;
+        if f == 1 {
+            self.started = Some(Instant::now());
+        }
+        if f > 0 && f.is_multiple_of(12) {
+            let slot = (f / 12 - 1) % self.generator.streams();
+            self.generator
+                .reset_slot(encoder, slot, self.start_tokens[slot])
+                .map_err(|e| e.to_string())?;
+            self.renderer.clear_line(encoder, slot);
+        }
+        if let Some(timing) = &self.timing {
+            timing.mark(encoder, 2 * f as u32, true);
+        }
+        self.generator.step(encoder).map_err(|e| e.to_string())?;
+        if let Some(timing) = &self.timing {
+            timing.mark(encoder, 2 * f as u32 + 1, false);
+        }
+        self.renderer.append(encoder);
+        self.renderer.draw(encoder, &self.offscreen.view);
+        if f + 1 == self.settings.frames {
+            self.offscreen.copy_to(encoder, &self.capture.image);
+            let copy = |from: &wgpu::Buffer, to: &wgpu::Buffer, encoder: &mut wgpu::CommandEncoder| {
+                encoder.copy_buffer_to_buffer(from, 0, to, 0, to.size());
+            };
+            copy(self.generator.probabilities().buffer(), &self.capture.probs, encoder);
+            copy(self.generator.tokens().buffer(), &self.capture.tokens, encoder);
+        }
+        self.frame += 1;
+        Ok(())
+    }
+
+    /// After the last frame: reads the captured frame back, saves it, checks every bar
+    /// against the probabilities, and prints the model's time per frame.
+    fn finish_run(&mut self) -> Result<(), String> {
+        let frames = self.settings.frames;
+        let frame_wall_ms = self
+            .started
+            .map(|start| start.elapsed().as_secs_f64() * 1e3 / (frames - 1).max(1) as f64);
+        let capture = &self.capture;
+        map_all_blocking(&self.device, &[&capture.image, &capture.probs, &capture.tokens]);
+        let pixels = self.offscreen.pixels(&capture.image);
+        let probs: Vec<f32> = read_mapped(&capture.probs);
+        let tokens: Vec<u32> = read_mapped(&capture.tokens);
+        let layout = self.renderer.layout;
+        save_png(&self.settings.out, layout.width, layout.height, &pixels)?;
+        println!(
+            "{frames} frames of {} NPCs rendered by Bevy; the last ({}x{}) saved to {}",
+            self.settings.npcs,
+            layout.width,
+            layout.height,
+            self.settings.out.display()
+        );
+        let heights = check_bars(&layout, &pixels, &probs, &tokens)?;
+        println!(
+            "pixel check: {} bars of {} NPCs match the probabilities within one pixel ({heights} different heights)",
+            layout.streams * layout.vocab,
+            layout.streams
+        );
+        self.report_time(frame_wall_ms)?;
+        let created = tsumugi::gpu::devices_created();
+        println!("devices created by tsumugi: {created} (it ran on Bevy's device)");
+        if created != 0 {
+            return Err(format!("tsumugi created {created} devices of its own"));
+        }
+        Ok(())
+    }
+
+    fn report_time(&mut self, frame_wall_ms: Option<f64>) -> Result<(), String> {
+        let streams = self.generator.streams();
+        let times = self
+            .timing
+            .as_ref()
+            .map(|timing| timing.read(&self.device, &self.queue, self.settings.frames as u32));
+        match times {
+            Some(times) if times.len() > 1 => {
+                // The first frame also pays for first-use work in the driver: apart.
+                let (first, rest) = (times[0], &times[1..]);
+                let mut sorted = rest.to_vec();
+                sorted.sort_by(f64::total_cmp);
+                let mean = rest.iter().sum::<f64>() / rest.len() as f64;
+                println!(
+                    "model GPU time per frame (timestamp queries, {streams} NPCs): mean {mean:.3} ms, median {:.3} ms, \
+                     max {:.3} ms over {} frames (the first frame: {first:.3} ms)",
+                    sorted[sorted.len() / 2],
+                    sorted[sorted.len() - 1],
+                    rest.len()
+                );
+            }
+            _ => {
+                let ms = self.wall_time_per_step(20)?;
+                println!(
+                    "model time per frame: no timestamp queries (adapter without them, --wall-time, or one frame); \
+                     wall time of one step ({streams} NPCs) submitted alone and waited for: {ms:.3} ms"
+                );
+            }
+        }
+        if let Some(ms) = frame_wall_ms {
+            println!("whole Bevy frame (CPU wall time of an app update, not waiting for the GPU): {ms:.3} ms");
+        }
+        Ok(())
+    }
+
+    /// Wall time of `n` generator steps each submitted alone on Bevy's queue and waited
+    /// for, in ms: the fallback where timestamps are unavailable, measured as game_npc
+    /// does (it includes submission overhead).
+    fn wall_time_per_step(&mut self, n: usize) -> Result<f64, String> {
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            self.generator.step(&mut encoder).map_err(|e| e.to_string())?;
+            self.queue.submit([encoder.finish()]);
+            self.ctx.recycle_after_submit();
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3 / n as f64)
+    }
+}
+
+/// The contents of a mapped buffer, which is unmapped afterwards.
+fn read_mapped<T: bytemuck::Pod>(buffer: &wgpu::Buffer) -> Vec<T> {
+    let values = {
+        let view = buffer.slice(..).get_mapped_range().expect("a mapped readback");
+        bytemuck::pod_collect_to_vec(&view[..])
+    };
+    buffer.unmap();
+    values
+}
+
+/// Every NPC's bars against its probabilities, as tests/game.rs checks game_npc's: bar j
+/// of row b is a run of round(p * bar_h) filled pixels from the bottom (within one), in
+/// the highlight colour iff j is the token drawn. Returns how many different heights
+/// were seen.
+fn check_bars(layout: &Layout, pixels: &[u8], probs: &[f32], tokens: &[u32]) -> Result<usize, String> {
+    let (streams, vocab, bar_h) = (layout.streams as usize, layout.vocab as usize, layout.bar_h);
+    let width = layout.width as usize;
+    let pixel = |x: u32, y: u32| {
+        let at = (y as usize * width + x as usize) * 4;
+        [pixels[at], pixels[at + 1], pixels[at + 2]]
+    };
+    // BAR is light blue, DRAWN orange, the strip's background dark: red or blue above
+    // the middle means filled.
+    let filled = |[r, _, b]: [u8; 3]| r > 128 || b > 128;
+    let mut heights_seen = std::collections::BTreeSet::new();
+    for row in 0..streams {
+        let drawn = tokens[row] as usize;
+        if drawn >= vocab {
+            return Err(format!(
+                "NPC {row}: drew token {drawn}, outside the vocabulary of {vocab}"
+            ));
+        }
+        for j in 0..vocab {
+            let p = f64::from(probs[row * vocab + j]);
+            let (x, bottom) = layout.bar_column(row, j);
+            let count = (1..=bar_h).filter(|&dy| filled(pixel(x, bottom - dy))).count();
+            let want = p * f64::from(bar_h);
+            if (count as f64 - want).abs() > 1.0 {
+                return Err(format!(
+                    "NPC {row}, bar {j}: {count} pixels tall, probability {p} x {bar_h} = {want:.2}"
+                ));
+            }
+            if !(1..=count as u32).all(|dy| filled(pixel(x, bottom - dy))) {
+                return Err(format!(
+                    "NPC {row}, bar {j}: its filled pixels are not one run from the bottom"
+                ));
+            }
+            if count > 0 {
+                let [r, _, b] = pixel(x, bottom - 1);
+                if (r > 200 && b < 128) != (j == drawn) {
+                    return Err(format!(
+                        "NPC {row}, bar {j}: highlighted should be {} (token drawn: {drawn})",
+                        j == drawn
+                    ));
+                }
+            }
+            heights_seen.insert(count);
+        }
+        let sum: f32 = probs[row * vocab..(row + 1) * vocab].iter().sum();
+        if (sum - 1.0).abs() > 1e-5 {
+            return Err(format!("NPC {row}: probabilities sum to {sum}"));
+        }
+    }
+    // A blank strip could pass the per-bar test only if every probability were under
+    // one pixel; bars of several heights show that something was drawn.
+    if heights_seen.len() < 3 {
+        return Err(format!("bars of fewer than 3 heights: {heights_seen:?}"));
+    }
+    Ok(heights_seen.len())
+}
+
+fn save_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(rgba).map_err(|e| e.to_string())
+}
