@@ -41,6 +41,8 @@ OPTIONS:
   --top-k K           sample among the K most likely characters (default: all)
   --seed S            sampling seed (default 1)
   --wall-time         time the model by wall clock even where timestamp queries exist
+  --portable-kernels  tsumugi's portable kernels even where Bevy's device has subgroups
+                      (game_npc's device has none: the same kernels, for comparing times)
   -h, --help          this text
 
 It exits with status 1 when a bar of the last frame is off its probability by more than
@@ -61,6 +63,7 @@ fn parse_args() -> Result<Option<Settings>, String> {
             seed: 1,
         },
         wall_time: false,
+        portable_kernels: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +85,7 @@ fn parse_args() -> Result<Option<Settings>, String> {
             "--top-k" => settings.sampling.top_k = Some(number("--top-k", value("--top-k")?)?),
             "--seed" => settings.sampling.seed = number("--seed", value("--seed")?)?,
             "--wall-time" => settings.wall_time = true,
+            "--portable-kernels" => settings.portable_kernels = true,
             other => return Err(format!("unknown option '{other}'")),
         }
     }

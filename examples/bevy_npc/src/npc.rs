@@ -49,6 +49,7 @@ pub struct Settings {
     pub bar_h: u32,
     pub sampling: Sampling,
     pub wall_time: bool,
+    pub portable_kernels: bool,
 }
 
 /// Adds the NPCs to the render world (once Bevy's renderer exists) and exits the app
@@ -245,6 +246,17 @@ impl Npcs {
         println!("Bevy's adapter: {} ({:?})", info.name, info.backend);
         // tsumugi on Bevy's device and queue: no second device.
         let ctx = Context::from_wgpu(device.clone(), queue.clone());
+        if settings.portable_kernels {
+            ctx.set_subgroup_kernels(false).map_err(|e| e.to_string())?;
+        }
+        println!(
+            "tsumugi's kernels: {}",
+            if ctx.subgroup_kernels() {
+                "subgroup (Bevy requested the adapter's SUBGROUP feature)"
+            } else {
+                "portable"
+            }
+        );
         let chars = model::vocabulary();
         let m = model::model(
             &ctx,
