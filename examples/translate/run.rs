@@ -169,8 +169,9 @@ impl History {
     }
 
     /// The curve as a PNG: the training loss per epoch above (blue), greedy dev chrF below
-    /// (red), each panel scaled to its own range with a grey line at each epoch. The chart
-    /// has no text (plotters draws none without a font): [`History::print`] gives the values.
+    /// (red), each panel scaled to its own range. With a system font ([`curve_font`]) the
+    /// panels have titles, axes and tick labels; without one (plotters has no font of its
+    /// own) only a grey line at each epoch, and [`History::print`] gives the values.
     pub fn write_png(&self, path: &Path) -> AnyResult<()> {
         const W: u32 = 640;
         const H: u32 = 480;
@@ -196,23 +197,46 @@ impl History {
                     RED,
                 ),
             ];
-            for (area, points, color) in panels {
+            let text = curve_font();
+            let titles = ["training loss (per target token)", "dev chrF (greedy)"];
+            for ((area, points, color), title) in panels.into_iter().zip(titles) {
                 if points.is_empty() {
                     continue;
                 }
                 let low = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
                 let high = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
                 let pad = ((high - low) * 0.1).max(1e-3);
-                let mut chart = ChartBuilder::on(&area)
-                    .margin(16)
+                let mut builder = ChartBuilder::on(&area);
+                builder.margin(16);
+                if text {
+                    builder
+                        .caption(title, (FONT_FAMILY, 18))
+                        .x_label_area_size(32)
+                        .y_label_area_size(48);
+                }
+                let mut chart = builder
                     .build_cartesian_2d(first..last, (low - pad)..(high + pad))
                     .map_err(|e| plot_error(&e))?;
-                let grey = RGBColor(215, 215, 215);
-                for epoch in first as usize..=last as usize {
-                    let x = epoch as f64;
+                if text {
+                    let decimals = if high - low < 1.0 { 2 } else { 1 };
                     chart
-                        .draw_series(LineSeries::new([(x, low - pad), (x, high + pad)], grey))
+                        .configure_mesh()
+                        .x_desc("epoch")
+                        .x_labels((last - first) as usize + 1)
+                        .x_label_formatter(&|x| format!("{x:.0}"))
+                        .y_labels(6)
+                        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+                        .label_style((FONT_FAMILY, 13))
+                        .draw()
                         .map_err(|e| plot_error(&e))?;
+                } else {
+                    let grey = RGBColor(215, 215, 215);
+                    for epoch in first as usize..=last as usize {
+                        let x = epoch as f64;
+                        chart
+                            .draw_series(LineSeries::new([(x, low - pad), (x, high + pad)], grey))
+                            .map_err(|e| plot_error(&e))?;
+                    }
                 }
                 chart
                     .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
@@ -234,4 +258,31 @@ impl History {
         tsumugi::io::write_atomically(path, &png)?;
         Ok(())
     }
+}
+
+/// The family name the curve's text is registered under.
+const FONT_FAMILY: &str = "sans-serif";
+
+/// Fonts for the curve's text, the first that exists is used: DejaVu Sans, or the IPA
+/// Gothic the chapter example's charts use (Debian's fonts-dejavu-core, fonts-ipafont-gothic).
+const CURVE_FONTS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/opentype/ipafont-gothic/ipagp.ttf",
+    "/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers a system font with plotters once; false when none is installed (the curve
+/// is then drawn without text).
+fn curve_font() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        CURVE_FONTS.iter().any(|path| {
+            std::fs::read(path).is_ok_and(|bytes| {
+                // plotters keeps the font for the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes).is_ok()
+            })
+        })
+    })
 }
