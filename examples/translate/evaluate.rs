@@ -47,7 +47,7 @@ pub fn evaluate_checkpoint(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             start.elapsed().as_secs_f64(),
             meta.epoch
         );
-        print_samples(&pairs, &scores.hypotheses, 5);
+        print_samples(&pairs, &scores.hypotheses, args.samples);
     }
     Ok(())
 }

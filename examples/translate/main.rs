@@ -82,6 +82,7 @@ Using a trained checkpoint (no training):
                         training, dev is scored greedy and with it [default: 4]
   --average A,B,..      use the mean of the weights of these checkpoints of one run
                         (checkpoint averaging) instead of --checkpoint
+  --samples N           sample translations printed after scoring  [default: 5]
 
 Other:
   --toy                 train on the chapter's 4 sentence pairs (character-level Japanese;
@@ -119,6 +120,7 @@ struct Args {
     beam: usize,
     /// `--average`: checkpoints whose mean weights are evaluated.
     average: Vec<PathBuf>,
+    samples: usize,
     toy: bool,
     profile: Option<usize>,
     /// `--hidden` or `--embed` was given (with `--resume` they must match the checkpoint).
@@ -153,6 +155,7 @@ impl Default for Args {
             translate: None,
             beam: 4,
             average: Vec::new(),
+            samples: 5,
             toy: false,
             profile: None,
             sizes_given: false,
@@ -202,6 +205,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--eval" => args.eval = Some(cli::value(&flag, it.next())?),
             "--translate" => args.translate = Some(cli::value(&flag, it.next())?),
             "--beam" => args.beam = cli::value(&flag, it.next())?,
+            "--samples" => args.samples = cli::value(&flag, it.next())?,
             "--average" => {
                 let list: String = cli::value(&flag, it.next())?;
                 args.average = list.split(',').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
@@ -611,7 +615,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         scores = Some(result);
     }
     let scores = scores.ok_or("no evaluation ran")?;
-    print_samples(&dev_pairs, &scores.hypotheses, 5);
+    print_samples(&dev_pairs, &scores.hypotheses, args.samples);
     heat_maps(
         &ctx,
         &mut store,
