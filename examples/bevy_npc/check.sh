@@ -5,7 +5,7 @@
 # first training the model and saving it as a safetensors checkpoint, then loading that
 # checkpoint. Each run renders its frames in Bevy's render world and exits non-zero
 # unless every bar of the last frame equals the probability tsumugi computed within one
-# pixel and tsumugi created no device of its own.
+# pixel and tsumugi created no device of its own; the two runs must print the same lines.
 #
 #   examples/bevy_npc/check.sh          (CARGO_TARGET_DIR is honoured; default: the crate's target/)
 set -euo pipefail
@@ -23,6 +23,12 @@ rm -f "$checkpoint"
 for run in train load; do
     start=$(date +%s)
     cargo run --release --locked -- --frames 30 --npcs 16 --bar-height 100 \
-        --checkpoint "$checkpoint" --out "$target/bevy_npc_$run.png"
+        --checkpoint "$checkpoint" --out "$target/bevy_npc_$run.png" | tee "$target/bevy_npc_$run.log"
     echo "bevy_npc: the $run run took $(($(date +%s) - start)) s"
 done
+# Same seeds, same weights: the loaded checkpoint makes the NPCs say what the trained model said.
+if ! diff <(grep '^NPC ' "$target/bevy_npc_train.log") <(grep '^NPC ' "$target/bevy_npc_load.log"); then
+    echo "bevy_npc: the loaded checkpoint speaks differently from the model that was saved" >&2
+    exit 1
+fi
+echo "bevy_npc: both runs passed; the loaded model said the same $(grep -c '^NPC ' "$target/bevy_npc_load.log") lines"

@@ -3,11 +3,17 @@
 //! schedule, and game_npc's append and draw passes (which bind the generator's token and
 //! probability buffers directly) drawing the NPCs' lines and bars into an offscreen
 //! target on the same encoder. Bevy submits the encoder; nothing is read back inside a
-//! frame. The last frame's image, probabilities and tokens are copied out in that frame's
+//! frame. For the terminal, each frame's drawn tokens come back with one asynchronous
+//! read (`Tensor::read`) that the render world polls without waiting, a frame or more
+//! late. The last frame's image, probabilities and tokens are copied out in that frame's
 //! encoder and read once, after the loop, for the pixel check.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Instant;
 
 use bevy::prelude::*;
@@ -128,6 +134,16 @@ fn after_submit(npcs: Option<ResMut<Npcs>>) {
     }
     // Everything tsumugi encoded this frame went out with Bevy's submission.
     npcs.ctx.recycle_after_submit();
+    let npcs = &mut *npcs;
+    if let Some(frame) = npcs.frame.checked_sub(1).filter(|_| npcs.encoded_this_frame) {
+        npcs.encoded_this_frame = false;
+        let streams = npcs.generator.streams();
+        if let Err(err) = npcs.lines.read(&npcs.device, npcs.generator.tokens(), frame, streams) {
+            npcs.finished = true;
+            npcs.outcome.set(Err(err));
+            return;
+        }
+    }
     if npcs.frame == npcs.settings.frames {
         npcs.finished = true;
         let result = npcs.finish_run();
@@ -206,6 +222,89 @@ impl Timing {
     }
 }
 
+/// One frame's drawn tokens on their way to the CPU.
+type TokenRead = Pin<Box<dyn Future<Output = tsumugi::Result<Vec<u32>>> + Send>>;
+
+/// The NPCs' lines as the CPU learns them: every frame's tokens are read asynchronously
+/// after Bevy's submission and arrive a frame or more later; nothing waits for them
+/// until the run is over.
+struct Lines {
+    chars: Vec<char>,
+    /// Reads in flight, oldest first, with the frame each belongs to.
+    pending: Mutex<VecDeque<(usize, TokenRead)>>,
+    lines: Vec<String>,
+    /// The tokens of the newest frame received.
+    last: Vec<u32>,
+    /// The most frames a read took to arrive while the frames went on.
+    max_lag: usize,
+}
+
+impl Lines {
+    /// Starts reading frame `frame`'s tokens (the copy is queued behind the frame's
+    /// submission) and takes every earlier read that has arrived, without waiting.
+    fn read(
+        &mut self,
+        device: &wgpu::Device,
+        tokens: &tsumugi::Tensor,
+        frame: usize,
+        streams: usize,
+    ) -> Result<(), String> {
+        let tokens = tokens.clone();
+        let read: TokenRead = Box::pin(async move { tokens.read::<u32>().await });
+        self.pending
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push_back((frame, read));
+        device.poll(wgpu::PollType::Poll).map_err(|e| e.to_string())?;
+        self.receive(Some(frame), streams)
+    }
+
+    /// Takes the reads that have arrived, oldest first; `now` is the frame just submitted
+    /// (None after the loop).
+    fn receive(&mut self, now: Option<usize>, streams: usize) -> Result<(), String> {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            let pending = self.pending.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some((frame, read)) = pending.front_mut() else {
+                return Ok(());
+            };
+            let Poll::Ready(result) = read.as_mut().poll(&mut context) else {
+                return Ok(());
+            };
+            let frame = *frame;
+            pending.pop_front();
+            let tokens = result.map_err(|e| e.to_string())?;
+            if let Some(now) = now {
+                self.max_lag = self.max_lag.max(now - frame);
+            }
+            // game_npc's logic, replayed: every 12 frames one NPC starts a new line.
+            if frame > 0 && frame.is_multiple_of(12) {
+                self.lines[(frame / 12 - 1) % streams].clear();
+            }
+            for (line, &token) in self.lines.iter_mut().zip(&tokens) {
+                line.push(self.chars.get(token as usize).copied().unwrap_or('?'));
+            }
+            self.last = tokens;
+        }
+    }
+
+    /// After the loop: waits for the reads still in flight.
+    fn drain(&mut self, device: &wgpu::Device, streams: usize) -> Result<(), String> {
+        while !self
+            .pending
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
+        {
+            device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| e.to_string())?;
+            self.receive(None, streams)?;
+        }
+        Ok(())
+    }
+}
+
 /// Where the last frame's image, probabilities and tokens are copied, in that frame's
 /// own encoder, to be read after the loop.
 struct Capture {
@@ -225,6 +324,7 @@ struct Npcs {
     offscreen: Offscreen,
     capture: Capture,
     timing: Option<Timing>,
+    lines: Lines,
     start_tokens: Vec<u32>,
     settings: Settings,
     outcome: Outcome,
@@ -233,6 +333,8 @@ struct Npcs {
     /// When frame 1 was encoded: frame 0 also builds pipelines, so it is left out of the
     /// wall time.
     started: Option<Instant>,
+    /// Whether this render-world update encoded a frame (whose tokens are then read).
+    encoded_this_frame: bool,
     finished: bool,
 }
 
@@ -321,11 +423,19 @@ impl Npcs {
             offscreen,
             capture,
             timing,
+            lines: Lines {
+                chars,
+                pending: Mutex::default(),
+                lines: vec![String::new(); settings.npcs],
+                last: Vec::new(),
+                max_lag: 0,
+            },
             start_tokens,
             settings: settings.clone(),
             outcome,
             frame: 0,
             started: None,
+            encoded_this_frame: false,
             finished: false,
         })
     }
@@ -363,6 +473,7 @@ impl Npcs {
             copy(self.generator.tokens().buffer(), &self.capture.tokens, encoder);
         }
         self.frame += 1;
+        self.encoded_this_frame = true;
         Ok(())
     }
 
@@ -393,6 +504,22 @@ impl Npcs {
             layout.streams * layout.vocab,
             layout.streams
         );
+        let streams = self.generator.streams();
+        self.lines.drain(&self.device, streams)?;
+        for (npc, line) in self.lines.lines.iter().enumerate() {
+            println!("NPC {npc:2}: {line}");
+        }
+        println!(
+            "the lines above came back with one asynchronous read per frame, polled without waiting: \
+             at most {} frame(s) late during the loop",
+            self.lines.max_lag
+        );
+        if self.lines.last != tokens {
+            return Err(format!(
+                "the last frame's tokens read asynchronously, {:?}, differ from those copied in its encoder, {tokens:?}",
+                self.lines.last
+            ));
+        }
         self.report_time(frame_wall_ms)?;
         let created = tsumugi::gpu::devices_created();
         println!("devices created by tsumugi: {created} (it ran on Bevy's device)");
