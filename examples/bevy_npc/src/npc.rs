@@ -376,6 +376,13 @@ impl Npcs {
         );
         let charmap: Vec<u32> = chars.iter().map(|&c| c as u32).collect();
         let layout = Layout::new(settings.npcs, chars.len(), 40, 3, settings.bar_h);
+        let max = device.limits().max_texture_dimension_2d;
+        if layout.width > max || layout.height > max {
+            return Err(format!(
+                "a frame of {}x{} pixels is larger than this device's textures ({max}): fewer --npcs or a lower --bar-height",
+                layout.width, layout.height
+            ));
+        }
         let renderer = Renderer::new(
             &device,
             OFFSCREEN_FORMAT,
