@@ -3,7 +3,7 @@
 //! `RenderQueue` (`Context::from_wgpu`, no second device); a system of Bevy's
 //! `RenderGraph` schedule encodes its step into Bevy's command encoder every frame, and
 //! game_npc's passes draw each NPC's line and the per-token probability bars from the
-//! generator's GPU buffers into an offscreen target, in the same encoder. Each frame's
+//! generator's GPU buffers into a Bevy `Image`, in the same encoder. Each frame's
 //! drawn tokens also come back to the CPU with one asynchronous read, a frame late, for
 //! the lines printed at the end. Headless: no window system is built; the last frame is
 //! saved as a PNG and its bars are checked against the probabilities (within one pixel).

@@ -1,8 +1,9 @@
 //! The render-world side: tsumugi's generator on Bevy's `RenderDevice` and `RenderQueue`,
 //! stepped every frame in Bevy's command encoder by a system of the `RenderGraph`
 //! schedule, and game_npc's append and draw passes (which bind the generator's token and
-//! probability buffers directly) drawing the NPCs' lines and bars into an offscreen
-//! target on the same encoder. Bevy submits the encoder; nothing is read back inside a
+//! probability buffers directly) drawing the NPCs' lines and bars into a Bevy `Image`
+//! (an asset of the main world, which a sprite or UI node could show) on the same
+//! encoder. Bevy submits the encoder; nothing is read back inside a
 //! frame. For the terminal, each frame's drawn tokens come back with one asynchronous
 //! read (`Tensor::read`) that the render world polls without waiting, a frame or more
 //! late. The last frame's image, probabilities and tokens are copied out in that frame's
@@ -16,10 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
+use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
+use bevy::render::extract_resource::{ExtractResource, ExtractResourcePlugin};
+use bevy::render::render_asset::RenderAssets;
 use bevy::render::renderer::{
     RenderAdapterInfo, RenderContext, RenderDevice, RenderGraph, RenderGraphSystems, RenderQueue,
 };
+use bevy::render::texture::GpuImage;
 use bevy::render::{Render, RenderApp, RenderSystems};
 use tsumugi::nn::generator::Generator;
 use tsumugi::sampling::Sampling;
@@ -58,6 +63,31 @@ pub struct Settings {
     pub portable_kernels: bool,
 }
 
+/// The image the NPCs are drawn into: created by the main world, prepared on the GPU by
+/// Bevy (`GpuImage`), its handle extracted into the render world every frame.
+#[derive(Resource, Clone, ExtractResource)]
+#[extract_app(RenderApp)]
+pub struct NpcImage(pub Handle<Image>);
+
+/// The size of that image, known once the NPCs exist in the render world.
+#[derive(Resource, Clone, Copy)]
+struct FrameSize {
+    width: u32,
+    height: u32,
+}
+
+/// Creates the image the NPCs are drawn into (at start-up, once the NPCs exist).
+fn create_image(size: Option<Res<FrameSize>>, mut images: ResMut<Assets<Image>>, mut commands: Commands) {
+    let Some(size) = size else {
+        return;
+    };
+    let mut image = Image::new_target_texture(size.width, size.height, OFFSCREEN_FORMAT, None);
+    // Only the GPU needs it; the check copies it out.
+    image.asset_usage = RenderAssetUsages::RENDER_WORLD;
+    image.texture_descriptor.usage |= wgpu::TextureUsages::COPY_SRC;
+    commands.insert_resource(NpcImage(images.add(image)));
+}
+
 /// Adds the NPCs to the render world (once Bevy's renderer exists) and exits the app
 /// when their run is over.
 pub struct NpcPlugin {
@@ -68,6 +98,8 @@ pub struct NpcPlugin {
 impl Plugin for NpcPlugin {
     fn build(&self, app: &mut App) {
         app.insert_resource(self.outcome.clone())
+            .add_plugins(ExtractResourcePlugin::<NpcImage>::default())
+            .add_systems(Startup, create_image)
             .add_systems(Update, exit_when_done);
         if let Some(render_app) = app.get_sub_app_mut(RenderApp) {
             render_app
@@ -88,7 +120,12 @@ impl Plugin for NpcPlugin {
         };
         match Npcs::new(render_app.world(), &self.settings, self.outcome.clone()) {
             Ok(npcs) => {
+                let layout = npcs.renderer.layout;
                 render_app.insert_resource(npcs);
+                app.insert_resource(FrameSize {
+                    width: layout.width,
+                    height: layout.height,
+                });
             }
             Err(err) => self.outcome.set(Err(err)),
         }
@@ -108,15 +145,26 @@ fn exit_when_done(outcome: Res<Outcome>, mut exit: MessageWriter<AppExit>) {
     }
 }
 
-/// The render world's system: one frame of the NPCs, in Bevy's command encoder.
-fn encode_frame(mut render_context: RenderContext, npcs: Option<ResMut<Npcs>>) {
-    let Some(mut npcs) = npcs else {
+/// The render world's system: one frame of the NPCs, in Bevy's command encoder, drawn
+/// into the NPCs' image.
+fn encode_frame(
+    mut render_context: RenderContext,
+    npcs: Option<ResMut<Npcs>>,
+    image: Option<Res<NpcImage>>,
+    gpu_images: Res<RenderAssets<GpuImage>>,
+) {
+    let (Some(mut npcs), Some(image)) = (npcs, image) else {
         return;
     };
     if npcs.frame >= npcs.settings.frames || npcs.finished {
         return;
     }
-    if let Err(err) = npcs.encode(render_context.command_encoder()) {
+    // Bevy prepares the image's texture in the frame after its creation; no frame of the
+    // NPCs runs before that.
+    let Some(target) = gpu_images.get(&image.0) else {
+        return;
+    };
+    if let Err(err) = npcs.encode(render_context.command_encoder(), target) {
         npcs.finished = true;
         npcs.outcome.set(Err(err));
     }
@@ -308,6 +356,8 @@ impl Lines {
 /// Where the last frame's image, probabilities and tokens are copied, in that frame's
 /// own encoder, to be read after the loop.
 struct Capture {
+    /// The NPCs' image as game_npc's copy helper sees it (Bevy's texture).
+    target: Offscreen,
     image: wgpu::Buffer,
     probs: wgpu::Buffer,
     tokens: wgpu::Buffer,
@@ -321,8 +371,8 @@ struct Npcs {
     ctx: Context,
     generator: Generator,
     renderer: Renderer,
-    offscreen: Offscreen,
-    capture: Capture,
+    /// Filled by the last frame.
+    capture: Option<Capture>,
     timing: Option<Timing>,
     lines: Lines,
     start_tokens: Vec<u32>,
@@ -391,20 +441,6 @@ impl Npcs {
             generator.probabilities().buffer(),
             &charmap,
         );
-        let offscreen = Offscreen::new(&device, layout.width, layout.height);
-        let readback = |label, bytes: usize| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes as u64,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
-        let capture = Capture {
-            image: offscreen.staging(&device),
-            probs: readback("npc probabilities readback", settings.npcs * chars.len() * 4),
-            tokens: readback("npc tokens readback", settings.npcs * 4),
-        };
         // Each NPC starts its line with the first letter of a role: 't' for "the", ...
         let id = |c: char| chars.iter().position(|&x| x == c).unwrap_or(0) as u32;
         let start_tokens: Vec<u32> = "tbhafwgm".chars().cycle().take(settings.npcs).map(id).collect();
@@ -427,8 +463,7 @@ impl Npcs {
             ctx,
             generator,
             renderer,
-            offscreen,
-            capture,
+            capture: None,
             timing,
             lines: Lines {
                 chars,
@@ -450,7 +485,7 @@ impl Npcs {
     /// One frame into Bevy's encoder: game logic (every 12 frames an NPC starts a new
     /// line), the model's step between two timestamps, the append pass and the draw; the
     /// last frame also copies its image, probabilities and tokens out.
-    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder) -> Result<(), String> {
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, target: &GpuImage) -> Result<(), String> {
         let f = self.frame;
         if f == 1 {
             self.started = Some(Instant::now());
@@ -470,18 +505,46 @@ impl Npcs {
             timing.mark(encoder, 2 * f as u32 + 1, false);
         }
         self.renderer.append(encoder);
-        self.renderer.draw(encoder, &self.offscreen.view);
+        self.renderer.draw(encoder, &target.texture_view);
         if f + 1 == self.settings.frames {
-            self.offscreen.copy_to(encoder, &self.capture.image);
-            let copy = |from: &wgpu::Buffer, to: &wgpu::Buffer, encoder: &mut wgpu::CommandEncoder| {
-                encoder.copy_buffer_to_buffer(from, 0, to, 0, to.size());
-            };
-            copy(self.generator.probabilities().buffer(), &self.capture.probs, encoder);
-            copy(self.generator.tokens().buffer(), &self.capture.tokens, encoder);
+            self.capture = Some(self.copy_out(encoder, target));
         }
         self.frame += 1;
         self.encoded_this_frame = true;
         Ok(())
+    }
+
+    /// Copies the frame's image, probabilities and tokens into buffers of their own.
+    fn copy_out(&self, encoder: &mut wgpu::CommandEncoder, target: &GpuImage) -> Capture {
+        let width = target.texture.width();
+        let align = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let target = Offscreen {
+            texture: (*target.texture).clone(),
+            view: (*target.texture_view).clone(),
+            padded_row: (width * 4).div_ceil(align) * align,
+        };
+        let readback = |label, bytes: usize| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (streams, vocab) = (self.generator.streams(), self.generator.vocab());
+        let capture = Capture {
+            image: target.staging(&self.device),
+            probs: readback("npc probabilities readback", streams * vocab * 4),
+            tokens: readback("npc tokens readback", streams * 4),
+            target,
+        };
+        capture.target.copy_to(encoder, &capture.image);
+        let copy = |from: &wgpu::Buffer, to: &wgpu::Buffer, encoder: &mut wgpu::CommandEncoder| {
+            encoder.copy_buffer_to_buffer(from, 0, to, 0, to.size());
+        };
+        copy(self.generator.probabilities().buffer(), &capture.probs, encoder);
+        copy(self.generator.tokens().buffer(), &capture.tokens, encoder);
+        capture
     }
 
     /// After the last frame: reads the captured frame back, saves it, checks every bar
@@ -491,9 +554,9 @@ impl Npcs {
         let frame_wall_ms = self
             .started
             .map(|start| start.elapsed().as_secs_f64() * 1e3 / (frames - 1).max(1) as f64);
-        let capture = &self.capture;
+        let capture = self.capture.as_ref().ok_or("the last frame was not captured")?;
         map_all_blocking(&self.device, &[&capture.image, &capture.probs, &capture.tokens]);
-        let pixels = self.offscreen.pixels(&capture.image);
+        let pixels = capture.target.pixels(&capture.image);
         let probs: Vec<f32> = read_mapped(&capture.probs);
         let tokens: Vec<u32> = read_mapped(&capture.tokens);
         let layout = self.renderer.layout;
