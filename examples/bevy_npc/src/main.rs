@@ -12,10 +12,12 @@
 //! cd examples/bevy_npc && cargo run --release -- --help
 //! ```
 
+mod check;
 mod model;
 mod npc;
 #[path = "../../game_npc/render.rs"]
 mod render;
+mod timing;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -30,8 +30,10 @@ use tsumugi::nn::generator::Generator;
 use tsumugi::sampling::Sampling;
 use tsumugi::Context;
 
+use crate::check::{check_bars, read_mapped, save_png};
 use crate::model;
 use crate::render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
+use crate::timing::Timing;
 
 /// What a run ended with, set once by the render world and taken by the main world,
 /// which then exits.
@@ -196,77 +198,6 @@ fn after_submit(npcs: Option<ResMut<Npcs>>) {
         npcs.finished = true;
         let result = npcs.finish_run();
         npcs.outcome.set(result);
-    }
-}
-
-/// Timestamps around the generator's step in each frame: two queries per frame.
-struct Timing {
-    queries: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    readback: wgpu::Buffer,
-}
-
-impl Timing {
-    fn new(device: &wgpu::Device, frames: usize) -> Option<Timing> {
-        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return None;
-        }
-        let count = 2 * frames as u32;
-        let bytes = u64::from(count) * 8;
-        let buffer = |label, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        Some(Timing {
-            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("npc model time"),
-                ty: wgpu::QueryType::Timestamp,
-                count,
-            }),
-            resolve: buffer(
-                "npc model time resolve",
-                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            ),
-            readback: buffer(
-                "npc model time readback",
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            ),
-        })
-    }
-
-    /// An empty compute pass that only writes timestamp `index`.
-    fn mark(&self, encoder: &mut wgpu::CommandEncoder, index: u32, begin: bool) {
-        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("npc model time"),
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set: &self.queries,
-                beginning_of_pass_write_index: begin.then_some(index),
-                end_of_pass_write_index: (!begin).then_some(index),
-            }),
-        });
-    }
-
-    /// The step's GPU time of each of the first `frames` frames, in ms (one readback).
-    fn read(&self, device: &wgpu::Device, queue: &wgpu::Queue, frames: u32) -> Vec<f64> {
-        let mut encoder = device.create_command_encoder(&Default::default());
-        encoder.resolve_query_set(&self.queries, 0..2 * frames, &self.resolve, 0);
-        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, u64::from(frames) * 16);
-        queue.submit([encoder.finish()]);
-        map_all_blocking(device, &[&self.readback]);
-        let period = f64::from(queue.get_timestamp_period());
-        let ticks: Vec<u64> = {
-            let view = self.readback.slice(..).get_mapped_range().expect("mapped timestamps");
-            bytemuck::pod_collect_to_vec(&view[..frames as usize * 16])
-        };
-        self.readback.unmap();
-        ticks
-            .chunks(2)
-            .map(|pair| pair[1].saturating_sub(pair[0]) as f64 * period / 1e6)
-            .collect()
     }
 }
 
@@ -650,87 +581,4 @@ impl Npcs {
         }
         Ok(start.elapsed().as_secs_f64() * 1e3 / n as f64)
     }
-}
-
-/// The contents of a mapped buffer, which is unmapped afterwards.
-fn read_mapped<T: bytemuck::Pod>(buffer: &wgpu::Buffer) -> Vec<T> {
-    let values = {
-        let view = buffer.slice(..).get_mapped_range().expect("a mapped readback");
-        bytemuck::pod_collect_to_vec(&view[..])
-    };
-    buffer.unmap();
-    values
-}
-
-/// Every NPC's bars against its probabilities, as tests/game.rs checks game_npc's: bar j
-/// of row b is a run of round(p * bar_h) filled pixels from the bottom (within one), in
-/// the highlight colour iff j is the token drawn. Returns how many different heights
-/// were seen.
-fn check_bars(layout: &Layout, pixels: &[u8], probs: &[f32], tokens: &[u32]) -> Result<usize, String> {
-    let (streams, vocab, bar_h) = (layout.streams as usize, layout.vocab as usize, layout.bar_h);
-    let width = layout.width as usize;
-    let pixel = |x: u32, y: u32| {
-        let at = (y as usize * width + x as usize) * 4;
-        [pixels[at], pixels[at + 1], pixels[at + 2]]
-    };
-    // BAR is light blue, DRAWN orange, the strip's background dark: red or blue above
-    // the middle means filled.
-    let filled = |[r, _, b]: [u8; 3]| r > 128 || b > 128;
-    let mut heights_seen = std::collections::BTreeSet::new();
-    for row in 0..streams {
-        let drawn = tokens[row] as usize;
-        if drawn >= vocab {
-            return Err(format!(
-                "NPC {row}: drew token {drawn}, outside the vocabulary of {vocab}"
-            ));
-        }
-        for j in 0..vocab {
-            let p = f64::from(probs[row * vocab + j]);
-            let (x, bottom) = layout.bar_column(row, j);
-            let count = (1..=bar_h).filter(|&dy| filled(pixel(x, bottom - dy))).count();
-            let want = p * f64::from(bar_h);
-            if (count as f64 - want).abs() > 1.0 {
-                return Err(format!(
-                    "NPC {row}, bar {j}: {count} pixels tall, probability {p} x {bar_h} = {want:.2}"
-                ));
-            }
-            if !(1..=count as u32).all(|dy| filled(pixel(x, bottom - dy))) {
-                return Err(format!(
-                    "NPC {row}, bar {j}: its filled pixels are not one run from the bottom"
-                ));
-            }
-            if count > 0 {
-                let [r, _, b] = pixel(x, bottom - 1);
-                if (r > 200 && b < 128) != (j == drawn) {
-                    return Err(format!(
-                        "NPC {row}, bar {j}: highlighted should be {} (token drawn: {drawn})",
-                        j == drawn
-                    ));
-                }
-            }
-            heights_seen.insert(count);
-        }
-        let sum: f32 = probs[row * vocab..(row + 1) * vocab].iter().sum();
-        if (sum - 1.0).abs() > 1e-5 {
-            return Err(format!("NPC {row}: probabilities sum to {sum}"));
-        }
-    }
-    // A blank strip could pass the per-bar test only if every probability were under
-    // one pixel; bars of several heights show that something was drawn.
-    if heights_seen.len() < 3 {
-        return Err(format!("bars of fewer than 3 heights: {heights_seen:?}"));
-    }
-    Ok(heights_seen.len())
-}
-
-fn save_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    encoder.set_color(png::ColorType::Rgba);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-    writer.write_image_data(rgba).map_err(|e| e.to_string())
 }
