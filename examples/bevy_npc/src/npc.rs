@@ -1,12 +1,12 @@
 //! The render-world side: tsumugi's generator on Bevy's `RenderDevice` and `RenderQueue`,
 //! stepped every frame in Bevy's command encoder by a system of the `RenderGraph`
 //! schedule, and game_npc's append and draw passes (which bind the generator's token and
-//! probability buffers directly) drawing the NPCs' lines and bars into a Bevy `Image`
-//! (an asset of the main world, which a sprite or UI node could show) on the same
-//! encoder. Bevy submits the encoder; nothing is read back inside a
-//! frame. For the terminal, each frame's drawn tokens come back with one asynchronous
-//! read (`Tensor::read`) that the render world polls without waiting, a frame or more
-//! late. The last frame's image, probabilities and tokens are copied out in that frame's
+//! probability buffers directly) drawing the NPCs' lines and bars, in the same encoder,
+//! into a Bevy `Image` (an asset of the main world, which a sprite or UI node could
+//! show). Bevy submits the encoder; nothing is read back inside a frame. For the
+//! terminal, each frame's drawn tokens come back with one asynchronous read
+//! (`Tensor::read`) that the render world polls without waiting, a frame or more late.
+//! The last frame's image, probabilities and tokens are copied out in that frame's
 //! encoder and read once, after the loop, for the pixel check.
 
 use std::collections::VecDeque;
@@ -161,8 +161,8 @@ fn encode_frame(
     if npcs.frame >= npcs.settings.frames || npcs.finished {
         return;
     }
-    // Bevy prepares the image's texture in the frame after its creation; no frame of the
-    // NPCs runs before that.
+    // No frame of the NPCs runs before Bevy has prepared the image's texture
+    // (RenderSystems::PrepareAssets).
     let Some(target) = gpu_images.get(&image.0) else {
         return;
     };
@@ -204,13 +204,21 @@ fn after_submit(npcs: Option<ResMut<Npcs>>) {
 /// One frame's drawn tokens on their way to the CPU.
 type TokenRead = Pin<Box<dyn Future<Output = tsumugi::Result<Vec<u32>>> + Send>>;
 
+/// A read in flight, or one that completed at its first poll (a finished future must not
+/// be polled again).
+enum Read {
+    Pending(TokenRead),
+    Done(tsumugi::Result<Vec<u32>>),
+}
+
 /// The NPCs' lines as the CPU learns them: every frame's tokens are read asynchronously
 /// after Bevy's submission and arrive a frame or more later; nothing waits for them
 /// until the run is over.
 struct Lines {
     chars: Vec<char>,
-    /// Reads in flight, oldest first, with the frame each belongs to.
-    pending: Mutex<VecDeque<(usize, TokenRead)>>,
+    /// Reads in flight, oldest first, with the frame each belongs to. The mutex only
+    /// makes the resource Sync (a boxed future is Send, not Sync); it is never contended.
+    pending: Mutex<VecDeque<(usize, Read)>>,
     lines: Vec<String>,
     /// The tokens of the newest frame received.
     last: Vec<u32>,
@@ -229,7 +237,14 @@ impl Lines {
         streams: usize,
     ) -> Result<(), String> {
         let tokens = tokens.clone();
-        let read: TokenRead = Box::pin(async move { tokens.read::<u32>().await });
+        let mut read: TokenRead = Box::pin(async move { tokens.read::<u32>().await });
+        // The first poll queues the copy, now: behind this frame's submission and before
+        // the next frame's step overwrites the tokens.
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let read = match read.as_mut().poll(&mut context) {
+            Poll::Ready(result) => Read::Done(result),
+            Poll::Pending => Read::Pending(read),
+        };
         self.pending
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -247,8 +262,12 @@ impl Lines {
             let Some((frame, read)) = pending.front_mut() else {
                 return Ok(());
             };
-            let Poll::Ready(result) = read.as_mut().poll(&mut context) else {
-                return Ok(());
+            let result = match read {
+                Read::Done(result) => std::mem::replace(result, Ok(Vec::new())),
+                Read::Pending(future) => match future.as_mut().poll(&mut context) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => return Ok(()),
+                },
             };
             let frame = *frame;
             pending.pop_front();
