@@ -15,30 +15,17 @@
 //! generator's step where the adapter has TIMESTAMP_QUERY, else the wall time of a step
 //! submitted alone (and says which).
 
+mod model;
 mod render;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use model::{model, vocabulary};
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
-use tsumugi::graph::{Graph, ParamStore};
-use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::generator::Generator;
-use tsumugi::nn::models::RecurrentModel;
-use tsumugi::optim::Adam;
 use tsumugi::sampling::Sampling;
-use tsumugi::{Context, Tensor};
-
-/// What the NPCs learn to say.
-const CORPUS: &str = "the guard says: halt! who goes there? the smith says: fine steel, \
-fair price. the farmer says: rain is coming, the crops need it. the guard says: the gate \
-closes at dusk. the merchant says: bread, ale and rope for sale. the smith says: bring me \
-iron and i will make a sword. the farmer says: the wolves took two sheep last night. the \
-merchant says: fair prices, friend, fair prices! the guard says: keep to the road after \
-dark. the innkeeper says: a warm bed and a hot meal, two coins. the innkeeper says: the \
-ale is fresh today. the farmer says: have you seen my dog? the guard says: move along. ";
+use tsumugi::Context;
 
 const HELP: &str = "game_npc: NPCs speak through a char-LSTM running inside a wgpu render loop
 
@@ -124,84 +111,6 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
-/// The char vocabulary of the corpus: sorted distinct characters.
-fn vocabulary() -> Vec<char> {
-    let mut chars: Vec<char> = CORPUS.chars().collect();
-    chars.sort_unstable();
-    chars.dedup();
-    chars
-}
-
-struct Model {
-    store: ParamStore,
-    /// The chapter's `CharLevelRNN` (embedding -> 2-layer `lstm` -> `fc` on every step).
-    net: RecurrentModel,
-}
-
-/// The chapter's 2-layer char-LSTM (`CharLevelRNN`, E = 16, H = `--hidden`) on `ctx`,
-/// trained on the corpus (or loaded).
-fn model(ctx: &Context, args: &Args, chars: &[char]) -> tsumugi::Result<Model> {
-    let v = chars.len();
-    let mut store = ParamStore::new();
-    let mut rng = StdRng::seed_from_u64(7);
-    let net = RecurrentModel::char_level_rnn(ctx, &mut store, &mut rng, v, 16, args.hidden, 2)?;
-    let mut model = Model { store, net };
-    if let Some(path) = args.checkpoint.as_deref().filter(|path| path.exists()) {
-        let step = tsumugi::io::load_checkpoint(path, &mut model.store)?;
-        println!("model: loaded {} (trained {step} steps)", path.display());
-        return Ok(model);
-    }
-    train(ctx, &mut model, args.train_steps, chars, &mut rng)?;
-    if let Some(path) = &args.checkpoint {
-        tsumugi::io::save_checkpoint(path, &model.store, args.train_steps)?;
-        println!("model: saved to {}", path.display());
-    }
-    Ok(model)
-}
-
-/// Adam on random windows of the corpus: predict each next character.
-fn train(ctx: &Context, m: &mut Model, steps: u64, chars: &[char], rng: &mut StdRng) -> tsumugi::Result<()> {
-    let ids: Vec<u32> = CORPUS
-        .chars()
-        .map(|c| chars.iter().position(|&x| x == c).unwrap_or(0) as u32)
-        .collect();
-    let (batch, window) = (32, 16);
-    let start = Instant::now();
-    for step in 1..=steps {
-        let (mut inputs, mut targets) = (Vec::new(), Vec::new());
-        for _ in 0..batch {
-            let at = rng.random_range(0..ids.len() - window - 1);
-            inputs.extend_from_slice(&ids[at..at + window]);
-            targets.extend_from_slice(&ids[at + 1..at + window + 1]);
-        }
-        let inputs = Tensor::from_slice(ctx, &inputs, &[batch, window])?;
-        let targets = Tensor::from_slice(ctx, &targets, &[batch * window])?;
-        m.store.zero_grad();
-        let mut g = Graph::train(ctx, &mut m.store, 0, step);
-        let logits = m.net.forward(&mut g, &inputs, None)?.logits; // [B * T, V]
-        let loss = g.cross_entropy(logits, &targets, &CrossEntropy::default())?;
-        let last_loss = g.value(loss).clone();
-        g.backward(loss)?;
-        g.clip_grad_norm(1.0)?;
-        g.adam_step(
-            &Adam {
-                lr: 0.02,
-                ..Adam::default()
-            },
-            step,
-        )?;
-        g.submit();
-        if step == 1 || step.is_multiple_of(50) || step == steps {
-            let loss = last_loss.to_vec::<f32>()?[0];
-            println!(
-                "train: step {step:4}  loss {loss:.3}  ({:.1} s)",
-                start.elapsed().as_secs_f64()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Timestamps around the generator's step in each frame: two queries per frame.
 struct Timing {
     queries: wgpu::QuerySet,
@@ -277,7 +186,8 @@ impl Game {
         // tsumugi runs on the game's device and queue: no second device.
         let ctx = Context::from_wgpu(device.clone(), queue.clone());
         let chars = vocabulary();
-        let m = model(&ctx, args, &chars).map_err(|e| e.to_string())?;
+        let m = model(&ctx, args.checkpoint.as_deref(), args.train_steps, args.hidden, &chars)
+            .map_err(|e| e.to_string())?;
         let mut generator =
             Generator::from_model(&ctx, &m.store, &m.net, args.npcs, args.sampling).map_err(|e| e.to_string())?;
         let charmap: Vec<u32> = chars.iter().map(|&c| c as u32).collect();

@@ -13,6 +13,7 @@
 //! ```
 
 mod check;
+#[path = "../../game_npc/model.rs"]
 mod model;
 mod npc;
 #[path = "../../game_npc/render.rs"]

@@ -1,6 +1,6 @@
 //! The NPCs' model: the chapter's 2-layer character LSTM (`CharLevelRNN`), trained at
-//! start-up on Bevy's device, or loaded from (and saved to) a safetensors checkpoint. The
-//! corpus and the training recipe are game_npc's, so both examples speak alike.
+//! start-up on the host's device, or loaded from (and saved to) a safetensors checkpoint.
+//! Shared by game_npc and examples/bevy_npc (through `#[path]`), so both speak alike.
 
 use std::path::Path;
 use std::time::Instant;
