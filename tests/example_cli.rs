@@ -162,6 +162,7 @@ fn translate_averages_checkpoints_and_checks_its_recipe_flags() {
         (&["--label-smoothing", "1"][..], "--label-smoothing"),
         (&["--label-smoothing", "-0.1"][..], "--label-smoothing"),
         (&["--average", "a.safetensors,b.safetensors"][..], "--average"),
+        (&["--decay-start", "1"][..], "--decay-start"),
     ] {
         let output = run("translate", args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));

@@ -17,6 +17,7 @@
 
 #[path = "../cli/mod.rs"]
 mod cli;
+mod data;
 mod evaluate;
 mod heat_maps;
 mod run;
@@ -34,12 +35,13 @@ use tsumugi::kernels::Lengths;
 use tsumugi::loss::CrossEntropy;
 use tsumugi::nn::seq2seq::Seq2Seq;
 use tsumugi::optim::Adam;
-use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Example, Pair, Seq2SeqBatch, Vocab};
+use tsumugi::text::{bucketed_batches, char_tokens, read_tsv, word_tokens, Example, Seq2SeqBatch, Vocab};
 use tsumugi::{Context, Error, Tensor};
 
+use data::training_pairs;
 use evaluate::{decoding_name, evaluate, evaluate_checkpoint, print_samples};
 use heat_maps::heat_maps;
-use run::{EpochRecord, History, Schedule};
+use run::{decayed_lr, EpochRecord, History, Schedule};
 use toy::toy;
 use translator::{Meta, Translator};
 
@@ -57,6 +59,8 @@ Training (the default action), then evaluation on the dev split:
   --lr X                Adam learning rate                         [default: 0.003]
   --lr-end X            learning rate at the last step, reached by
                         linear decay from --lr                     [default: --lr]
+  --decay-start F       the decay starts after this fraction of the whole run
+                        (counted across --resume)                  [default: 0]
   --hidden N            LSTM hidden size                           [default: 256]
   --embed N             embedding size                             [default: 128]
   --teacher-forcing X   teacher-forcing ratio in [0, 1]            [default: 1]
@@ -67,7 +71,9 @@ Training (the default action), then evaluation on the dev split:
   --seed N              seed of initialisation and batching        [default: 0]
   --dev-every-epoch     score greedy dev chrF after every epoch (about 10 s each) and draw
                         the curve (loss and dev chrF per epoch) as OUT/curve.png
-  --full                train on train_full.tsv.xz (113,698 pairs) instead of train.tsv
+  --full                train on train_full.tsv.xz (113,698 pairs) instead of train.tsv,
+                        by default with the recipe measured there: --epochs 6
+                        --lr-end 0.0003 --decay-start 0.5
   --data DIR            dataset folder                             [default: data/tanaka_en_ja]
   --out DIR             heat maps and vocabularies go here         [default: target/translate]
   --checkpoint PATH     checkpoint file                            [default: OUT/translate.safetensors]
@@ -101,6 +107,7 @@ struct Args {
     batch: usize,
     lr: f64,
     lr_end: Option<f64>,
+    decay_start: Option<f64>,
     hidden: usize,
     embed: usize,
     teacher_forcing: f64,
@@ -137,6 +144,7 @@ impl Default for Args {
             batch: 64,
             lr: 0.003,
             lr_end: None,
+            decay_start: None,
             hidden: 256,
             embed: 128,
             teacher_forcing: 1.0,
@@ -163,6 +171,9 @@ impl Default for Args {
     }
 }
 
+/// `--full`'s learning rate at its last step (from `--lr` 0.003).
+const FULL_LR_END: f64 = 0.0003;
+
 /// Training steps run before `--profile` starts timing (pipelines built, pool filled).
 const PROFILE_WARM_UP: u64 = 3;
 
@@ -182,6 +193,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--batch" => args.batch = cli::value(&flag, it.next())?,
             "--lr" => args.lr = cli::value(&flag, it.next())?,
             "--lr-end" => args.lr_end = Some(cli::value(&flag, it.next())?),
+            "--decay-start" => args.decay_start = Some(cli::value(&flag, it.next())?),
             "--hidden" => {
                 args.hidden = cli::value(&flag, it.next())?;
                 args.sizes_given = true;
@@ -214,6 +226,18 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--profile" => args.profile = Some(cli::value(&flag, it.next())?),
             other => return Err(format!("unknown flag {other:?} (see --help)").into()),
         }
+    }
+    if args.full {
+        // The full split's recipe (benches/RESULTS.md): constant, then a linear decay to a
+        // tenth over the second half of six epochs. Flags given override each part.
+        if !args.epochs_given {
+            args.epochs = 6;
+        }
+        args.lr_end = args.lr_end.or(Some(FULL_LR_END));
+        args.decay_start = args.decay_start.or(Some(0.5));
+    }
+    if args.decay_start.is_some_and(|f| !(0.0..1.0).contains(&f)) {
+        return Err("--decay-start must be in [0, 1)".into());
     }
     if args.epochs == 0 && args.eval.is_none() && args.translate.is_none() && !args.toy {
         return Err(
@@ -288,50 +312,6 @@ fn check_output_paths(out: &Path, checkpoint: &Path) -> AnyResult<()> {
     Ok(())
 }
 
-/// The training pairs: `train.tsv`, or with `--full` the xz-compressed `train_full.tsv.xz`.
-fn training_pairs(args: &Args) -> AnyResult<Vec<Pair>> {
-    let mut pairs = if args.full {
-        let path = args.data.join("train_full.tsv.xz");
-        let file = std::fs::File::open(&path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
-        let mut bytes = Vec::new();
-        lzma_rs::xz_decompress(&mut std::io::BufReader::new(file), &mut bytes)
-            .map_err(|err| format!("{}: not a valid xz file: {err:?}", path.display()))?;
-        tsumugi::text::parse_tsv(&path.display().to_string(), &bytes)?
-    } else {
-        read_tsv(&args.data.join("train.tsv"))?
-    };
-    if let Some(n) = args.max_train {
-        pairs.truncate(n);
-    }
-    if pairs.is_empty() {
-        return Err("the training split has no sentence pairs".into());
-    }
-    let file = if args.full { "train_full.tsv.xz" } else { "train.tsv" };
-    check_sentence_lengths(&args.data.join(file), &pairs)?;
-    Ok(pairs)
-}
-
-/// The longest sentence, in tokens, this example trains on: the Tanaka corpus's longest has
-/// 90 Japanese characters. A longer line (a stray paragraph, a broken file) is named here
-/// instead of failing later with a device limit of a kernel.
-const MAX_SENTENCE_TOKENS: usize = 256;
-
-fn check_sentence_lengths(path: &Path, pairs: &[Pair]) -> AnyResult<()> {
-    for pair in pairs {
-        let (en, ja) = (word_tokens(&pair.source).len(), char_tokens(&pair.target).len());
-        if en.max(ja) > MAX_SENTENCE_TOKENS {
-            return Err(format!(
-                "{} line {}: {en} English words and {ja} Japanese characters; at most {MAX_SENTENCE_TOKENS} \
-                 tokens per sentence (split or remove the line)",
-                path.display(),
-                pair.line
-            )
-            .into());
-        }
-    }
-    Ok(())
-}
-
 fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
     check_output_paths(&args.out, checkpoint)?;
     let dev_path = args.data.join("dev.tsv");
@@ -401,7 +381,13 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         args.batch,
         args.lr,
         args.lr_end
-            .map(|end| format!(" decaying linearly to {end}"))
+            .map(|end| format!(
+                " decaying linearly to {end}{}",
+                match args.decay_start {
+                    Some(f) if f > 0.0 => format!(" over the last {:.0}% of the run", 100.0 * (1.0 - f)),
+                    _ => String::new(),
+                }
+            ))
             .unwrap_or_default(),
         args.clip,
         args.teacher_forcing,
@@ -435,10 +421,15 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         args.epochs
     };
     let steps_per_epoch = bucketed_batches(&examples, args.batch, &mut StdRng::seed_from_u64(0))?.len() as u64;
-    let mut schedule = Schedule::new(steps_per_epoch.saturating_mul(epochs as u64), args.minutes);
+    let mut schedule = Schedule::new(
+        steps_per_epoch.saturating_mul(epochs as u64),
+        steps_per_epoch.saturating_mul(first_epoch as u64),
+        args.minutes,
+    );
     let minutes_before = history.minutes();
     let mut stopped_by_budget = false;
     let mut partial_steps = 0u64;
+    let mut last_lr = args.lr;
     while epoch < first_epoch + epochs && !stopped_by_budget {
         epoch += 1;
         let mut rng = StdRng::seed_from_u64(args.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -457,13 +448,13 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         let epoch_start = Instant::now();
         let (mut loss_sum, mut loss_tokens, mut tokens) = (0.0f64, 0usize, 0usize);
         for (i, indices) in batches.iter().enumerate() {
-            // How far through this run's schedule (steps, or time under --minutes), for
-            // the learning-rate decay.
+            // How far through the whole run's schedule (steps, or time under --minutes).
             let done = schedule.progress(run_steps);
             let adam = Adam {
-                lr: args.lr + (lr_end - args.lr) * done,
+                lr: decayed_lr(args.lr, lr_end, args.decay_start.unwrap_or(0.0), done),
                 ..Adam::default()
             };
+            last_lr = adam.lr;
             let refs: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
             let batch = Seq2SeqBatch::new(&refs)?;
             step += 1;
@@ -522,7 +513,7 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         }
         bar.finish_and_clear();
         println!(
-            "epoch {epoch}: loss {:.3}, {:.0} tok/s, {:.1} min",
+            "epoch {epoch}: loss {:.3}, {:.0} tok/s, {:.1} min, lr at its end {last_lr:.2e}",
             loss_sum / loss_tokens.max(1) as f64,
             tokens as f64 / epoch_start.elapsed().as_secs_f64(),
             epoch_start.elapsed().as_secs_f64() / 60.0

@@ -17,9 +17,11 @@ const WARM_UP_STEPS: u64 = 3;
 
 /// Where a run is in its schedule, and when it stops.
 pub struct Schedule {
-    /// Steps of the whole run (epochs x batches per epoch), the schedule's length
-    /// without a time budget.
+    /// Steps of this run (epochs x batches per epoch), its length without a time budget.
     pub total_steps: u64,
+    /// Steps trained before this run (a resumed run's earlier epochs): the schedule is
+    /// the whole run's, so a run resumed between epochs decays as an unbroken one.
+    pub steps_before: u64,
     /// `--minutes`: the training time the schedule is stretched over, and its end.
     pub budget: Option<Duration>,
     started: Instant,
@@ -28,18 +30,19 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(total_steps: u64, budget_minutes: Option<f64>) -> Schedule {
+    pub fn new(total_steps: u64, steps_before: u64, budget_minutes: Option<f64>) -> Schedule {
         Schedule {
             total_steps,
+            steps_before,
             budget: budget_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
             started: Instant::now(),
             timing_from: None,
         }
     }
 
-    /// How far through the schedule (0 to 1) the run is before step `done_steps + 1`: by
-    /// steps, or under a budget by training time, so that a learning-rate decay reaches
-    /// its end when the budget does instead of being cut off.
+    /// How far through the whole run's schedule (0 to 1) it is before step `done_steps + 1`
+    /// of this run: by steps, or under a budget by training time, so that a learning-rate
+    /// decay reaches its end when the budget does instead of being cut off.
     pub fn progress(&self, done_steps: u64) -> f64 {
         let by_steps = done_steps as f64 / self.total_steps.max(1) as f64;
         // With both a budget and a step count (--minutes and --epochs), whichever ends
@@ -47,7 +50,9 @@ impl Schedule {
         let by_time = self.budget.map_or(0.0, |budget| {
             self.started.elapsed().as_secs_f64() / budget.as_secs_f64()
         });
-        by_steps.max(by_time).min(1.0)
+        let this_run = by_steps.max(by_time).min(1.0);
+        let (before, run) = (self.steps_before as f64, self.total_steps as f64);
+        ((before + this_run * run) / (before + run).max(1.0)).min(1.0)
     }
 
     /// Whether the budget is spent (never without one).
@@ -90,6 +95,16 @@ impl Schedule {
                 );
             }
         }
+    }
+}
+
+/// The learning rate at `progress` (0 to 1) through the run: `lr` until `decay_start`, then
+/// linear to `lr_end` at the end.
+pub fn decayed_lr(lr: f64, lr_end: f64, decay_start: f64, progress: f64) -> f64 {
+    if progress <= decay_start {
+        lr
+    } else {
+        lr + (lr_end - lr) * (progress - decay_start) / (1.0 - decay_start)
     }
 }
 
