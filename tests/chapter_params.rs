@@ -66,7 +66,10 @@ fn section_2_1_simple_rnn_and_char_rnn() {
     assert_eq!(chars.len(), 8);
     let mut store = ParamStore::new();
     RecurrentModel::char_rnn(ctx(), &mut store, &mut rng(), 8, 16, 32).unwrap();
-    assert_eq!(store.count().0, embedding_params(8, 16) + layer(1, 16, 32) + linear_params(32, 8));
+    assert_eq!(
+        store.count().0,
+        embedding_params(8, 16) + layer(1, 16, 32) + linear_params(32, 8)
+    );
     assert_eq!(store.count().0, 1_992);
 }
 
@@ -98,11 +101,17 @@ fn section_2_2_sentiment_lstm_and_text_classifier_gru() {
     // chapter prints 37,954) and TextClassifierGRU(100, 32, 64, 2) (28,866).
     let mut store = ParamStore::new();
     RecurrentModel::sentiment_lstm(ctx(), &mut store, &mut rng(), 100, 32, 64, 2, 1, 0.0).unwrap();
-    assert_eq!(store.count().0, embedding_params(100, 32) + lstm(32, 64) + linear_params(64, 2));
+    assert_eq!(
+        store.count().0,
+        embedding_params(100, 32) + lstm(32, 64) + linear_params(64, 2)
+    );
     assert_eq!(store.count().0, 28_418);
     let mut store = ParamStore::new();
     RecurrentModel::text_classifier_gru(ctx(), &mut store, &mut rng(), 100, 32, 64, 2).unwrap();
-    assert_eq!(store.count().0, embedding_params(100, 32) + layer(3, 32, 64) + linear_params(64, 2));
+    assert_eq!(
+        store.count().0,
+        embedding_params(100, 32) + layer(3, 32, 64) + linear_params(64, 2)
+    );
     assert_eq!(store.count().0, 22_146);
 }
 
@@ -230,7 +239,10 @@ fn exercises_2_and_5() {
         readout: Readout::LastHidden { dropout: 0.0 },
     };
     RecurrentModel::new(ctx(), &mut store, &mut rng(), spec).unwrap();
-    assert_eq!(store.count().0, embedding_params(v, e) + lstm(e, h) + linear_params(h, c));
+    assert_eq!(
+        store.count().0,
+        embedding_params(v, e) + lstm(e, h) + linear_params(h, c)
+    );
     assert_eq!(store.count().0, 26_883);
 
     // Exercise 5's TextClassifier(100, 50, 64, 2), frozen: only the LSTM and fc train.
