@@ -26,6 +26,10 @@ pub fn evaluate_checkpoint(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         average_into(&ctx, &mut store, &model, &args.average)?;
         (model, meta)
     };
+    let model = Translator {
+        length_penalty: args.length_penalty,
+        ..model
+    };
     if let Some(text) = &args.translate {
         let out = model.translate(&ctx, &mut store, &[text.as_str()], args.beam)?;
         println!("{text}\n-> {}", out[0]);
@@ -38,14 +42,18 @@ pub fn evaluate_checkpoint(args: &Args, checkpoint: &Path) -> AnyResult<()> {
         let start = Instant::now();
         let scores = evaluate(&ctx, &mut store, &model, &pairs, args.beam)?;
         println!(
-            "{}: {} pairs, chrF {:.1}, char-BLEU {:.1} ({}, {:.0} s; checkpoint after epoch {})",
+            "{}: {} pairs, chrF {:.1}, char-BLEU {:.1} ({}, {:.0} s; {})",
             path.display(),
             pairs.len(),
             scores.chrf,
             scores.bleu,
             decoding_name(args.beam),
             start.elapsed().as_secs_f64(),
-            meta.epoch
+            if args.average.is_empty() {
+                format!("checkpoint after epoch {}", meta.epoch)
+            } else {
+                format!("the mean of {} checkpoints", args.average.len())
+            }
         );
         print_samples(&pairs, &scores.hypotheses, args.samples);
     }

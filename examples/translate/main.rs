@@ -89,6 +89,7 @@ Using a trained checkpoint (no training):
   --average A,B,..      use the mean of the weights of these checkpoints of one run
                         (checkpoint averaging) instead of --checkpoint
   --samples N           sample translations printed after scoring  [default: 5]
+  --length-penalty X    beam ranking by log-prob / length^X       [default: 1]
 
 Other:
   --toy                 train on the chapter's 4 sentence pairs (character-level Japanese;
@@ -128,6 +129,7 @@ struct Args {
     /// `--average`: checkpoints whose mean weights are evaluated.
     average: Vec<PathBuf>,
     samples: usize,
+    length_penalty: f32,
     toy: bool,
     profile: Option<usize>,
     /// `--hidden` or `--embed` was given (with `--resume` they must match the checkpoint).
@@ -164,6 +166,7 @@ impl Default for Args {
             beam: 4,
             average: Vec::new(),
             samples: 5,
+            length_penalty: 1.0,
             toy: false,
             profile: None,
             sizes_given: false,
@@ -218,6 +221,7 @@ fn parse_args() -> AnyResult<Option<Args>> {
             "--translate" => args.translate = Some(cli::value(&flag, it.next())?),
             "--beam" => args.beam = cli::value(&flag, it.next())?,
             "--samples" => args.samples = cli::value(&flag, it.next())?,
+            "--length-penalty" => args.length_penalty = cli::value(&flag, it.next())?,
             "--average" => {
                 let list: String = cli::value(&flag, it.next())?;
                 args.average = list.split(',').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
@@ -235,6 +239,9 @@ fn parse_args() -> AnyResult<Option<Args>> {
         }
         args.lr_end = args.lr_end.or(Some(FULL_LR_END));
         args.decay_start = args.decay_start.or(Some(0.5));
+    }
+    if !args.length_penalty.is_finite() {
+        return Err("--length-penalty must be a finite number".into());
     }
     if args.decay_start.is_some_and(|f| !(0.0..1.0).contains(&f)) {
         return Err("--decay-start must be in [0, 1)".into());
@@ -363,6 +370,10 @@ fn train(args: &Args, checkpoint: &Path) -> AnyResult<()> {
             args.seed,
         )?;
         (translator, 0, 0, History::default())
+    };
+    let translator = Translator {
+        length_penalty: args.length_penalty,
+        ..translator
     };
     let examples: Vec<Example> = train_pairs.iter().map(|p| translator.encode(p)).collect();
     let (total, _) = store.count();

@@ -36,6 +36,8 @@ pub struct Translator {
     pub model: Seq2Seq,
     pub src_vocab: Vocab,
     pub tgt_vocab: Vocab,
+    /// Beam search ranks by `log_prob / length^length_penalty` (`--length-penalty`).
+    pub length_penalty: f32,
 }
 
 impl Translator {
@@ -72,6 +74,7 @@ impl Translator {
             )?,
         };
         Ok(Translator {
+            length_penalty: 1.0,
             model,
             src_vocab,
             tgt_vocab,
@@ -174,7 +177,10 @@ impl Translator {
         let (src, lengths, steps) = self.source_batch(ctx, sentences)?;
         let max_len = max_output_len(steps);
         let ids: Vec<Vec<u32>> = if beam > 1 {
-            let options = BeamSearch::new(beam, max_len, Vocab::EOS_ID);
+            let options = BeamSearch {
+                length_penalty: self.length_penalty,
+                ..BeamSearch::new(beam, max_len, Vocab::EOS_ID)
+            };
             let found = self
                 .model
                 .beam_search(ctx, store, &src, Some(&lengths), Vocab::SOS_ID, &options)?;
