@@ -21,7 +21,7 @@ mod render;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use model::{model, vocabulary};
+use model::{model, start_lines, vocabulary};
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
 use tsumugi::nn::generator::Generator;
 use tsumugi::sampling::Sampling;
@@ -200,17 +200,7 @@ impl Game {
             generator.probabilities().buffer(),
             &charmap,
         );
-        // Each NPC starts its line with the first letter of a role: 't' for "the", ...
-        let id = |c: char| chars.iter().position(|&x| x == c).unwrap_or(0) as u32;
-        let start_tokens: Vec<u32> = "tbhafwgm".chars().cycle().take(args.npcs).map(id).collect();
-        let mut encoder = device.create_command_encoder(&Default::default());
-        for (slot, &token) in start_tokens.iter().enumerate() {
-            generator
-                .reset_slot(&mut encoder, slot, token)
-                .map_err(|e| e.to_string())?;
-        }
-        queue.submit([encoder.finish()]);
-        ctx.recycle_after_submit();
+        let start_tokens = start_lines(&ctx, &mut generator, &chars).map_err(|e| e.to_string())?;
         Ok(Game {
             timing: if args.wall_time {
                 None

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tsumugi::graph::{Graph, ParamStore};
 use tsumugi::loss::CrossEntropy;
+use tsumugi::nn::generator::Generator;
 use tsumugi::nn::models::RecurrentModel;
 use tsumugi::optim::Adam;
 use tsumugi::{Context, Tensor};
@@ -102,4 +103,19 @@ fn train(ctx: &Context, m: &mut Model, steps: u64, chars: &[char], rng: &mut Std
         }
     }
     Ok(())
+}
+
+/// Starts each NPC's line with the first letter of a role ('t' for "the", 'b', 'h', ...),
+/// resetting the generator's streams in one submission of the host's queue; returns each
+/// stream's start token (a line that ends starts again from it).
+pub fn start_lines(ctx: &Context, generator: &mut Generator, chars: &[char]) -> tsumugi::Result<Vec<u32>> {
+    let id = |c: char| chars.iter().position(|&x| x == c).unwrap_or(0) as u32;
+    let start_tokens: Vec<u32> = "tbhafwgm".chars().cycle().take(generator.streams()).map(id).collect();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    for (slot, &token) in start_tokens.iter().enumerate() {
+        generator.reset_slot(&mut encoder, slot, token)?;
+    }
+    ctx.queue().submit([encoder.finish()]);
+    ctx.recycle_after_submit();
+    Ok(start_tokens)
 }

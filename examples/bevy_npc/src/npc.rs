@@ -391,17 +391,7 @@ impl Npcs {
             generator.probabilities().buffer(),
             &charmap,
         );
-        // Each NPC starts its line with the first letter of a role: 't' for "the", ...
-        let id = |c: char| chars.iter().position(|&x| x == c).unwrap_or(0) as u32;
-        let start_tokens: Vec<u32> = "tbhafwgm".chars().cycle().take(settings.npcs).map(id).collect();
-        let mut encoder = device.create_command_encoder(&Default::default());
-        for (slot, &token) in start_tokens.iter().enumerate() {
-            generator
-                .reset_slot(&mut encoder, slot, token)
-                .map_err(|e| e.to_string())?;
-        }
-        queue.submit([encoder.finish()]);
-        ctx.recycle_after_submit();
+        let start_tokens = model::start_lines(&ctx, &mut generator, &chars).map_err(|e| e.to_string())?;
         let timing = if settings.wall_time {
             None
         } else {
