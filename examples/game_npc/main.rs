@@ -21,7 +21,7 @@ mod render;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use model::{model, start_lines, vocabulary};
+use model::{model, print_gpu_times, start_lines, vocabulary};
 use render::{map_all_blocking, Layout, Offscreen, Renderer, OFFSCREEN_FORMAT};
 use tsumugi::nn::generator::Generator;
 use tsumugi::sampling::Sampling;
@@ -296,19 +296,7 @@ impl Game {
         let streams = self.generator.streams();
         match self.model_times() {
             Some(times) if !times.is_empty() => {
-                // The first frame also pays for first-use work in the driver; it is shown
-                // apart from the rest.
-                let (first, rest) = (times[0], if times.len() > 1 { &times[1..] } else { &times[..] });
-                let mut sorted = rest.to_vec();
-                sorted.sort_by(f64::total_cmp);
-                let mean = rest.iter().sum::<f64>() / rest.len() as f64;
-                println!(
-                    "model GPU time per frame (timestamp queries, {streams} NPCs): mean {mean:.3} ms, median {:.3} ms, \
-                     max {:.3} ms over {} frames (the first frame: {first:.3} ms)",
-                    sorted[sorted.len() / 2],
-                    sorted[sorted.len() - 1],
-                    rest.len()
-                );
+                print_gpu_times(streams, &times);
             }
             _ => {
                 let ms = self.wall_time_per_step(20)?;

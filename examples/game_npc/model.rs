@@ -119,3 +119,19 @@ pub fn start_lines(ctx: &Context, generator: &mut Generator, chars: &[char]) -> 
     ctx.recycle_after_submit();
     Ok(start_tokens)
 }
+
+/// Prints the model's GPU time per frame from timestamp queries (`times` in ms, at least
+/// one): the first frame, which also pays for first-use work in the driver, apart.
+pub fn print_gpu_times(streams: usize, times: &[f64]) {
+    let (first, rest) = (times[0], if times.len() > 1 { &times[1..] } else { times });
+    let mut sorted = rest.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mean = rest.iter().sum::<f64>() / rest.len() as f64;
+    println!(
+        "model GPU time per frame (timestamp queries, {streams} NPCs): mean {mean:.3} ms, median {:.3} ms, \
+         max {:.3} ms over {} frames (the first frame: {first:.3} ms)",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+        rest.len()
+    );
+}

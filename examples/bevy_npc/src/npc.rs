@@ -547,18 +547,7 @@ impl Npcs {
             .map(|timing| timing.read(&self.device, &self.queue, self.settings.frames as u32));
         match times {
             Some(times) if times.len() > 1 => {
-                // The first frame also pays for first-use work in the driver: apart.
-                let (first, rest) = (times[0], &times[1..]);
-                let mut sorted = rest.to_vec();
-                sorted.sort_by(f64::total_cmp);
-                let mean = rest.iter().sum::<f64>() / rest.len() as f64;
-                println!(
-                    "model GPU time per frame (timestamp queries, {streams} NPCs): mean {mean:.3} ms, median {:.3} ms, \
-                     max {:.3} ms over {} frames (the first frame: {first:.3} ms)",
-                    sorted[sorted.len() / 2],
-                    sorted[sorted.len() - 1],
-                    rest.len()
-                );
+                model::print_gpu_times(streams, &times);
             }
             _ => {
                 let ms = self.wall_time_per_step(20)?;
